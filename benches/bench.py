@@ -351,6 +351,24 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("spread (max-min)/median:")
     print(render_table(header, spread_rows))
+    types, warnings = [], []
+    for rt in available:
+        seen = {
+            cells[(c.id, rt)].extra.get("task_type")
+            for c in cases
+            if cells[(c.id, rt)].extra.get("task_type")
+        }
+        if seen:
+            types.append(f"{rt}={'/'.join(sorted(seen))}")
+            if rt.startswith("asyncbis") and seen <= {"_asyncio.Task"}:
+                warnings.append(
+                    f"WARNING: {rt} ran on stock _asyncio.Task, not asyncbis's"
+                )
+    if types:
+        print()
+        print("task types: " + ", ".join(types))
+    for warning in warnings:
+        print(warning)
     errors = [
         (c, rt, cells[(c.id, rt)])
         for c in cases
