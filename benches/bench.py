@@ -178,8 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--timeout",
         type=float,
-        default=600,
-        help="seconds per measurement (default 600)",
+        default=180,
+        help="seconds per measurement; a cell that times out is not run again (default 180)",
     )
     ap.add_argument(
         "--list", action="store_true", help="list cases and runtimes and exit"
@@ -241,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     total = ns.repeat * len(cases) * len(available)
     done = 0
+    hung: set[tuple[str, str]] = set()
     t_suite = time.perf_counter()
     for rep in range(ns.repeat):
         for case in cases:
@@ -249,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
             k = rep % max(len(available), 1)
             order = available[k:] + available[:k]
             for rt in order:
+                if (case.id, rt) in hung:
+                    done += 1
+                    continue
                 res = run_child(
                     ["run", rt, case.fn, json.dumps(size)], timeout=ns.timeout
                 )
@@ -256,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
                 done += 1
                 if "error" in res:
                     cell.errors.append(res["error"])
+                    if res["error"].startswith("timed out"):
+                        hung.add((case.id, rt))  # do not wait for it again
                     shown = "ERROR " + res["error"]
                     if res.get("traceback") and len(cell.errors) == 1:
                         cell.extra["traceback"] = res["traceback"]
@@ -379,8 +385,10 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print("errors (! in the table; error = every run failed):")
         for c, rt, cell in errors:
+            again = " (timed out: not retried)" if (c.id, rt) in hung else ""
             print(
-                f"  {c.id} / {rt}: {len(cell.errors)} of {ns.repeat}: {cell.errors[0]}"
+                f"  {c.id} / {rt}: {len(cell.errors)} of {ns.repeat}{again}: "
+                f"{cell.errors[0]}"
             )
     print()
     print(
