@@ -47,11 +47,14 @@ pub fn compare(
     let mut comparison = Comparison::default();
     let all_ids: BTreeSet<&String> = stock_first.keys().chain(stock_second.keys()).collect();
     // Collection errors name a module; they explain the absence of that module's tests.
-    let collect_errors: Vec<&TestRecord> = asyncbis.values().filter(|r| r.phase == "collect").collect();
+    let collect_errors: Vec<&TestRecord> =
+        asyncbis.values().filter(|r| r.phase == "collect").collect();
     for id in all_ids {
         let first = stock_first.get(id).map(|r| r.outcome);
         let second = stock_second.get(id).map(|r| r.outcome);
-        let is_known_flaky = known_flaky.iter().any(|f| id == f || id.starts_with(&format!("{f}[")));
+        let is_known_flaky = known_flaky
+            .iter()
+            .any(|f| id == f || id.starts_with(&format!("{f}[")));
         if is_known_flaky || outcome_class(first) != outcome_class(second) {
             comparison.flaky.push(id.clone());
             continue;
@@ -69,7 +72,9 @@ pub fn compare(
                 record.nodeid = id.clone();
                 comparison.newly_failing.push(record);
             }
-            (Some(outcome), Some(record)) if outcome.is_failure() && record.outcome == Outcome::Passed => {
+            (Some(outcome), Some(record))
+                if outcome.is_failure() && record.outcome == Outcome::Passed =>
+            {
                 comparison.newly_passing.push(id.clone())
             }
             _ => {}
@@ -81,13 +86,18 @@ pub fn compare(
 /// Whether a test node id lies inside a collected node (module or package path).
 fn is_inside(test_id: &str, collector_id: &str) -> bool {
     !collector_id.is_empty()
-        && (test_id.starts_with(&format!("{collector_id}::")) || test_id.starts_with(&format!("{collector_id}/")))
+        && (test_id.starts_with(&format!("{collector_id}::"))
+            || test_id.starts_with(&format!("{collector_id}/")))
 }
 
 fn not_run_record(killed: bool) -> TestRecord {
     TestRecord {
         nodeid: String::new(),
-        outcome: if killed { Outcome::Hung } else { Outcome::Error },
+        outcome: if killed {
+            Outcome::Hung
+        } else {
+            Outcome::Error
+        },
         phase: "call".into(),
         duration: 0.0,
         exception: Some(ExceptionInfo {
@@ -149,7 +159,10 @@ pub struct RerunOutcomes {
 pub fn attribute(outcomes: &RerunOutcomes) -> Attribution {
     let passed = |o: &Option<Outcome>| *o == Some(Outcome::Passed);
     if passed(&outcomes.confirm) {
-        return Attribution { verdict: Verdict::NotReproducible, fixed_by: Vec::new() };
+        return Attribution {
+            verdict: Verdict::NotReproducible,
+            fixed_by: Vec::new(),
+        };
     }
     let fixed_by: Vec<String> = SWITCHES
         .iter()
@@ -195,15 +208,40 @@ mod tests {
     }
 
     fn run(items: &[(&str, Outcome)]) -> BTreeMap<String, TestRecord> {
-        items.iter().map(|(id, o)| (id.to_string(), rec(id, *o))).collect()
+        items
+            .iter()
+            .map(|(id, o)| (id.to_string(), rec(id, *o)))
+            .collect()
     }
 
     #[test]
     fn flaky_and_newly_failing_are_told_apart() {
         use Outcome::*;
-        let first = run(&[("a", Passed), ("b", Passed), ("flip", Passed), ("c", Failed), ("known", Passed), ("m.py::gone", Passed), ("lost", Passed)]);
-        let second = run(&[("a", Passed), ("b", Passed), ("flip", Failed), ("c", Failed), ("known", Passed), ("m.py::gone", Passed), ("lost", Passed)]);
-        let mut asyncbis = run(&[("a", Passed), ("b", Timeout), ("flip", Failed), ("c", Passed), ("known", Failed)]);
+        let first = run(&[
+            ("a", Passed),
+            ("b", Passed),
+            ("flip", Passed),
+            ("c", Failed),
+            ("known", Passed),
+            ("m.py::gone", Passed),
+            ("lost", Passed),
+        ]);
+        let second = run(&[
+            ("a", Passed),
+            ("b", Passed),
+            ("flip", Failed),
+            ("c", Failed),
+            ("known", Passed),
+            ("m.py::gone", Passed),
+            ("lost", Passed),
+        ]);
+        let mut asyncbis = run(&[
+            ("a", Passed),
+            ("b", Timeout),
+            ("flip", Failed),
+            ("c", Passed),
+            ("known", Failed),
+        ]);
         let mut collect = rec("m.py", Error);
         collect.phase = "collect".into();
         asyncbis.insert("m.py".into(), collect);
@@ -214,7 +252,14 @@ mod tests {
             .iter()
             .map(|r| (r.nodeid.as_str(), r.outcome, r.phase.as_str()))
             .collect();
-        assert_eq!(failing, vec![("b", Timeout, "call"), ("lost", Hung, "call"), ("m.py::gone", Error, "collect")]);
+        assert_eq!(
+            failing,
+            vec![
+                ("b", Timeout, "call"),
+                ("lost", Hung, "call"),
+                ("m.py::gone", Error, "collect")
+            ]
+        );
         assert_eq!(comparison.newly_passing, vec!["c"]);
     }
 
@@ -236,14 +281,36 @@ mod tests {
             switch_off: off.iter().map(|(s, o)| (s.to_string(), Some(*o))).collect(),
             all_off,
         };
-        let single = attribute(&with(Some(Failed), &[("root-task-group", Passed), ("level-cancellation", Failed)], None));
+        let single = attribute(&with(
+            Some(Failed),
+            &[("root-task-group", Passed), ("level-cancellation", Failed)],
+            None,
+        ));
         assert_eq!(single.verdict, Verdict::Switch);
         assert_eq!(single.fixed_by, vec!["root-task-group"]);
-        let several = attribute(&with(Some(Failed), &[("task-cancel-level", Passed), ("level-cancellation", Passed)], None));
-        assert_eq!(several.fixed_by, vec!["level-cancellation", "task-cancel-level"]);
-        let combo = attribute(&with(Some(Failed), &[("root-task-group", Failed)], Some(Passed)));
+        let several = attribute(&with(
+            Some(Failed),
+            &[
+                ("task-cancel-level", Passed),
+                ("level-cancellation", Passed),
+            ],
+            None,
+        ));
+        assert_eq!(
+            several.fixed_by,
+            vec!["level-cancellation", "task-cancel-level"]
+        );
+        let combo = attribute(&with(
+            Some(Failed),
+            &[("root-task-group", Failed)],
+            Some(Passed),
+        ));
         assert_eq!(combo.verdict, Verdict::Combination);
-        let none = attribute(&with(Some(Timeout), &[("root-task-group", Timeout)], Some(Failed)));
+        let none = attribute(&with(
+            Some(Timeout),
+            &[("root-task-group", Timeout)],
+            Some(Failed),
+        ));
         assert_eq!(none.verdict, Verdict::Unattributed);
         let missing = attribute(&with(Some(Failed), &[], None));
         assert_eq!(missing.verdict, Verdict::Unattributed);
@@ -254,8 +321,14 @@ mod tests {
         assert_eq!(skipped.verdict, Verdict::Unattributed);
 
         let mut pending = BTreeMap::new();
-        pending.insert("x".to_string(), with(Some(Failed), &[("root-task-group", Failed)], None));
-        pending.insert("y".to_string(), with(Some(Failed), &[("root-task-group", Passed)], None));
+        pending.insert(
+            "x".to_string(),
+            with(Some(Failed), &[("root-task-group", Failed)], None),
+        );
+        pending.insert(
+            "y".to_string(),
+            with(Some(Failed), &[("root-task-group", Passed)], None),
+        );
         pending.insert("z".to_string(), with(Some(Passed), &[], None));
         assert_eq!(needs_all_off(&pending), vec!["x"]);
     }

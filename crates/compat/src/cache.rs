@@ -19,7 +19,8 @@ pub fn short_hash(parts: &[&str]) -> String {
 
 /// Hash of a file's content (for the asyncbis wheel: a rebuilt wheel invalidates asyncbis runs).
 pub fn file_hash(path: &Path) -> Result<String, String> {
-    let bytes = std::fs::read(path).map_err(|err| format!("cannot read {}: {err}", path.display()))?;
+    let bytes =
+        std::fs::read(path).map_err(|err| format!("cannot read {}: {err}", path.display()))?;
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in bytes {
         hash ^= u64::from(byte);
@@ -41,7 +42,9 @@ impl Mode {
         match self {
             Mode::Stock { attempt } => format!("stock-{attempt}"),
             Mode::Asyncbis { disabled } if disabled.is_empty() => "asyncbis".to_string(),
-            Mode::Asyncbis { disabled } if disabled.len() > 2 => format!("asyncbis-off-{}-switches", disabled.len()),
+            Mode::Asyncbis { disabled } if disabled.len() > 2 => {
+                format!("asyncbis-off-{}-switches", disabled.len())
+            }
             Mode::Asyncbis { disabled } => {
                 let mut sorted = disabled.clone();
                 sorted.sort();
@@ -77,7 +80,12 @@ impl RunKey<'_> {
         };
         disabled.sort();
         let selection = self.selection.join("\n");
-        let digest = short_hash(&[self.entry_fingerprint, wheel, &disabled.join(","), &selection]);
+        let digest = short_hash(&[
+            self.entry_fingerprint,
+            wheel,
+            &disabled.join(","),
+            &selection,
+        ]);
         format!(
             "{}-{}/py{}/{}-{}.json",
             self.project,
@@ -116,12 +124,16 @@ impl Cache {
     pub fn store<T: Serialize>(&self, key: &RunKey, value: &T) -> Result<(), String> {
         let path = self.root.join("results").join(key.file_name());
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|err| format!("cannot create {}: {err}", parent.display()))?;
+            std::fs::create_dir_all(parent)
+                .map_err(|err| format!("cannot create {}: {err}", parent.display()))?;
         }
-        let text = serde_json::to_string(value).map_err(|err| format!("cannot encode result: {err}"))?;
+        let text =
+            serde_json::to_string(value).map_err(|err| format!("cannot encode result: {err}"))?;
         let partial = path.with_extension("json.part");
-        std::fs::write(&partial, text).map_err(|err| format!("cannot write {}: {err}", partial.display()))?;
-        std::fs::rename(&partial, &path).map_err(|err| format!("cannot write {}: {err}", path.display()))
+        std::fs::write(&partial, text)
+            .map_err(|err| format!("cannot write {}: {err}", partial.display()))?;
+        std::fs::rename(&partial, &path)
+            .map_err(|err| format!("cannot write {}: {err}", path.display()))
     }
 }
 
@@ -146,8 +158,12 @@ mod tests {
         let stock1 = Mode::Stock { attempt: 1 };
         let stock2 = Mode::Stock { attempt: 2 };
         let all_on = Mode::Asyncbis { disabled: vec![] };
-        let off_ab = Mode::Asyncbis { disabled: vec!["a".into(), "b".into()] };
-        let off_ba = Mode::Asyncbis { disabled: vec!["b".into(), "a".into()] };
+        let off_ab = Mode::Asyncbis {
+            disabled: vec!["a".into(), "b".into()],
+        };
+        let off_ba = Mode::Asyncbis {
+            disabled: vec!["b".into(), "a".into()],
+        };
         let none: Vec<String> = vec![];
         let some = vec!["t.py::x".to_string()];
         let k = |m, s, w| key(m, s, w).file_name();
@@ -163,7 +179,8 @@ mod tests {
 
     #[test]
     fn store_then_load_round_trips() {
-        let dir = std::env::temp_dir().join(format!("asyncbis-compat-cache-test-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("asyncbis-compat-cache-test-{}", std::process::id()));
         let cache = Cache::new(dir.clone(), true);
         let mode = Mode::Stock { attempt: 1 };
         let key = key(&mode, &[], "");

@@ -149,11 +149,14 @@ pub fn parse_corpus(text: &str) -> Result<Corpus, String> {
             return Err(format!("{where_}: timeouts must be positive"));
         }
         let field = |args: &Args, what: &str| {
-            args.to_vec().map_err(|err| format!("{where_}: {what}: {err}"))
+            args.to_vec()
+                .map_err(|err| format!("{where_}: {what}: {err}"))
         };
         let install = field(&project.install, "install")?;
         if install.is_empty() && project.skip.is_none() {
-            return Err(format!("{where_}: install is empty (at least \".\" and pytest)"));
+            return Err(format!(
+                "{where_}: install is empty (at least \".\" and pytest)"
+            ));
         }
         projects.push(ProjectEntry {
             install,
@@ -248,7 +251,10 @@ mod tests {
             vec![".[redis]", "-o", "python_files=*.py", "a b", "c d"]
         );
         assert_eq!(shell_split("  ").unwrap(), Vec::<String>::new());
-        assert_eq!(shell_split(r#"-m "not a and not b""#).unwrap(), vec!["-m", "not a and not b"]);
+        assert_eq!(
+            shell_split(r#"-m "not a and not b""#).unwrap(),
+            vec!["-m", "not a and not b"]
+        );
         assert!(shell_split("\"open").is_err());
         assert!(shell_split("'open").is_err());
     }
@@ -293,13 +299,26 @@ mod tests {
     fn rejects_bad_manifests_with_reasons() {
         let err = |text: &str| parse_corpus(text).unwrap_err();
         assert!(err("").contains("no [[project]]"));
-        assert!(err("[[project]]\nname = \"x\"\nversion = \"\"\ninstall = \".\"").contains("empty version"));
-        assert!(err("[[project]]\nname = \"x\"\nversion = \"1\"\ninstall = \".\"\nservices = [\"mongo\"]")
-            .contains("unknown service"));
+        assert!(
+            err("[[project]]\nname = \"x\"\nversion = \"\"\ninstall = \".\"")
+                .contains("empty version")
+        );
+        assert!(err(
+            "[[project]]\nname = \"x\"\nversion = \"1\"\ninstall = \".\"\nservices = [\"mongo\"]"
+        )
+        .contains("unknown service"));
         assert!(err("[[project]]\nname = \"x\"\nversion = \"1\"\ninstall = \".\"\n[[project]]\nname = \"X\"\nversion = \"2\"\ninstall = \".\"")
             .contains("listed twice"));
-        assert!(err("[[project]]\nname = \"x\"\nversion = \"1\"\ninstall = \".\"\ncolour = 1").contains("invalid manifest"));
-        assert!(err("[[project]]\nname = \"x\"\nversion = \"1\"\ninstall = \"'\"").contains("unclosed"));
-        assert!(err("[[project]]\nname = \"x\"\nversion = \"1\"\ninstall = \".\"\ntimeout = 0").contains("positive"));
+        assert!(
+            err("[[project]]\nname = \"x\"\nversion = \"1\"\ninstall = \".\"\ncolour = 1")
+                .contains("invalid manifest")
+        );
+        assert!(
+            err("[[project]]\nname = \"x\"\nversion = \"1\"\ninstall = \"'\"").contains("unclosed")
+        );
+        assert!(
+            err("[[project]]\nname = \"x\"\nversion = \"1\"\ninstall = \".\"\ntimeout = 0")
+                .contains("positive")
+        );
     }
 }

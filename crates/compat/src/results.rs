@@ -19,7 +19,10 @@ pub enum Outcome {
 
 impl Outcome {
     pub fn is_failure(self) -> bool {
-        matches!(self, Outcome::Failed | Outcome::Error | Outcome::Timeout | Outcome::Hung)
+        matches!(
+            self,
+            Outcome::Failed | Outcome::Error | Outcome::Timeout | Outcome::Hung
+        )
     }
     pub fn as_str(self) -> &'static str {
         match self {
@@ -135,7 +138,8 @@ struct RawGroup {
 
 fn is_pytest_timeout(longrepr: &str, exc: &Option<ExceptionInfo>) -> bool {
     let message = exc.as_ref().map(|e| e.message.as_str()).unwrap_or("");
-    message.contains("Timeout (>") || longrepr.contains("Timeout (>") && longrepr.contains("pytest-timeout")
+    message.contains("Timeout (>")
+        || longrepr.contains("Timeout (>") && longrepr.contains("pytest-timeout")
 }
 
 fn truncate_tail(text: &str, max: usize) -> String {
@@ -153,17 +157,22 @@ fn truncate_tail(text: &str, max: usize) -> String {
 pub fn parse_recorder(text: &str) -> Recorded {
     let mut recorded = Recorded::default();
     for line in text.lines() {
-        let Ok(event) = serde_json::from_str::<RawEvent>(line) else { continue };
+        let Ok(event) = serde_json::from_str::<RawEvent>(line) else {
+            continue;
+        };
         match event.event.as_str() {
             "start" => {
-                recorded.tests.entry(event.nodeid.clone()).or_insert_with(|| TestRecord {
-                    nodeid: event.nodeid,
-                    outcome: Outcome::Hung,
-                    phase: "call".into(),
-                    duration: 0.0,
-                    exception: None,
-                    longrepr: String::new(),
-                });
+                recorded
+                    .tests
+                    .entry(event.nodeid.clone())
+                    .or_insert_with(|| TestRecord {
+                        nodeid: event.nodeid,
+                        outcome: Outcome::Hung,
+                        phase: "call".into(),
+                        duration: 0.0,
+                        exception: None,
+                        longrepr: String::new(),
+                    });
             }
             "collect" => {
                 recorded.tests.insert(
@@ -187,14 +196,16 @@ pub fn parse_recorder(text: &str) -> Recorded {
 }
 
 fn apply_phase(tests: &mut BTreeMap<String, TestRecord>, event: RawEvent) {
-    let record = tests.entry(event.nodeid.clone()).or_insert_with(|| TestRecord {
-        nodeid: event.nodeid.clone(),
-        outcome: Outcome::Hung,
-        phase: event.when.clone(),
-        duration: 0.0,
-        exception: None,
-        longrepr: String::new(),
-    });
+    let record = tests
+        .entry(event.nodeid.clone())
+        .or_insert_with(|| TestRecord {
+            nodeid: event.nodeid.clone(),
+            outcome: Outcome::Hung,
+            phase: event.when.clone(),
+            duration: 0.0,
+            exception: None,
+            longrepr: String::new(),
+        });
     record.duration += event.duration;
     let exception = event.exc.map(|raw| ExceptionInfo {
         exc_type: raw.exc_type,
@@ -202,12 +213,18 @@ fn apply_phase(tests: &mut BTreeMap<String, TestRecord>, event: RawEvent) {
         frames: raw
             .frames
             .into_iter()
-            .map(|(file, line, function)| Frame { file, line, function })
+            .map(|(file, line, function)| Frame {
+                file,
+                line,
+                function,
+            })
             .collect(),
         group: raw.group.map(|g| g.group_type),
     });
     let exception = exception.or_else(|| {
-        (event.outcome == "failed").then(|| exception_from_longrepr(&event.longrepr)).flatten()
+        (event.outcome == "failed")
+            .then(|| exception_from_longrepr(&event.longrepr))
+            .flatten()
     });
     let failed_outcome = |when: &str| {
         if is_pytest_timeout(&event.longrepr, &exception) {
@@ -232,7 +249,9 @@ fn apply_phase(tests: &mut BTreeMap<String, TestRecord>, event: RawEvent) {
         }
         ("call", "passed") => record.outcome = Outcome::Passed,
         // A test that only ran setup and teardown (e.g. skipped by a fixture) keeps that outcome.
-        ("teardown", "passed") if record.outcome == Outcome::Hung => record.outcome = Outcome::Passed,
+        ("teardown", "passed") if record.outcome == Outcome::Hung => {
+            record.outcome = Outcome::Passed
+        }
         _ => {}
     }
 }
@@ -246,14 +265,21 @@ pub fn exception_from_longrepr(longrepr: &str) -> Option<ExceptionInfo> {
         .or_else(|| longrepr.lines().rev().find(|line| line.starts_with("E ")))?;
     let body = line.trim_start_matches('E').trim();
     let (exc_type, message) = match body.split_once(':') {
-        Some((head, rest)) if is_dotted_identifier(head) => (head.to_string(), rest.trim().to_string()),
-        _ => (body.split_whitespace().next().unwrap_or("").to_string(), body.to_string()),
+        Some((head, rest)) if is_dotted_identifier(head) => {
+            (head.to_string(), rest.trim().to_string())
+        }
+        _ => (
+            body.split_whitespace().next().unwrap_or("").to_string(),
+            body.to_string(),
+        ),
     };
-    let frames = longrepr
-        .lines()
-        .filter_map(parse_location_line)
-        .collect();
-    Some(ExceptionInfo { exc_type, message, frames, group: None })
+    let frames = longrepr.lines().filter_map(parse_location_line).collect();
+    Some(ExceptionInfo {
+        exc_type,
+        message,
+        frames,
+        group: None,
+    })
 }
 
 fn is_dotted_identifier(text: &str) -> bool {
@@ -273,7 +299,11 @@ fn parse_location_line(line: &str) -> Option<Frame> {
         return None;
     }
     let function = rest.strip_prefix("in ").unwrap_or("").to_string();
-    Some(Frame { file: file.to_string(), line: lineno, function })
+    Some(Frame {
+        file: file.to_string(),
+        line: lineno,
+        function,
+    })
 }
 
 /// Parses pytest JUnit XML (xunit1 gives `file`, which makes exact node ids possible).
@@ -284,9 +314,12 @@ pub fn parse_junit(xml: &str) -> Result<BTreeMap<String, TestRecord>, String> {
     let mut current: Option<TestRecord> = None;
     let mut in_detail = false;
     loop {
-        let event = reader
-            .read_event()
-            .map_err(|err| format!("invalid JUnit XML at byte {}: {err}", reader.buffer_position()))?;
+        let event = reader.read_event().map_err(|err| {
+            format!(
+                "invalid JUnit XML at byte {}: {err}",
+                reader.buffer_position()
+            )
+        })?;
         match event {
             Event::Start(ref element) | Event::Empty(ref element) => {
                 let is_empty = matches!(event, Event::Empty(_));
@@ -297,7 +330,10 @@ pub fn parse_junit(xml: &str) -> Result<BTreeMap<String, TestRecord>, String> {
                             nodeid: junit_nodeid(&attrs),
                             outcome: Outcome::Passed,
                             phase: "call".into(),
-                            duration: attrs.get("time").and_then(|t| t.parse().ok()).unwrap_or(0.0),
+                            duration: attrs
+                                .get("time")
+                                .and_then(|t| t.parse().ok())
+                                .unwrap_or(0.0),
                             exception: None,
                             longrepr: String::new(),
                         };
@@ -334,7 +370,9 @@ pub fn parse_junit(xml: &str) -> Result<BTreeMap<String, TestRecord>, String> {
             }
             Event::Text(text) if in_detail => {
                 if let Some(record) = current.as_mut() {
-                    let text = text.unescape().map_err(|err| format!("invalid JUnit XML text: {err}"))?;
+                    let text = text
+                        .unescape()
+                        .map_err(|err| format!("invalid JUnit XML text: {err}"))?;
                     record.longrepr.push_str(&text);
                 }
             }
@@ -347,7 +385,11 @@ pub fn parse_junit(xml: &str) -> Result<BTreeMap<String, TestRecord>, String> {
                 b"testcase" => {
                     if let Some(mut record) = current.take() {
                         if let Some(exc) = record.exception.as_mut() {
-                            exc.frames = record.longrepr.lines().filter_map(parse_location_line).collect();
+                            exc.frames = record
+                                .longrepr
+                                .lines()
+                                .filter_map(parse_location_line)
+                                .collect();
                         }
                         record.longrepr = truncate_tail(&record.longrepr, 6000);
                         tests.insert(record.nodeid.clone(), record);
@@ -385,7 +427,11 @@ fn exception_from_message(message: &str) -> ExceptionInfo {
             message: rest.trim().to_string(),
             ..Default::default()
         },
-        _ => ExceptionInfo { exc_type: String::new(), message: first_line.to_string(), ..Default::default() },
+        _ => ExceptionInfo {
+            exc_type: String::new(),
+            message: first_line.to_string(),
+            ..Default::default()
+        },
     }
 }
 
@@ -396,7 +442,10 @@ fn junit_nodeid(attrs: &BTreeMap<String, String>) -> String {
     match attrs.get("file") {
         Some(file) => {
             let module = file.trim_end_matches(".py").replace(['/', '\\'], ".");
-            let classes = classname.strip_prefix(module.as_str()).unwrap_or("").trim_start_matches('.');
+            let classes = classname
+                .strip_prefix(module.as_str())
+                .unwrap_or("")
+                .trim_start_matches('.');
             let mut id = file.clone();
             for class in classes.split('.').filter(|c| !c.is_empty()) {
                 id.push_str("::");
@@ -441,7 +490,14 @@ mod tests {
         assert_eq!(exc.frames[0].function, "f");
         assert_eq!(outcome("t.py::slow"), Outcome::Timeout);
         assert_eq!(outcome("t.py::fix"), Outcome::Error);
-        assert_eq!(recorded.tests["t.py::fix"].exception.as_ref().unwrap().exc_type, "RuntimeError");
+        assert_eq!(
+            recorded.tests["t.py::fix"]
+                .exception
+                .as_ref()
+                .unwrap()
+                .exc_type,
+            "RuntimeError"
+        );
         assert_eq!(outcome("t.py::skip"), Outcome::Skipped);
         assert_eq!(outcome("broken.py"), Outcome::Error);
         assert_eq!(recorded.tests["broken.py"].phase, "collect");
@@ -449,7 +505,16 @@ mod tests {
         assert_eq!(outcome("t.py::forever"), Outcome::Hung);
         assert_eq!(recorded.exit_status, None);
         let counts = Counts::of(&recorded.tests);
-        assert_eq!((counts.passed, counts.failed, counts.errors, counts.timeouts, counts.hung), (1, 1, 2, 1, 1));
+        assert_eq!(
+            (
+                counts.passed,
+                counts.failed,
+                counts.errors,
+                counts.timeouts,
+                counts.hung
+            ),
+            (1, 1, 2, 1, 1)
+        );
         assert_eq!(counts.total(), 7);
     }
 
@@ -465,7 +530,10 @@ E   AssertionError: assert 1 == 2 &amp; more</failure></testcase>
 <testcase classname="tests.test_a" name="test_slow" file="tests/test_a.py" line="20" time="5"><failure message="Failed: Timeout (&gt;5.0s) from pytest-timeout.">x</failure></testcase>
 </testsuite></testsuites>"#;
         let tests = parse_junit(xml).unwrap();
-        assert_eq!(tests["tests/test_a.py::TestThing::test_x[1-a]"].outcome, Outcome::Passed);
+        assert_eq!(
+            tests["tests/test_a.py::TestThing::test_x[1-a]"].outcome,
+            Outcome::Passed
+        );
         let failed = &tests["tests/test_a.py::test_fail"];
         assert_eq!(failed.outcome, Outcome::Failed);
         let exc = failed.exception.as_ref().unwrap();
@@ -474,14 +542,21 @@ E   AssertionError: assert 1 == 2 &amp; more</failure></testcase>
         assert_eq!(exc.frames[0].line, 10);
         assert!(failed.longrepr.contains("& more"));
         assert_eq!(tests["tests/test_a.py::test_err"].outcome, Outcome::Error);
-        assert_eq!(tests["tests/test_a.py::test_skip"].outcome, Outcome::Skipped);
-        assert_eq!(tests["tests/test_a.py::test_slow"].outcome, Outcome::Timeout);
+        assert_eq!(
+            tests["tests/test_a.py::test_skip"].outcome,
+            Outcome::Skipped
+        );
+        assert_eq!(
+            tests["tests/test_a.py::test_slow"].outcome,
+            Outcome::Timeout
+        );
     }
 
     #[test]
     fn junit_errors_are_reported_not_panicked() {
         assert!(parse_junit("<testsuite><testcase name='a' classname='m'></testsuite>").is_err());
-        let guessed = parse_junit("<testsuite><testcase name='t' classname='pkg.mod'/></testsuite>").unwrap();
+        let guessed =
+            parse_junit("<testsuite><testcase name='t' classname='pkg.mod'/></testsuite>").unwrap();
         assert!(guessed.contains_key("pkg/mod.py::t"));
     }
 }

@@ -38,7 +38,10 @@ impl Owner {
     }
     /// Frames of these owners are the machinery, not the code that tripped over a change.
     fn is_machinery(self) -> bool {
-        matches!(self, Owner::Asyncio | Owner::Asyncbis | Owner::Stdlib | Owner::Unknown)
+        matches!(
+            self,
+            Owner::Asyncio | Owner::Asyncbis | Owner::Stdlib | Owner::Unknown
+        )
     }
 }
 
@@ -55,7 +58,11 @@ const HARNESS_MODULES: &[&str] = &[
     "asyncbis_compat_recorder.py",
 ];
 /// Individual files of other packages that act as test harness.
-const HARNESS_FILES: &[&str] = &["anyio/pytest_plugin.py", "aiohttp/pytest_plugin.py", "tornado/testing.py"];
+const HARNESS_FILES: &[&str] = &[
+    "anyio/pytest_plugin.py",
+    "aiohttp/pytest_plugin.py",
+    "tornado/testing.py",
+];
 
 /// Where the run happened, to tell library, tests and harness frames apart.
 pub struct Context<'a> {
@@ -95,9 +102,18 @@ pub fn classify_frame(file: &str, context: &Context) -> Owner {
         return Owner::Dependency;
     }
     let tree = context.tree.trim_end_matches('/');
-    if !tree.is_empty() && file.starts_with(tree) || !file.starts_with('/') && !file.starts_with('<') {
-        let relative = file.strip_prefix(tree).unwrap_or(&file).trim_start_matches('/');
-        return if is_test_path(relative) { Owner::Tests } else { Owner::Library };
+    if !tree.is_empty() && file.starts_with(tree)
+        || !file.starts_with('/') && !file.starts_with('<')
+    {
+        let relative = file
+            .strip_prefix(tree)
+            .unwrap_or(&file)
+            .trim_start_matches('/');
+        return if is_test_path(relative) {
+            Owner::Tests
+        } else {
+            Owner::Library
+        };
     }
     if file.starts_with('<') {
         return Owner::Unknown;
@@ -116,7 +132,9 @@ pub fn classify_frame(file: &str, context: &Context) -> Owner {
 
 fn is_test_path(relative: &str) -> bool {
     let name = relative.rsplit('/').next().unwrap_or(relative);
-    relative.split('/').any(|part| part == "tests" || part == "test" || part == "testing")
+    relative
+        .split('/')
+        .any(|part| part == "tests" || part == "test" || part == "testing")
         || name.starts_with("test_")
         || name.ends_with("_test.py")
         || name == "conftest.py"
@@ -130,7 +148,11 @@ pub fn culprit_frame<'f>(frames: &'f [Frame], context: &Context) -> Option<(&'f 
         .rev()
         .map(|frame| (frame, classify_frame(&frame.file, context)))
         .find(|(_, owner)| !owner.is_machinery())
-        .or_else(|| frames.last().map(|frame| (frame, classify_frame(&frame.file, context))))
+        .or_else(|| {
+            frames
+                .last()
+                .map(|frame| (frame, classify_frame(&frame.file, context)))
+        })
 }
 
 /// Removes what varies between runs of the same failure: addresses, numbers, paths, ids.
@@ -147,7 +169,11 @@ pub fn normalise_message(message: &str) -> String {
         .map(|(pattern, replacement)| (Regex::new(pattern).expect("static regex"), replacement))
         .collect()
     });
-    let first_line = message.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+    let first_line = message
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim();
     let mut text = first_line.to_string();
     for (regex, replacement) in patterns {
         text = regex.replace_all(&text, *replacement).into_owned();
@@ -169,7 +195,9 @@ pub fn portable_location(frame: &Frame, context: &Context) -> String {
     } else if let Some(pos) = file.rfind("/lib/python3") {
         // stdlib: drop the interpreter prefix and version directory
         let rest = &file[pos + 1..];
-        rest.split_once('/').map(|(_, tail)| tail.to_string()).unwrap_or_else(|| rest.to_string())
+        rest.split_once('/')
+            .map(|(_, tail)| tail.to_string())
+            .unwrap_or_else(|| rest.to_string())
     } else {
         file
     };
@@ -207,7 +235,13 @@ pub fn signature_of(record: &TestRecord, context: &Context) -> Signature {
     };
     let message = normalise_message(&exc.message);
     let id = crate::cache::short_hash(&[exc_type.as_str(), message.as_str(), frame.as_str()]);
-    Signature { id, exc_type, message, frame, owner }
+    Signature {
+        id,
+        exc_type,
+        message,
+        frame,
+        owner,
+    }
 }
 
 #[cfg(test)]
@@ -216,31 +250,76 @@ mod tests {
     use crate::results::Outcome;
 
     fn context() -> (String, Vec<String>) {
-        ("/c/runs/aiofoo/tree".to_string(), guess_packages("python-aiofoo"))
+        (
+            "/c/runs/aiofoo/tree".to_string(),
+            guess_packages("python-aiofoo"),
+        )
     }
 
     #[test]
     fn frames_are_attributed_to_their_owner() {
         let (tree, packages) = context();
-        let ctx = Context { tree: &tree, packages: &packages };
+        let ctx = Context {
+            tree: &tree,
+            packages: &packages,
+        };
         let sp = "/c/venv/lib/python3.12/site-packages";
-        assert_eq!(classify_frame(&format!("{sp}/aiofoo/core.py"), &ctx), Owner::Library);
-        assert_eq!(classify_frame(&format!("{sp}/_pytest/runner.py"), &ctx), Owner::Harness);
-        assert_eq!(classify_frame(&format!("{sp}/pytest_asyncio/plugin.py"), &ctx), Owner::Harness);
-        assert_eq!(classify_frame(&format!("{sp}/anyio/pytest_plugin.py"), &ctx), Owner::Harness);
-        assert_eq!(classify_frame(&format!("{sp}/anyio/_core/_tasks.py"), &ctx), Owner::Dependency);
-        assert_eq!(classify_frame(&format!("{sp}/asyncbis/__init__.py"), &ctx), Owner::Asyncbis);
-        assert_eq!(classify_frame("/py/lib/python3.12/asyncio/tasks.py", &ctx), Owner::Asyncio);
-        assert_eq!(classify_frame("/py/lib/python3.12/unittest/async_case.py", &ctx), Owner::Harness);
-        assert_eq!(classify_frame("/py/lib/python3.12/socket.py", &ctx), Owner::Stdlib);
-        assert_eq!(classify_frame("/c/runs/aiofoo/tree/tests/test_x.py", &ctx), Owner::Tests);
-        assert_eq!(classify_frame("/c/runs/aiofoo/tree/src/aiofoo/x.py", &ctx), Owner::Library);
+        assert_eq!(
+            classify_frame(&format!("{sp}/aiofoo/core.py"), &ctx),
+            Owner::Library
+        );
+        assert_eq!(
+            classify_frame(&format!("{sp}/_pytest/runner.py"), &ctx),
+            Owner::Harness
+        );
+        assert_eq!(
+            classify_frame(&format!("{sp}/pytest_asyncio/plugin.py"), &ctx),
+            Owner::Harness
+        );
+        assert_eq!(
+            classify_frame(&format!("{sp}/anyio/pytest_plugin.py"), &ctx),
+            Owner::Harness
+        );
+        assert_eq!(
+            classify_frame(&format!("{sp}/anyio/_core/_tasks.py"), &ctx),
+            Owner::Dependency
+        );
+        assert_eq!(
+            classify_frame(&format!("{sp}/asyncbis/__init__.py"), &ctx),
+            Owner::Asyncbis
+        );
+        assert_eq!(
+            classify_frame("/py/lib/python3.12/asyncio/tasks.py", &ctx),
+            Owner::Asyncio
+        );
+        assert_eq!(
+            classify_frame("/py/lib/python3.12/unittest/async_case.py", &ctx),
+            Owner::Harness
+        );
+        assert_eq!(
+            classify_frame("/py/lib/python3.12/socket.py", &ctx),
+            Owner::Stdlib
+        );
+        assert_eq!(
+            classify_frame("/c/runs/aiofoo/tree/tests/test_x.py", &ctx),
+            Owner::Tests
+        );
+        assert_eq!(
+            classify_frame("/c/runs/aiofoo/tree/src/aiofoo/x.py", &ctx),
+            Owner::Library
+        );
         assert_eq!(classify_frame("tests/conftest.py", &ctx), Owner::Tests);
         assert_eq!(classify_frame("<frozen runpy>", &ctx), Owner::Unknown);
         // The project itself wins over the harness list (pytest-asyncio studying itself).
         let own = guess_packages("pytest-asyncio");
-        let ctx = Context { tree: &tree, packages: &own };
-        assert_eq!(classify_frame(&format!("{sp}/pytest_asyncio/plugin.py"), &ctx), Owner::Library);
+        let ctx = Context {
+            tree: &tree,
+            packages: &own,
+        };
+        assert_eq!(
+            classify_frame(&format!("{sp}/pytest_asyncio/plugin.py"), &ctx),
+            Owner::Library
+        );
     }
 
     #[test]
@@ -256,7 +335,10 @@ mod tests {
     #[test]
     fn signatures_group_same_failure_across_line_numbers() {
         let (tree, packages) = context();
-        let ctx = Context { tree: &tree, packages: &packages };
+        let ctx = Context {
+            tree: &tree,
+            packages: &packages,
+        };
         let record = |line: u32, message: &str| TestRecord {
             nodeid: "t".into(),
             outcome: Outcome::Failed,
@@ -267,19 +349,33 @@ mod tests {
                 exc_type: "RuntimeError".into(),
                 message: message.into(),
                 frames: vec![
-                    Frame { file: format!("{tree}/tests/test_a.py"), line: 1, function: "test_a".into() },
+                    Frame {
+                        file: format!("{tree}/tests/test_a.py"),
+                        line: 1,
+                        function: "test_a".into(),
+                    },
                     Frame {
                         file: "/v/lib/python3.12/site-packages/aiofoo/loop.py".into(),
                         line,
                         function: "get_loop".into(),
                     },
-                    Frame { file: "/py/lib/python3.12/asyncio/events.py".into(), line: 9, function: "get_event_loop".into() },
+                    Frame {
+                        file: "/py/lib/python3.12/asyncio/events.py".into(),
+                        line: 9,
+                        function: "get_event_loop".into(),
+                    },
                 ],
                 group: None,
             }),
         };
-        let a = signature_of(&record(10, "no current event loop in thread 'MainThread' 0x1"), &ctx);
-        let b = signature_of(&record(99, "no current event loop in thread 'MainThread' 0x2"), &ctx);
+        let a = signature_of(
+            &record(10, "no current event loop in thread 'MainThread' 0x1"),
+            &ctx,
+        );
+        let b = signature_of(
+            &record(99, "no current event loop in thread 'MainThread' 0x2"),
+            &ctx,
+        );
         assert_eq!(a, b);
         assert_eq!(a.owner, Owner::Library);
         assert_eq!(a.frame, "aiofoo/loop.py:get_loop");

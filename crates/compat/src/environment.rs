@@ -1,0 +1,307 @@
+//! Interpreters, uv, sdists, venvs and the asyncbis wheel: what a suite needs before it runs.
+
+use crate::process::{output_of, run_capped};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+const RECORDER_PLUGIN: &str = include_str!("python/asyncbis_compat_recorder.py");
+const FETCH_SDIST: &str = include_str!("python/fetch_sdist.py");
+/// Installs may compile (C extensions from sdists); generous but bounded.
+const INSTALL_CAP: Duration = Duration::from_secs(1800);
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Python {
+    pub path: PathBuf,
+    /// Full version, e.g. 3.12.1.
+    pub version: String,
+}
+
+impl Python {
+    /// `3.12` from `3.12.1`.
+    pub fn minor(&self) -> String {
+        self.version.split('.').take(2).collect::<Vec<_>>().join(".")
+    }
+}
+
+fn version_of(path: &Path) -> Result<String, String> {
+    let out = output_of(Command::new(path).args(["-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"]))?;
+    Ok(out.trim().to_string())
+}
+
+fn pyenv_root() -> Option<PathBuf> {
+    if let Ok(root) = std::env::var("PYENV_ROOT") {
+        return Some(PathBuf::from(root));
+    }
+    if let Ok(out) = output_of(&mut Command::new("pyenv").arg("root")) {
+        return Some(PathBuf::from(out.trim()));
+    }
+    std::env::var("HOME").ok().map(|home| Path::new(&home).join(".pyenv"))
+}
+
+fn find_on_path(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|dir| dir.join(program)).find(|candidate| candidate.is_file())
+}
+
+/// Finds an interpreter from a path or a version (`3.12`, `3.12.1`): pyenv's versions first,
+/// then `python3.12` on PATH, then uv's own discovery.
+pub fn resolve_python(spec: &str) -> Result<Python, String> {
+    let from_path = |path: PathBuf| -> Result<Python, String> {
+        let version = version_of(&path)?;
+        Ok(Python { path, version })
+    };
+    if spec.contains('/') {
+        let path = PathBuf::from(spec);
+        if !path.exists() {
+            return Err(format!("no interpreter at {spec}"));
+        }
+        return from_path(path);
+    }
+    if spec == "python3" {
+        return find_on_path("python3").ok_or("no python3 on PATH".to_string()).and_then(from_path);
+    }
+    if !spec.chars().all(|c| c.is_ascii_digit() || c == '.') || spec.is_empty() {
+        return Err(format!("--python takes a path or a version like 3.12, not {spec:?}"));
+    }
+    if let Some(root) = pyenv_root() {
+        let mut matches: Vec<(Vec<u32>, PathBuf)> = std::fs::read_dir(root.join("versions"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|entry| {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let matches_spec = name == spec || name.starts_with(&format!("{spec}."));
+                let numbers: Option<Vec<u32>> = name.split('.').map(|p| p.parse().ok()).collect();
+                let python = entry.path().join("bin/python3");
+                (matches_spec && python.exists()).then_some((numbers?, python))
+            })
+            .collect();
+        matches.sort();
+        if let Some((_, path)) = matches.pop() {
+            return from_path(path);
+        }
+    }
+    let minor: String = spec.split('.').take(2).collect::<Vec<_>>().join(".");
+    if let Some(path) = find_on_path(&format!("python{minor}")) {
+        let python = from_path(path)?;
+        if python.version.starts_with(spec) {
+            return Ok(python);
+        }
+    }
+    if let Ok(out) = output_of(Command::new("uv").args(["python", "find", spec])) {
+        return from_path(PathBuf::from(out.trim()));
+    }
+    Err(format!("no Python {spec} found (looked in pyenv versions, PATH and `uv python find`)"))
+}
+
+/// The uv executable: on PATH, or installed with pip into the host interpreter.
+pub fn ensure_uv(host: &Python) -> Result<PathBuf, String> {
+    if let Some(uv) = find_on_path("uv") {
+        return Ok(uv);
+    }
+    let locate = || {
+        output_of(Command::new(&host.path).args(["-c", "import uv; print(uv.find_uv_bin())"]))
+            .map(|out| PathBuf::from(out.trim()))
+    };
+    if let Ok(uv) = locate() {
+        return Ok(uv);
+    }
+    eprintln!("asyncbis-compat: uv not found; installing it with {} -m pip", host.path.display());
+    output_of(Command::new(&host.path).args(["-m", "pip", "install", "--quiet", "uv"]))?;
+    locate()
+}
+
+/// Downloads (once) and unpacks (once) the sdist of `name==version`; returns the project root.
+pub fn fetch_sdist(host: &Python, cache: &Path, name: &str, version: &str) -> Result<PathBuf, String> {
+    let tree = cache.join("src").join(format!("{name}-{version}"));
+    if tree.join(".asyncbis-compat-unpacked").exists() {
+        return Ok(tree);
+    }
+    std::fs::create_dir_all(cache.join("src")).map_err(|err| format!("cannot create cache: {err}"))?;
+    let log = cache.join("src").join(format!("{name}-{version}.fetch.log"));
+    let _ = std::fs::remove_file(&log);
+    let mut command = Command::new(&host.path);
+    command.args(["-c", FETCH_SDIST, name, version]).arg(cache.join("sdists")).arg(&tree);
+    let finished = run_capped(&mut command, &log, Duration::from_secs(900))?;
+    if finished.code != Some(0) {
+        return Err(format!(
+            "could not fetch the sdist of {name}=={version}: {}",
+            crate::process::read_tail(&log, 800)
+        ));
+    }
+    std::fs::write(tree.join(".asyncbis-compat-unpacked"), "").map_err(|err| format!("cannot mark {}: {err}", tree.display()))?;
+    Ok(tree)
+}
+
+/// A ready venv for one project on one Python.
+#[derive(Debug, Clone)]
+pub struct Venv {
+    pub dir: PathBuf,
+    pub python: PathBuf,
+    /// Installed distributions and versions (`uv pip freeze`).
+    pub installed: BTreeMap<String, String>,
+}
+
+impl Venv {
+    pub fn bin(&self, program: &str) -> PathBuf {
+        self.dir.join("bin").join(program)
+    }
+}
+
+/// Makes (or reuses, when `fingerprint` matches) the venv with the project, its test
+/// dependencies, pytest-timeout and the recorder plugin.
+pub fn prepare_venv(
+    uv: &Path,
+    python: &Python,
+    venv_dir: &Path,
+    tree: &Path,
+    install: &[String],
+    fingerprint: &str,
+) -> Result<Venv, String> {
+    let marker = venv_dir.join(".asyncbis-compat-ready");
+    let venv_python = venv_dir.join("bin/python");
+    let ready = std::fs::read_to_string(&marker).map(|m| m == fingerprint).unwrap_or(false);
+    if !ready {
+        if venv_dir.exists() {
+            std::fs::remove_dir_all(venv_dir).map_err(|err| format!("cannot remove old venv {}: {err}", venv_dir.display()))?;
+        }
+        std::fs::create_dir_all(venv_dir).map_err(|err| format!("cannot create {}: {err}", venv_dir.display()))?;
+        let log = venv_dir.join("install.log");
+        let step = |args: Vec<String>, what: &str| -> Result<(), String> {
+            let mut command = Command::new(uv);
+            command.args(&args).current_dir(tree).env_remove("VIRTUAL_ENV");
+            let finished = run_capped(&mut command, &log, INSTALL_CAP)?;
+            if finished.code != Some(0) {
+                return Err(format!("{what} failed: {}", crate::process::read_tail(&log, 1200)));
+            }
+            Ok(())
+        };
+        let venv_arg = venv_dir.to_string_lossy().into_owned();
+        let python_arg = python.path.to_string_lossy().into_owned();
+        step(vec!["venv".into(), "--python".into(), python_arg, venv_arg.clone()], "creating the venv")?;
+        let target = venv_python.to_string_lossy().into_owned();
+        let mut project = vec!["pip".into(), "install".into(), "--python".into(), target.clone()];
+        project.extend(install.iter().cloned());
+        step(project, "installing the project and its test dependencies")?;
+        let extras = vec!["pip".into(), "install".into(), "--python".into(), target, "pytest-timeout".into()];
+        step(extras, "installing pytest-timeout")?;
+        let purelib = output_of(Command::new(&venv_python).args(["-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]))?;
+        let plugin = Path::new(purelib.trim()).join("asyncbis_compat_recorder.py");
+        std::fs::write(&plugin, RECORDER_PLUGIN).map_err(|err| format!("cannot write {}: {err}", plugin.display()))?;
+        std::fs::write(&marker, fingerprint).map_err(|err| format!("cannot write {}: {err}", marker.display()))?;
+    }
+    let freeze = output_of(Command::new(uv).args(["pip", "freeze", "--python"]).arg(&venv_python))?;
+    Ok(Venv { dir: venv_dir.to_path_buf(), python: venv_python, installed: parse_freeze(&freeze) })
+}
+
+/// Installs the asyncbis wheel into the venv unless this very wheel is already there.
+pub fn ensure_wheel(uv: &Path, venv: &Path, wheel: &Path, fingerprint: &str) -> Result<(), String> {
+    let marker = venv.join(".asyncbis-compat-wheel");
+    if std::fs::read_to_string(&marker).map(|m| m == fingerprint).unwrap_or(false) {
+        return Ok(());
+    }
+    let log = venv.join("install.log");
+    let mut command = Command::new(uv);
+    command
+        .args(["pip", "install", "--reinstall-package", "asyncbis", "--python"])
+        .arg(venv.join("bin/python"))
+        .arg(wheel)
+        .env_remove("VIRTUAL_ENV");
+    let finished = run_capped(&mut command, &log, INSTALL_CAP)?;
+    if finished.code != Some(0) {
+        return Err(format!("installing the asyncbis wheel failed: {}", crate::process::read_tail(&log, 1200)));
+    }
+    std::fs::write(&marker, fingerprint).map_err(|err| format!("cannot write {}: {err}", marker.display()))
+}
+
+/// `name==version` lines of `pip freeze`; other forms (editable, direct URLs) keep their text.
+pub fn parse_freeze(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter(|line| !line.trim().is_empty() && !line.starts_with('#'))
+        .map(|line| match line.split_once("==") {
+            Some((name, version)) => (name.trim().to_lowercase(), version.trim().to_string()),
+            None => match line.split_once(" @ ") {
+                Some((name, url)) => (name.trim().to_lowercase(), url.trim().to_string()),
+                None => (line.trim().to_lowercase(), String::new()),
+            },
+        })
+        .collect()
+}
+
+/// Builds the asyncbis wheel for `python` from the repository at `source` with maturin.
+pub fn build_wheel(host: &Python, python: &Python, source: &Path, cache: &Path) -> Result<PathBuf, String> {
+    let out = cache.join("wheels").join(&python.version);
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).map_err(|err| format!("cannot create {}: {err}", out.display()))?;
+    let maturin = match find_on_path("maturin") {
+        Some(path) => path,
+        None => {
+            eprintln!("asyncbis-compat: maturin not found; installing it with {} -m pip", host.path.display());
+            output_of(Command::new(&host.path).args(["-m", "pip", "install", "--quiet", "maturin"]))?;
+            find_on_path("maturin").unwrap_or_else(|| PathBuf::from("maturin"))
+        }
+    };
+    let log = out.join("build.log");
+    let mut command = Command::new(maturin);
+    command
+        .args(["build", "--release", "-i"])
+        .arg(&python.path)
+        .arg("--out")
+        .arg(&out)
+        .current_dir(source);
+    let finished = run_capped(&mut command, &log, Duration::from_secs(3600))?;
+    if finished.code != Some(0) {
+        return Err(format!("building the asyncbis wheel failed: {}", crate::process::read_tail(&log, 1500)));
+    }
+    newest_wheel(&out).ok_or_else(|| format!("maturin built no wheel into {}", out.display()))
+}
+
+fn newest_wheel(dir: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "whl"))
+        .max_by_key(|path| path.metadata().and_then(|m| m.modified()).ok())
+}
+
+/// Picks the wheel matching `python` (cpXY or abi3 tag) among the given ones.
+pub fn pick_wheel<'w>(wheels: &'w [PathBuf], python: &Python) -> Option<&'w PathBuf> {
+    let tag = format!("-cp{}-", python.minor().replace('.', ""));
+    wheels
+        .iter()
+        .find(|w| w.to_string_lossy().contains(&tag))
+        .or_else(|| wheels.iter().find(|w| w.to_string_lossy().contains("abi3")))
+        .or_else(|| (wheels.len() == 1).then(|| &wheels[0]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn freeze_lines_are_parsed() {
+        let installed = parse_freeze("aiohttp==3.14.5\nPytest==9.0.1\nfoo @ file:///x/foo.whl\n# comment\n-e /src\n");
+        assert_eq!(installed["aiohttp"], "3.14.5");
+        assert_eq!(installed["pytest"], "9.0.1");
+        assert_eq!(installed["foo"], "file:///x/foo.whl");
+        assert_eq!(installed["-e /src"], "");
+    }
+
+    #[test]
+    fn wheels_are_picked_by_tag() {
+        let py = Python { path: "/p".into(), version: "3.12.1".into() };
+        let wheels: Vec<PathBuf> = vec![
+            "a/asyncbis-0.1.0-cp311-cp311-linux_x86_64.whl".into(),
+            "a/asyncbis-0.1.0-cp312-cp312-linux_x86_64.whl".into(),
+        ];
+        assert!(pick_wheel(&wheels, &py).unwrap().to_string_lossy().contains("cp312"));
+        let abi3: Vec<PathBuf> = vec!["a/asyncbis-0.1.0-cp311-abi3-linux_x86_64.whl".into(), "b/x-cp39-cp39.whl".into()];
+        assert!(pick_wheel(&abi3, &py).unwrap().to_string_lossy().contains("abi3"));
+        let other: Vec<PathBuf> = vec!["a/x-cp39-cp39.whl".into(), "b/y-cp310-cp310.whl".into()];
+        assert!(pick_wheel(&other, &py).is_none());
+        assert!(resolve_python("not a version").is_err());
+    }
+}

@@ -1,0 +1,114 @@
+//! Running child processes in their own process group, logged to a file, under a wall-clock cap.
+
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Finished {
+    /// Exit code; `None` when killed by a signal (including our cap).
+    pub code: Option<i32>,
+    /// The cap was reached and the whole process group was killed.
+    pub killed_at_cap: bool,
+    pub wall_seconds: f64,
+}
+
+/// Runs `command` with stdout and stderr appended to `log`, killing its whole process group
+/// (servers and workers it started included) once `cap` has passed.
+pub fn run_capped(command: &mut Command, log: &Path, cap: Duration) -> Result<Finished, String> {
+    let describe = format!("{:?}", command.get_program());
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|err| format!("cannot open log {}: {err}", log.display()))?;
+    let log_err = log_file.try_clone().map_err(|err| format!("cannot open log {}: {err}", log.display()))?;
+    let started = Instant::now();
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(log_file)
+        .stderr(log_err)
+        .process_group(0)
+        .spawn()
+        .map_err(|err| format!("cannot start {describe}: {err}"))?;
+    let group = child.id() as i32;
+    let mut killed_at_cap = false;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) => {}
+            Err(err) => return Err(format!("waiting for {describe}: {err}")),
+        }
+        if !killed_at_cap && started.elapsed() > cap {
+            killed_at_cap = true;
+            kill_group(group);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // Leftovers (test servers, xdist workers) must not outlive the run.
+    kill_group(group);
+    Ok(Finished { code: status.code(), killed_at_cap, wall_seconds: started.elapsed().as_secs_f64() })
+}
+
+fn kill_group(group: i32) {
+    // SAFETY: kill(2) with a negative pid signals the process group we created; no memory involved.
+    unsafe {
+        libc::kill(-group, libc::SIGKILL);
+    }
+}
+
+/// Runs a short command and returns its stdout, or an error carrying its stderr.
+pub fn output_of(command: &mut Command) -> Result<String, String> {
+    let describe = format!("{:?}", command);
+    let output = command
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|err| format!("cannot run {describe}: {err}"))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        return Err(format!("{describe} failed ({}): {}", output.status, tail(&stderr, 1500)));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// The last `max` bytes of a text (on a character boundary).
+pub fn tail(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut start = text.len() - max;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    text[start..].to_string()
+}
+
+pub fn read_tail(path: &Path, max: usize) -> String {
+    std::fs::read(path)
+        .map(|bytes| tail(&String::from_utf8_lossy(&bytes), max))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cap_kills_the_whole_group() {
+        let dir = std::env::temp_dir().join(format!("asyncbis-compat-proc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("log");
+        let mut command = Command::new("sh");
+        command.args(["-c", "echo started; sleep 30 & sleep 30"]);
+        let finished = run_capped(&mut command, &log, Duration::from_millis(300)).unwrap();
+        assert!(finished.killed_at_cap);
+        assert!(finished.wall_seconds < 10.0);
+        assert!(read_tail(&log, 100).contains("started"));
+        let ok = run_capped(Command::new("true").arg("x"), &log, Duration::from_secs(10)).unwrap();
+        assert_eq!(ok.code, Some(0));
+        assert!(!ok.killed_at_cap);
+        assert!(run_capped(&mut Command::new("/nonexistent/program"), &log, Duration::from_secs(1)).is_err());
+        let _ = std::fs::remove_dir_all(dir);
+        assert_eq!(tail("héllo", 3), "llo");
+    }
+}

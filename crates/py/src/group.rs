@@ -1,0 +1,483 @@
+//! `TaskGroup`: strict structured concurrency over a cancel scope.
+//!
+//! Children hang below the group's scope node, so cancelling the scope reaches all of them
+//! through the tree; the group itself only counts live children (O(1) per spawn/finish) and
+//! collects failures. The first child failure cancels the scope.
+
+use pyo3::exceptions::PyStopIteration;
+use pyo3::prelude::*;
+use pyo3::types::PyList;
+
+use crate::scope::CancelScope;
+use crate::task::{current_core, TaskCore};
+use crate::util::{cached, runtime_error, tree, GilCell};
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+enum GroupState {
+    #[default]
+    Fresh,
+    Active,
+    Exiting,
+    Exited,
+}
+
+#[pyclass(module = "asyncbis._core", frozen, subclass)]
+pub struct TaskGroup {
+    state: GilCell<GroupState>,
+    scope: Py<CancelScope>,
+    host: GilCell<Option<Py<TaskCore>>>,
+    loop_: GilCell<Option<Py<PyAny>>>,
+    live: GilCell<usize>,
+    errors: GilCell<Vec<Py<PyAny>>>,
+    base_error: GilCell<Option<Py<PyAny>>>,
+    waiter: GilCell<Option<Py<PyAny>>>,
+}
+
+impl TaskGroup {
+    /// Called by a child's step when the child finishes (its Future state is already set).
+    pub fn child_done(slf: &Bound<'_, Self>, task: &Bound<'_, PyAny>, starting: bool) {
+        let py = slf.py();
+        let this = slf.get();
+        this.live.set(this.live.get().saturating_sub(1));
+        if !starting {
+            if let Err(e) = Self::collect_failure(slf, task) {
+                e.write_unraisable(py, Some(task));
+            }
+        }
+        if this.live.get() == 0 {
+            if let Some(w) = this.waiter.take() {
+                let w = w.bind(py);
+                if !w
+                    .call_method0(pyo3::intern!(py, "done"))
+                    .and_then(|d| d.is_truthy())
+                    .unwrap_or(true)
+                {
+                    if let Err(e) = w.call_method1(pyo3::intern!(py, "set_result"), (py.None(),)) {
+                        e.write_unraisable(py, Some(w));
+                    }
+                }
+            }
+        }
+    }
+
+    fn collect_failure(slf: &Bound<'_, Self>, task: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        if task
+            .call_method0(pyo3::intern!(py, "cancelled"))?
+            .is_truthy()?
+        {
+            return Ok(());
+        }
+        // exception() also marks it retrieved, so no "never retrieved" log.
+        let exc = task.call_method0(pyo3::intern!(py, "exception"))?;
+        if exc.is_none() {
+            return Ok(());
+        }
+        let c = cached(py);
+        if exc.is_instance(c.keyboard_interrupt.bind(py))?
+            || exc.is_instance(c.system_exit.bind(py))?
+        {
+            if !this.base_error.is_some() {
+                this.base_error.set(Some(exc.clone().unbind()));
+            }
+        } else {
+            this.errors.push(exc.unbind());
+        }
+        Self::cancel_scope_now(slf, None)
+    }
+
+    fn cancel_scope_now(slf: &Bound<'_, Self>, reason: Option<Bound<'_, PyAny>>) -> PyResult<()> {
+        let py = slf.py();
+        let scope = slf.get().scope.bind(py);
+        scope.call_method1(pyo3::intern!(py, "cancel"), (reason,))?;
+        Ok(())
+    }
+
+    /// Spawns `coro` as a child; `starting` marks a child of `start()` until `started()`.
+    pub fn spawn<'py>(
+        slf: &Bound<'py, Self>,
+        coro: &Bound<'py, PyAny>,
+        name: Option<Bound<'py, PyAny>>,
+        context: Option<Bound<'py, PyAny>>,
+        starting: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        match this.state.get() {
+            GroupState::Active | GroupState::Exiting => {}
+            GroupState::Fresh => {
+                return Err(runtime_error(
+                    "this TaskGroup has not been entered; use `async with TaskGroup() as tg:` \
+                     before spawning tasks into it",
+                ))
+            }
+            GroupState::Exited => {
+                return Err(runtime_error(
+                    "this TaskGroup has exited; no new tasks can be spawned into it",
+                ))
+            }
+        }
+        let loop_ = this
+            .loop_
+            .get_ref(py)
+            .ok_or_else(|| runtime_error("task group has no loop"))?
+            .into_bound(py);
+        let node = this.scope.bind(py).get().node();
+        let task = crate::new_task_object(py, &loop_)?;
+        let core = TaskCore::attach(py, &task, &loop_, coro, name, context, Some(slf), node);
+        let core = match core {
+            Ok(c) => c,
+            Err(e) => {
+                // Do not leave a half-made task pending (it would be reported as destroyed).
+                let _ = cached(py).future_cancel.bind(py).call1((&task, py.None()));
+                return Err(e);
+            }
+        };
+        core.get().starting.set(starting);
+        this.live.set(this.live.get() + 1);
+        Ok(task)
+    }
+
+    fn finish(slf: &Bound<'_, Self>, body_exc: Option<Py<PyAny>>) -> PyResult<bool> {
+        let py = slf.py();
+        let this = slf.get();
+        if let Some(host) = this.host.get_ref(py) {
+            if let Some(t) = host.get().tree_id() {
+                tree().set_delivery_suppressed(t, false);
+            }
+        }
+        this.state.set(GroupState::Exited);
+        this.host.set(None);
+        let scope = this.scope.bind(py);
+        let c = cached(py);
+        let body_exc = body_exc.map(|e| e.into_bound(py));
+        if let Some(base) = this.base_error.take() {
+            let base = base.into_bound(py);
+            CancelScope::exit_impl(scope, Some(&base))?;
+            return Err(PyErr::from_value(base));
+        }
+        let errors = this.errors.take();
+        if !errors.is_empty() {
+            let mut all: Vec<Py<PyAny>> = Vec::with_capacity(errors.len() + 1);
+            if let Some(b) = &body_exc {
+                if !b.is_instance(c.cancelled_error.bind(py))? {
+                    all.push(b.clone().unbind());
+                }
+            }
+            all.extend(errors);
+            let list = PyList::new(py, all)?;
+            let group = c
+                .base_exception_group
+                .bind(py)
+                .call1(("unhandled errors in a TaskGroup", list))?;
+            CancelScope::exit_impl(scope, Some(&group))?;
+            return Err(PyErr::from_value(group));
+        }
+        let caught = CancelScope::exit_impl(scope, body_exc.as_ref())?;
+        Ok(caught)
+    }
+}
+
+#[pymethods]
+impl TaskGroup {
+    #[new]
+    fn py_new(py: Python<'_>) -> PyResult<Self> {
+        Ok(TaskGroup {
+            state: GilCell::new(GroupState::Fresh),
+            scope: Py::new(
+                py,
+                CancelScope::new_inner(f64::INFINITY, f64::INFINITY, false, false),
+            )?,
+            host: GilCell::new(None),
+            loop_: GilCell::new(None),
+            live: GilCell::new(0),
+            errors: GilCell::new(Vec::new()),
+            base_error: GilCell::new(None),
+            waiter: GilCell::new(None),
+        })
+    }
+
+    /// The scope that all of this group's tasks (and its body) run in.
+    #[getter]
+    fn cancel_scope(&self, py: Python<'_>) -> Py<CancelScope> {
+        self.scope.clone_ref(py)
+    }
+
+    /// Whether `create_task()` would accept a task now (entered and not yet exited).
+    #[getter]
+    fn accepts_tasks(&self) -> bool {
+        matches!(self.state.get(), GroupState::Active | GroupState::Exiting)
+    }
+
+    /// Number of children still running.
+    #[getter]
+    fn live_tasks(&self) -> usize {
+        self.live.get()
+    }
+
+    fn __aenter__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        if this.state.get() != GroupState::Fresh {
+            return Err(runtime_error(
+                "this TaskGroup has already been entered; create a new TaskGroup",
+            ));
+        }
+        let core = current_core(py).ok_or_else(|| {
+            runtime_error(
+                "TaskGroup must be entered inside an asyncbis task: run the code with \
+                 asyncbis.run() (or call asyncbis.patch_asyncio() before asyncio.run())",
+            )
+        })?;
+        CancelScope::enter_impl(this.scope.bind(py))?;
+        let loop_ = core
+            .get()
+            .loop_obj(py)
+            .ok_or_else(|| runtime_error("the current task has no event loop"))?
+            .into_bound(py);
+        this.loop_.set(Some(loop_.clone().unbind()));
+        this.host.set(Some(core));
+        this.state.set(GroupState::Active);
+        // An already-completed future: `await` returns at once, without yielding.
+        let fut = loop_.call_method0(pyo3::intern!(py, "create_future"))?;
+        fut.call_method1(pyo3::intern!(py, "set_result"), (slf,))?;
+        Ok(fut)
+    }
+
+    #[pyo3(signature = (_exc_type = None, exc = None, _tb = None))]
+    fn __aexit__(
+        slf: &Bound<'_, Self>,
+        _exc_type: Option<Bound<'_, PyAny>>,
+        exc: Option<Bound<'_, PyAny>>,
+        _tb: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<GroupExit>> {
+        let py = slf.py();
+        if slf.get().state.get() != GroupState::Active {
+            return Err(runtime_error("this TaskGroup is not active"));
+        }
+        Py::new(
+            py,
+            GroupExit {
+                group: slf.clone().unbind(),
+                body_exc: GilCell::new(exc.filter(|e| !e.is_none()).map(|e| e.unbind())),
+                phase: GilCell::new(0),
+                yielded: GilCell::new(false),
+            },
+        )
+    }
+
+    /// Spawns a child task running `coro`. Allowed while the group is cancelled (the task runs
+    /// to its first yield point, then is cancelled); refused before entry and after exit.
+    #[pyo3(signature = (coro, *, name = None, context = None))]
+    fn create_task<'py>(
+        slf: &Bound<'py, Self>,
+        coro: Bound<'py, PyAny>,
+        name: Option<Bound<'py, PyAny>>,
+        context: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        if let Err(e) = crate::util::cached(slf.py())
+            .iscoroutine
+            .bind(slf.py())
+            .call1((&coro,))
+            .and_then(|r| r.is_truthy())
+            .and_then(|ok| {
+                if ok {
+                    Ok(())
+                } else {
+                    Err(pyo3::exceptions::PyTypeError::new_err(format!(
+                        "TaskGroup.create_task() needs a coroutine, got {}",
+                        coro.repr()?
+                    )))
+                }
+            })
+        {
+            // Close a coroutine we will never run, so Python does not warn it was never awaited.
+            let _ = coro.call_method0(pyo3::intern!(slf.py(), "close"));
+            return Err(e);
+        }
+        match Self::spawn(slf, &coro, name, context, false) {
+            Ok(t) => Ok(t),
+            Err(e) => {
+                let _ = coro.call_method0(pyo3::intern!(slf.py(), "close"));
+                Err(e)
+            }
+        }
+    }
+
+    /// Internal: spawn a child for `start()`; failures before `started()` go to the starter.
+    #[pyo3(signature = (coro, name = None))]
+    fn _spawn_starting<'py>(
+        slf: &Bound<'py, Self>,
+        coro: Bound<'py, PyAny>,
+        name: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        Self::spawn(slf, &coro, name, None, true)
+    }
+
+    /// Cancels the group: its body and every child, including children spawned later.
+    #[pyo3(signature = (reason = None))]
+    fn cancel(slf: &Bound<'_, Self>, reason: Option<Bound<'_, PyAny>>) -> PyResult<()> {
+        Self::cancel_scope_now(slf, reason)
+    }
+
+    fn __repr__(&self) -> String {
+        let state = match self.state.get() {
+            GroupState::Fresh => "unentered",
+            GroupState::Active => "active",
+            GroupState::Exiting => "exiting",
+            GroupState::Exited => "exited",
+        };
+        let mut s = format!("<TaskGroup {state} tasks={}", self.live.get());
+        if self.errors.len() > 0 {
+            s.push_str(&format!(" errors={}", self.errors.len()));
+        }
+        s.push('>');
+        s
+    }
+
+    fn __traverse__(&self, visit: pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
+        visit.call(&self.scope)?;
+        self.host.visit(&visit)?;
+        self.loop_.visit(&visit)?;
+        self.errors.visit(&visit)?;
+        self.base_error.visit(&visit)?;
+        self.waiter.visit(&visit)
+    }
+
+    fn __clear__(&self) {
+        self.host.set(None);
+        self.errors.take();
+        self.base_error.set(None);
+        self.waiter.set(None);
+    }
+}
+
+/// The awaitable returned by `TaskGroup.__aexit__`: waits for the children without taking
+/// cancellation (Trio's nursery does the same), then decides what leaves the group.
+#[pyclass(module = "asyncbis._core", frozen)]
+pub struct GroupExit {
+    group: Py<TaskGroup>,
+    body_exc: GilCell<Option<Py<PyAny>>>,
+    /// 0: not started, 1: waiting, 2: done.
+    phase: GilCell<u8>,
+    yielded: GilCell<bool>,
+}
+
+impl GroupExit {
+    fn begin(&self, py: Python<'_>) -> PyResult<()> {
+        let group = self.group.bind(py);
+        let g = group.get();
+        g.state.set(GroupState::Exiting);
+        if let Some(host) = g.host.get_ref(py) {
+            if let Some(t) = host.get().tree_id() {
+                tree().set_delivery_suppressed(t, true);
+            }
+        }
+        if let Some(exc) = self.body_exc.get_ref(py) {
+            let exc = exc.bind(py);
+            let c = cached(py);
+            if !exc.is_instance(c.cancelled_error.bind(py))? {
+                // The body failed: cancel the children; the error joins the group's.
+                TaskGroup::cancel_scope_now(group, None)?;
+            }
+        }
+        self.phase.set(1);
+        Ok(())
+    }
+
+    fn poll(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        let group = self.group.bind(py);
+        let g = group.get();
+        if g.live.get() > 0 {
+            let loop_ = g
+                .loop_
+                .get_ref(py)
+                .ok_or_else(|| runtime_error("task group has no loop"))?;
+            let waiter = loop_
+                .bind(py)
+                .call_method0(pyo3::intern!(py, "create_future"))?;
+            waiter.setattr(pyo3::intern!(py, "_asyncio_future_blocking"), true)?;
+            g.waiter.set(Some(waiter.clone().unbind()));
+            self.yielded.set(true);
+            return Ok(Some(waiter.unbind()));
+        }
+        if !self.yielded.replace(true) {
+            // Exiting an empty group is a schedule point (never a cancel point).
+            return Ok(Some(py.None()));
+        }
+        self.phase.set(2);
+        let body = self.body_exc.take();
+        let body_is_some = body.is_some();
+        let caught = TaskGroup::finish(group, body)?;
+        // __aexit__'s return value: True absorbs the body's exception.
+        Err(PyStopIteration::new_err((caught && body_is_some,)))
+    }
+}
+
+#[pymethods]
+impl GroupExit {
+    fn __await__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+    fn __iter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        match self.phase.get() {
+            0 => {
+                self.begin(py)?;
+                self.poll(py)
+            }
+            1 => self.poll(py),
+            _ => Ok(None),
+        }
+    }
+    #[pyo3(signature = (_value = None))]
+    fn send(
+        &self,
+        py: Python<'_>,
+        _value: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Option<Py<PyAny>>> {
+        self.__next__(py)
+    }
+    #[pyo3(signature = (typ, val = None, _tb = None))]
+    fn throw(
+        &self,
+        py: Python<'_>,
+        typ: Bound<'_, PyAny>,
+        val: Option<Bound<'_, PyAny>>,
+        _tb: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Option<Py<PyAny>>> {
+        let exc = match val {
+            Some(v) if !v.is_none() => v,
+            _ => typ,
+        };
+        if self.phase.get() != 1 {
+            return Err(PyErr::from_value(exc));
+        }
+        let group = self.group.bind(py);
+        let c = cached(py);
+        if exc.is_instance(c.cancelled_error.bind(py))? {
+            // The host was cancelled while waiting (stock edge cancel): cancel the children,
+            // keep waiting, and let the cancellation leave once they are done.
+            if self.body_exc.get_ref(py).is_none() {
+                self.body_exc.set(Some(exc.unbind()));
+            }
+            TaskGroup::cancel_scope_now(group, None)?;
+        } else if exc.is_instance(c.keyboard_interrupt.bind(py))?
+            || exc.is_instance(c.system_exit.bind(py))?
+        {
+            let g = group.get();
+            if !g.base_error.is_some() {
+                g.base_error.set(Some(exc.unbind()));
+            }
+            TaskGroup::cancel_scope_now(group, None)?;
+        } else {
+            group.get().errors.push(exc.unbind());
+            TaskGroup::cancel_scope_now(group, None)?;
+        }
+        self.poll(py)
+    }
+    fn close(&self) {}
+}

@@ -1,0 +1,191 @@
+//! `asyncbis._core`: the runtime core of asyncbis (cancel scopes, native tasks, task groups)
+//! and the entry point of the breakage study.
+
+mod group;
+mod scope;
+mod task;
+mod util;
+
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+
+use crate::group::{GroupExit, TaskGroup};
+use crate::scope::{CancelScope, Checkpoint};
+use crate::task::{current_core, TaskCore};
+use crate::util::{cached, runtime_error, tree};
+
+/// The Python `asyncbis.Task` class (an `asyncio.Future` subclass), registered at import.
+static TASK_CLASS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+fn task_class(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+    TASK_CLASS
+        .get(py)
+        .map(|c| c.bind(py))
+        .ok_or_else(|| runtime_error("asyncbis._core: the Task class was not registered"))
+}
+
+/// A new, pending Task object whose Future part is initialised (no core yet).
+pub(crate) fn new_task_object<'py>(
+    py: Python<'py>,
+    loop_: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let cls = task_class(py)?;
+    let task = cls.call_method1(pyo3::intern!(py, "__new__"), (cls,))?;
+    let kwargs = pyo3::types::PyDict::new(py);
+    kwargs.set_item(pyo3::intern!(py, "loop"), loop_)?;
+    cached(py)
+        .future_init
+        .bind(py)
+        .call((&task,), Some(&kwargs))?;
+    Ok(task)
+}
+
+#[pyfunction]
+fn _register_task_class(py: Python<'_>, cls: Bound<'_, PyAny>) -> PyResult<()> {
+    let future = cached(py).future_type.bind(py);
+    let ok = cls
+        .cast::<pyo3::types::PyType>()
+        .map(|t| t.is_subclass(future).unwrap_or(false))
+        .unwrap_or(false);
+    if !ok {
+        return Err(PyTypeError::new_err(
+            "the task class must subclass asyncio.Future",
+        ));
+    }
+    let _ = TASK_CLASS.set(py, cls.unbind());
+    Ok(())
+}
+
+/// Gives `task` (a Task whose Future part is initialised) its core and schedules its first step.
+#[pyfunction]
+#[pyo3(signature = (task, coro, r#loop, name = None, context = None, group = None))]
+fn _init_task<'py>(
+    py: Python<'py>,
+    task: Bound<'py, PyAny>,
+    coro: Bound<'py, PyAny>,
+    r#loop: Bound<'py, PyAny>,
+    name: Option<Bound<'py, PyAny>>,
+    context: Option<Bound<'py, PyAny>>,
+    group: Option<Bound<'py, TaskGroup>>,
+) -> PyResult<()> {
+    match group {
+        Some(g) => {
+            // Through the group, so it counts the child.
+            let _ = (task, r#loop);
+            Err(runtime_error(format!(
+                "use TaskGroup.create_task() to spawn into {}",
+                g.repr()?
+            )))
+        }
+        None => {
+            TaskCore::attach(py, &task, &r#loop, &coro, name, context, None, None)?;
+            Ok(())
+        }
+    }
+}
+
+/// Creates a task on `loop`: in `group` if given (counted as its child), else ungrouped.
+#[pyfunction]
+#[pyo3(signature = (r#loop, coro, *, name = None, context = None, group = None))]
+fn spawn<'py>(
+    py: Python<'py>,
+    r#loop: Bound<'py, PyAny>,
+    coro: Bound<'py, PyAny>,
+    name: Option<Bound<'py, PyAny>>,
+    context: Option<Bound<'py, PyAny>>,
+    group: Option<Bound<'py, TaskGroup>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    match group {
+        Some(g) => TaskGroup::spawn(&g, &coro, name, context, false),
+        None => {
+            let task = new_task_object(py, &r#loop)?;
+            TaskCore::attach(py, &task, &r#loop, &coro, name, context, None, None)?;
+            Ok(task)
+        }
+    }
+}
+
+/// The core of the asyncbis task running now, or None (not in an asyncbis task).
+#[pyfunction]
+fn current_task_core(py: Python<'_>) -> Option<Py<TaskCore>> {
+    current_core(py)
+}
+
+/// Sets a behaviour switch the core consults. `level-cancellation`: bool;
+/// `task-cancel-level`: "off" (stock edge), "on" (permanent), "uncancel" (lifted at zero).
+#[pyfunction]
+fn _set_core_switch(name: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {
+    match name {
+        "level-cancellation" => util::set_level_cancellation(value.is_truthy()?),
+        "task-cancel-level" => {
+            let mode = if let Ok(s) = value.extract::<String>() {
+                match s.as_str() {
+                    "off" => 0,
+                    "on" => 1,
+                    "uncancel" => 2,
+                    other => {
+                        return Err(PyValueError::new_err(format!(
+                            "task-cancel-level must be 'off', 'on' or 'uncancel', got {other:?}"
+                        )))
+                    }
+                }
+            } else if value.is_truthy()? {
+                1
+            } else {
+                0
+            };
+            util::set_task_cancel_mode(mode)
+        }
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "the core has no switch named {other:?}"
+            )))
+        }
+    }
+    Ok(())
+}
+
+#[pyfunction]
+fn _core_switches() -> (bool, u8) {
+    (util::level_cancellation(), util::task_cancel_mode())
+}
+
+/// Live scope-tree nodes and tasks (for leak tests).
+#[pyfunction]
+fn _tree_stats() -> (usize, usize) {
+    let t = tree();
+    (t.live_nodes(), t.live_tasks())
+}
+
+/// The study tool (`asyncbis-compat`), run with `argv` (without the program name).
+#[pyfunction]
+fn compat_main(py: Python<'_>, argv: Vec<String>) -> i32 {
+    py.detach(|| asyncbis_compat::main_with_args(argv))
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<CancelScope>()?;
+    m.add_class::<TaskCore>()?;
+    m.add_class::<TaskGroup>()?;
+    m.add_class::<GroupExit>()?;
+    m.add_class::<Checkpoint>()?;
+    m.add_function(wrap_pyfunction!(scope::move_on_after, m)?)?;
+    m.add_function(wrap_pyfunction!(scope::move_on_at, m)?)?;
+    m.add_function(wrap_pyfunction!(scope::fail_after, m)?)?;
+    m.add_function(wrap_pyfunction!(scope::fail_at, m)?)?;
+    m.add_function(wrap_pyfunction!(scope::current_effective_deadline, m)?)?;
+    m.add_function(wrap_pyfunction!(scope::checkpoint, m)?)?;
+    m.add_function(wrap_pyfunction!(scope::checkpoint_if_cancelled, m)?)?;
+    m.add_function(wrap_pyfunction!(_register_task_class, m)?)?;
+    m.add_function(wrap_pyfunction!(_init_task, m)?)?;
+    m.add_function(wrap_pyfunction!(spawn, m)?)?;
+    m.add_function(wrap_pyfunction!(current_task_core, m)?)?;
+    m.add_function(wrap_pyfunction!(_set_core_switch, m)?)?;
+    m.add_function(wrap_pyfunction!(_core_switches, m)?)?;
+    m.add_function(wrap_pyfunction!(_tree_stats, m)?)?;
+    m.add_function(wrap_pyfunction!(compat_main, m)?)?;
+    m.add("MARK_ATTR", util::MARK_ATTR)?;
+    Ok(())
+}

@@ -1,0 +1,652 @@
+//! `CancelScope` (Trio/AnyIO semantics), deadlines, checkpoints.
+
+use asyncbis_scopes::NodeId;
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyString;
+
+use crate::task::{current_core, wake_all, TaskCore};
+use crate::util::{cached, is_marked_for, runtime_error, tree, GilCell};
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+enum ScopeState {
+    #[default]
+    Fresh,
+    Active,
+    Exited,
+}
+
+#[pyclass(module = "asyncbis._core", frozen, subclass)]
+pub struct CancelScope {
+    state: GilCell<ScopeState>,
+    node: GilCell<Option<NodeId>>,
+    host: GilCell<Option<Py<TaskCore>>>,
+    loop_: GilCell<Option<Py<PyAny>>>,
+    timer: GilCell<Option<Py<PyAny>>>,
+    reason: GilCell<Option<Py<PyAny>>>,
+    deadline: GilCell<f64>,
+    relative_deadline: GilCell<f64>,
+    shield: GilCell<bool>,
+    cancel_called: GilCell<bool>,
+    cancelled_caught: GilCell<bool>,
+    deadline_expired: GilCell<bool>,
+    /// fail_after/fail_at: raise TimeoutError when the own deadline expired.
+    fail_on_deadline: GilCell<bool>,
+    thread: GilCell<Option<std::thread::ThreadId>>,
+}
+
+pub fn check_deadline(value: &Bound<'_, PyAny>, what: &str) -> PyResult<f64> {
+    if value.is_none() {
+        return Ok(f64::INFINITY);
+    }
+    let v: f64 = value.extract().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "{what} must be a number (float or int) or None, got {}",
+            value
+                .get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
+        ))
+    })?;
+    if v.is_nan() {
+        return Err(PyValueError::new_err(format!("{what} must not be NaN")));
+    }
+    Ok(v)
+}
+
+fn loop_time(py: Python<'_>, loop_: &Py<PyAny>) -> PyResult<f64> {
+    loop_
+        .bind(py)
+        .call_method0(pyo3::intern!(py, "time"))?
+        .extract()
+}
+
+impl CancelScope {
+    pub fn new_inner(deadline: f64, relative: f64, shield: bool, fail: bool) -> Self {
+        CancelScope {
+            state: GilCell::new(ScopeState::Fresh),
+            node: GilCell::new(None),
+            host: GilCell::new(None),
+            loop_: GilCell::new(None),
+            timer: GilCell::new(None),
+            reason: GilCell::new(None),
+            deadline: GilCell::new(deadline),
+            relative_deadline: GilCell::new(relative),
+            shield: GilCell::new(shield),
+            cancel_called: GilCell::new(false),
+            cancelled_caught: GilCell::new(false),
+            deadline_expired: GilCell::new(false),
+            fail_on_deadline: GilCell::new(fail),
+            thread: GilCell::new(None),
+        }
+    }
+
+    pub fn node(&self) -> Option<NodeId> {
+        self.node.get()
+    }
+
+    fn check_thread(&self, what: &str) -> PyResult<()> {
+        if let Some(t) = self.thread.get() {
+            if t != std::thread::current().id() {
+                return Err(runtime_error(format!(
+                    "CancelScope.{what} was called from a thread other than its event loop's; \
+                     use loop.call_soon_threadsafe() to call it on the loop's thread"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn disarm(&self, py: Python<'_>) {
+        if let Some(h) = self.timer.take() {
+            let _ = h.bind(py).call_method0(pyo3::intern!(py, "cancel"));
+        }
+    }
+
+    /// Arms (or re-arms) the deadline timer of an active scope; cancels at once if it passed.
+    fn rearm(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        this.disarm(py);
+        if this.state.get() != ScopeState::Active || this.cancel_called.get() {
+            return Ok(());
+        }
+        let deadline = this.deadline.get();
+        if let Some(node) = this.node.get() {
+            tree().set_deadline(node, deadline);
+        }
+        if deadline.is_infinite() && deadline > 0.0 {
+            return Ok(());
+        }
+        let Some(loop_) = this.loop_.get_ref(py) else {
+            return Ok(());
+        };
+        if deadline <= loop_time(py, &loop_)? {
+            this.deadline_expired.set(true);
+            return Self::do_cancel(slf, None);
+        }
+        let cb = slf.getattr(pyo3::intern!(py, "_deadline_reached"))?;
+        let handle = loop_
+            .bind(py)
+            .call_method1(pyo3::intern!(py, "call_at"), (deadline, cb))?;
+        this.timer.set(Some(handle.unbind()));
+        Ok(())
+    }
+
+    fn do_cancel(slf: &Bound<'_, Self>, reason: Option<Bound<'_, PyAny>>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        if this.reason.get_ref(py).is_none() {
+            if let Some(r) = &reason {
+                if !r.is_none() {
+                    this.reason.set(Some(r.clone().unbind()));
+                }
+            }
+        }
+        if this.cancel_called.get() {
+            return Ok(());
+        }
+        this.cancel_called.set(true);
+        this.disarm(py);
+        if let Some(node) = this.node.get() {
+            let reason_obj = this.reason.get_ref(py);
+            let reason_str = match &reason_obj {
+                Some(r) => Some(r.bind(py).str()?.to_string()),
+                None => None,
+            };
+            let wakes = tree().cancel_with_reason(node, reason_str);
+            let msg = reason_obj.map(|r| r.into_bound(py));
+            wake_all(py, wakes, msg.as_ref());
+        }
+        Ok(())
+    }
+
+    /// Enters the scope in the current task (used by `__enter__` and task groups).
+    pub fn enter_impl(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        match this.state.get() {
+            ScopeState::Fresh => {}
+            ScopeState::Active => {
+                return Err(runtime_error(
+                    "this cancel scope is already active; a CancelScope can be entered only once",
+                ))
+            }
+            ScopeState::Exited => {
+                return Err(runtime_error(
+                    "this cancel scope has already been used; create a new CancelScope",
+                ))
+            }
+        }
+        let core = current_core(py).ok_or_else(|| {
+            runtime_error(
+                "CancelScope must be entered inside an asyncbis task: run the code with \
+                 asyncbis.run() (or call asyncbis.patch_asyncio() before asyncio.run())",
+            )
+        })?;
+        let core_ref = core.get();
+        let tid = core_ref
+            .tree_id()
+            .ok_or_else(|| runtime_error("the current task has already finished"))?;
+        let loop_ = core_ref
+            .loop_obj(py)
+            .ok_or_else(|| runtime_error("the current task has no event loop"))?;
+        let now = loop_time(py, &loop_)?;
+        let rel = this.relative_deadline.get();
+        if rel.is_finite() || rel < 0.0 {
+            this.deadline.set(this.deadline.get().min(now + rel));
+        }
+        let deadline = this.deadline.get();
+        if deadline <= now {
+            this.cancel_called.set(true);
+            this.deadline_expired.set(true);
+        }
+        let reason = match this.reason.get_ref(py) {
+            Some(r) => Some(r.bind(py).str()?.to_string()),
+            None => None,
+        };
+        let node = {
+            let mut t = tree();
+            let node = t.open_scope(tid, this.shield.get(), this.cancel_called.get(), deadline);
+            if let (Ok(n), Some(_)) = (&node, &reason) {
+                if this.cancel_called.get() {
+                    t.cancel_with_reason(*n, reason);
+                }
+            }
+            node
+        }
+        .map_err(|e| runtime_error(e.to_string()))?;
+        this.node.set(Some(node));
+        this.host.set(Some(core));
+        this.loop_.set(Some(loop_));
+        this.thread.set(Some(std::thread::current().id()));
+        this.state.set(ScopeState::Active);
+        Self::rearm(slf)
+    }
+
+    /// Exits the scope with the exception leaving it. Ok(true) when the scope absorbed it.
+    pub fn exit_impl(slf: &Bound<'_, Self>, exc: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
+        let py = slf.py();
+        let this = slf.get();
+        if this.state.get() != ScopeState::Active {
+            return Err(runtime_error(
+                "this cancel scope is not active (exited twice, or never entered)",
+            ));
+        }
+        let host = this.host.get_ref(py).expect("active scope has a host");
+        let current = current_core(py);
+        if !current.as_ref().is_some_and(|c| c.is(&host)) {
+            return Err(runtime_error(
+                "a cancel scope must be exited in the task that entered it",
+            ));
+        }
+        let node = this.node.get().expect("active scope has a node");
+        let catches = {
+            let mut t = tree();
+            let catches = t.catches(node);
+            t.close(node).map(|_| catches)
+        }
+        .map_err(|e| runtime_error(e.to_string()))?;
+        this.disarm(py);
+        this.state.set(ScopeState::Exited);
+        this.node.set(None);
+        this.thread.set(None);
+        let mark = host.get().mark();
+        this.host.set(None);
+        let Some(exc) = exc.filter(|e| !e.is_none()) else {
+            return Ok(false);
+        };
+        if !catches {
+            return Ok(false);
+        }
+        let caught = if is_marked_for(exc, mark) {
+            true
+        } else if exc.is_instance(cached(py).base_exception_group.bind(py))? {
+            // A group made only of our cancellations is absorbed as a whole.
+            let all_ours = exc
+                .getattr(pyo3::intern!(py, "exceptions"))?
+                .try_iter()?
+                .all(|e| e.map(|e| is_marked_for(&e, mark)).unwrap_or(false));
+            all_ours
+        } else {
+            false
+        };
+        if caught {
+            this.cancelled_caught.set(true);
+            if this.fail_on_deadline.get() && this.deadline_expired.get() {
+                let te = cached(py)
+                    .timeout_error
+                    .bind(py)
+                    .call1(("deadline exceeded",))?;
+                te.setattr(pyo3::intern!(py, "__cause__"), exc)?;
+                return Err(PyErr::from_value(te));
+            }
+        }
+        Ok(caught)
+    }
+}
+
+#[pymethods]
+impl CancelScope {
+    #[new]
+    #[pyo3(signature = (*, deadline = None, shield = false, relative_deadline = None))]
+    fn py_new(
+        deadline: Option<Bound<'_, PyAny>>,
+        shield: bool,
+        relative_deadline: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let d = match &deadline {
+            Some(d) => check_deadline(d, "deadline")?,
+            None => f64::INFINITY,
+        };
+        let r = match &relative_deadline {
+            Some(r) => check_deadline(r, "relative_deadline")?,
+            None => f64::INFINITY,
+        };
+        Ok(Self::new_inner(d, r, shield, false))
+    }
+
+    fn __enter__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, Self>> {
+        Self::enter_impl(slf)?;
+        Ok(slf.clone())
+    }
+
+    #[pyo3(signature = (_exc_type = None, exc = None, _tb = None))]
+    fn __exit__(
+        slf: &Bound<'_, Self>,
+        _exc_type: Option<Bound<'_, PyAny>>,
+        exc: Option<Bound<'_, PyAny>>,
+        _tb: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        Self::exit_impl(slf, exc.as_ref())
+    }
+
+    /// Cancels the scope (idempotent; the first reason given is kept).
+    #[pyo3(signature = (reason = None))]
+    fn cancel(slf: &Bound<'_, Self>, reason: Option<Bound<'_, PyAny>>) -> PyResult<()> {
+        let this = slf.get();
+        this.check_thread("cancel()")?;
+        if let Some(r) = &reason {
+            if !r.is_none() && !r.is_instance_of::<PyString>() {
+                return Err(PyTypeError::new_err(format!(
+                    "the cancel reason must be a str or None, got {}",
+                    r.get_type().name()?
+                )));
+            }
+        }
+        Self::do_cancel(slf, reason)
+    }
+
+    fn _deadline_reached(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let this = slf.get();
+        this.timer.set(None);
+        if this.state.get() == ScopeState::Active && !this.cancel_called.get() {
+            this.deadline_expired.set(true);
+            Self::do_cancel(slf, None)?;
+        }
+        Ok(())
+    }
+
+    #[getter]
+    fn get_deadline(&self) -> f64 {
+        self.deadline.get()
+    }
+
+    #[setter]
+    fn set_deadline(slf: &Bound<'_, Self>, value: Bound<'_, PyAny>) -> PyResult<()> {
+        let this = slf.get();
+        this.check_thread("deadline")?;
+        this.deadline.set(check_deadline(&value, "deadline")?);
+        Self::rearm(slf)
+    }
+
+    #[getter]
+    fn get_relative_deadline(&self, py: Python<'_>) -> PyResult<f64> {
+        if self.state.get() == ScopeState::Fresh {
+            return Ok(self.relative_deadline.get());
+        }
+        match self.loop_.get_ref(py) {
+            Some(l) => Ok(self.deadline.get() - loop_time(py, &l)?),
+            None => Ok(self.relative_deadline.get()),
+        }
+    }
+
+    #[setter]
+    fn set_relative_deadline(slf: &Bound<'_, Self>, value: Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let rel = check_deadline(&value, "relative_deadline")?;
+        match this.state.get() {
+            ScopeState::Fresh => {
+                this.relative_deadline.set(rel);
+                Ok(())
+            }
+            _ => {
+                let now = match this.loop_.get_ref(py) {
+                    Some(l) => loop_time(py, &l)?,
+                    None => return Ok(()),
+                };
+                this.deadline.set(now + rel);
+                Self::rearm(slf)
+            }
+        }
+    }
+
+    #[getter]
+    fn get_shield(&self) -> bool {
+        self.shield.get()
+    }
+
+    #[setter]
+    fn set_shield(&self, py: Python<'_>, value: Bound<'_, PyAny>) -> PyResult<()> {
+        self.check_thread("shield")?;
+        let Ok(v) = value.cast::<pyo3::types::PyBool>() else {
+            return Err(PyTypeError::new_err(format!(
+                "shield must be a bool, got {}",
+                value.get_type().name()?
+            )));
+        };
+        let v = v.is_true();
+        self.shield.set(v);
+        if let Some(node) = self.node.get() {
+            let wakes = tree().set_shield(node, v);
+            wake_all(py, wakes, None);
+        }
+        Ok(())
+    }
+
+    #[getter]
+    fn cancel_called(&self) -> bool {
+        self.cancel_called.get()
+    }
+
+    #[getter]
+    fn cancelled_caught(&self) -> bool {
+        self.cancelled_caught.get()
+    }
+
+    #[getter]
+    fn deadline_expired(&self) -> bool {
+        self.deadline_expired.get()
+    }
+
+    #[getter]
+    fn cancel_message(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.reason.get_ref(py)
+    }
+
+    /// Whether code inside this scope would get a cancellation at its next yield point.
+    #[getter]
+    fn effectively_cancelled(&self) -> bool {
+        match self.node.get() {
+            Some(n) => tree().is_effectively_cancelled(n),
+            None => self.cancel_called.get(),
+        }
+    }
+
+    #[getter]
+    fn active(&self) -> bool {
+        self.state.get() == ScopeState::Active
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> String {
+        let state = match self.state.get() {
+            ScopeState::Fresh => "unentered",
+            ScopeState::Active => "active",
+            ScopeState::Exited => "exited",
+        };
+        let mut parts = vec![state.to_string()];
+        if self.cancel_called.get() {
+            parts.push("cancelled".into());
+        }
+        if self.shield.get() {
+            parts.push("shielded".into());
+        }
+        let d = self.deadline.get();
+        if d.is_finite() {
+            match self.loop_.get_ref(py).map(|l| loop_time(py, &l)) {
+                Some(Ok(now)) => parts.push(format!("deadline in {:.3}s", d - now)),
+                _ => parts.push(format!("deadline={d}")),
+            }
+        }
+        format!("<CancelScope {}>", parts.join(", "))
+    }
+
+    fn __traverse__(&self, visit: pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
+        self.host.visit(&visit)?;
+        self.loop_.visit(&visit)?;
+        self.timer.visit(&visit)?;
+        self.reason.visit(&visit)
+    }
+
+    fn __clear__(&self) {
+        self.host.set(None);
+        self.timer.set(None);
+        self.reason.set(None);
+    }
+}
+
+impl Drop for CancelScope {
+    fn drop(&mut self) {
+        // A scope dropped while active (its coroutine was abandoned): free its node.
+        if let Some(node) = self.node.replace(None) {
+            let mut t = tree();
+            if t.node_alive(node) {
+                let _ = t.close(node);
+            }
+        }
+    }
+}
+
+fn new_scope<'py>(
+    py: Python<'py>,
+    deadline: f64,
+    shield: bool,
+    fail: bool,
+) -> PyResult<Bound<'py, CancelScope>> {
+    Bound::new(
+        py,
+        CancelScope::new_inner(deadline, f64::INFINITY, shield, fail),
+    )
+}
+
+fn current_time(py: Python<'_>) -> PyResult<f64> {
+    let loop_ = cached(py).get_running_loop.bind(py).call0()?;
+    loop_.call_method0(pyo3::intern!(py, "time"))?.extract()
+}
+
+fn delay_to_deadline(py: Python<'_>, delay: &Bound<'_, PyAny>) -> PyResult<f64> {
+    let d = check_deadline(delay, "delay")?;
+    if d < 0.0 {
+        return Err(PyValueError::new_err("delay must be non-negative"));
+    }
+    if d.is_infinite() {
+        return Ok(d);
+    }
+    Ok(current_time(py)? + d)
+}
+
+/// A scope that is cancelled `delay` seconds from now and absorbs its own cancellation.
+#[pyfunction]
+#[pyo3(signature = (delay, *, shield = false))]
+pub fn move_on_after<'py>(
+    py: Python<'py>,
+    delay: Bound<'py, PyAny>,
+    shield: bool,
+) -> PyResult<Bound<'py, CancelScope>> {
+    let deadline = delay_to_deadline(py, &delay)?;
+    new_scope(py, deadline, shield, false)
+}
+
+#[pyfunction]
+#[pyo3(signature = (deadline, *, shield = false))]
+pub fn move_on_at<'py>(
+    py: Python<'py>,
+    deadline: Bound<'py, PyAny>,
+    shield: bool,
+) -> PyResult<Bound<'py, CancelScope>> {
+    new_scope(py, check_deadline(&deadline, "deadline")?, shield, false)
+}
+
+/// Like `move_on_after`, but raises TimeoutError when its own deadline expired.
+#[pyfunction]
+#[pyo3(signature = (delay, *, shield = false))]
+pub fn fail_after<'py>(
+    py: Python<'py>,
+    delay: Bound<'py, PyAny>,
+    shield: bool,
+) -> PyResult<Bound<'py, CancelScope>> {
+    let deadline = delay_to_deadline(py, &delay)?;
+    new_scope(py, deadline, shield, true)
+}
+
+#[pyfunction]
+#[pyo3(signature = (deadline, *, shield = false))]
+pub fn fail_at<'py>(
+    py: Python<'py>,
+    deadline: Bound<'py, PyAny>,
+    shield: bool,
+) -> PyResult<Bound<'py, CancelScope>> {
+    new_scope(py, check_deadline(&deadline, "deadline")?, shield, true)
+}
+
+/// The earliest deadline in effect for the current task, up to the first shield
+/// (`-inf` if it is already cancelled, `inf` if none).
+#[pyfunction]
+pub fn current_effective_deadline(py: Python<'_>) -> PyResult<f64> {
+    let core = current_core(py)
+        .ok_or_else(|| runtime_error("current_effective_deadline() needs an asyncbis task"))?;
+    Ok(match core.get().tree_id() {
+        Some(t) => tree().effective_deadline(t),
+        None => f64::INFINITY,
+    })
+}
+
+/// An awaitable that yields to the loop once (a schedule point and a cancel point).
+#[pyclass(module = "asyncbis._core", frozen)]
+pub struct Checkpoint {
+    yielded: GilCell<bool>,
+}
+
+#[pymethods]
+impl Checkpoint {
+    fn __await__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+    fn __iter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+    fn __next__(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        if self.yielded.replace(true) {
+            None
+        } else {
+            Some(py.None())
+        }
+    }
+    #[pyo3(signature = (_value = None))]
+    fn send(&self, py: Python<'_>, _value: Option<Bound<'_, PyAny>>) -> Option<Py<PyAny>> {
+        self.__next__(py)
+    }
+    #[pyo3(signature = (typ, val = None, _tb = None))]
+    fn throw(
+        &self,
+        typ: Bound<'_, PyAny>,
+        val: Option<Bound<'_, PyAny>>,
+        _tb: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        self.yielded.set(true);
+        Err(match val {
+            Some(v) if !v.is_none() => PyErr::from_value(v),
+            _ => PyErr::from_value(typ),
+        })
+    }
+    fn close(&self) {
+        self.yielded.set(true);
+    }
+}
+
+/// `await checkpoint()`: yield to the loop; raises CancelledError if cancelled.
+#[pyfunction]
+pub fn checkpoint(py: Python<'_>) -> PyResult<Py<Checkpoint>> {
+    Py::new(
+        py,
+        Checkpoint {
+            yielded: GilCell::new(false),
+        },
+    )
+}
+
+/// `await checkpoint_if_cancelled()`: a cancel point that only yields when cancelled.
+#[pyfunction]
+pub fn checkpoint_if_cancelled(py: Python<'_>) -> PyResult<Py<Checkpoint>> {
+    let cancelled = current_core(py)
+        .and_then(|c| c.get().tree_id())
+        .is_some_and(|t| tree().task_should_deliver_level(t));
+    Py::new(
+        py,
+        Checkpoint {
+            yielded: GilCell::new(!cancelled),
+        },
+    )
+}

@@ -1,0 +1,644 @@
+//! The native task: an `asyncio.Future` subclass (defined in Python, `asyncbis.Task`) whose step
+//! and wake-up are this Rust object, `TaskCore`. The loop schedules the core itself (it is
+//! callable), so a step costs no Python frame and no bound-method allocation.
+//!
+//! Cancellation delivery: before each step (except the first), if the task's innermost cancel
+//! scope is effectively cancelled, a fresh CancelledError marked for this task is thrown into
+//! the coroutine (level cancellation). When a scope above a blocked task gets cancelled, the
+//! future it waits on is cancelled, exactly as `Task.cancel()` does in stock asyncio, which
+//! wakes the task so the next step can deliver.
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use asyncbis_scopes::{NodeId, TaskId, Wake};
+use pyo3::exceptions::{PyAttributeError, PyStopIteration, PyTypeError};
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString};
+use pyo3::{PyTraverseError, PyVisit};
+
+use crate::group::TaskGroup;
+use crate::util::{
+    cached, level_cancellation, new_marked_cancelled_error, runtime_error, task_cancel_mode, tree,
+    GilCell,
+};
+
+static TASK_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// The asyncbis task whose step is running on this thread (a stack: eager starts nest).
+    static CURRENT: RefCell<Option<Py<TaskCore>>> = const { RefCell::new(None) };
+}
+
+pub fn current_core(py: Python<'_>) -> Option<Py<TaskCore>> {
+    CURRENT.with(|c| c.borrow().as_ref().map(|t| t.clone_ref(py)))
+}
+
+#[pyclass(module = "asyncbis._core", frozen)]
+pub struct TaskCore {
+    task: GilCell<Option<Py<PyAny>>>,
+    coro: GilCell<Option<Py<PyAny>>>,
+    context: GilCell<Option<Py<PyAny>>>,
+    loop_: GilCell<Option<Py<PyAny>>>,
+    fut_waiter: GilCell<Option<Py<PyAny>>>,
+    group: GilCell<Option<Py<TaskGroup>>>,
+    cancel_message: GilCell<Option<Py<PyAny>>>,
+    name: GilCell<Option<Py<PyAny>>>,
+    tree_id: GilCell<Option<TaskId>>,
+    root_node: GilCell<Option<NodeId>>,
+    started: GilCell<bool>,
+    finished: GilCell<bool>,
+    must_cancel: GilCell<bool>,
+    num_cancels: GilCell<i64>,
+    /// Spawned by `TaskGroup.start()` and `task_status.started()` not called yet: a failure goes
+    /// to the starter, not to the group.
+    pub(crate) starting: GilCell<bool>,
+    seq: u64,
+}
+
+impl TaskCore {
+    pub fn tree_id(&self) -> Option<TaskId> {
+        self.tree_id.get()
+    }
+
+    pub fn loop_obj(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.loop_.get_ref(py)
+    }
+
+    pub fn task_obj(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.task.get_ref(py)
+    }
+
+    pub fn mark(&self) -> u64 {
+        self.tree_id.get().map(|t| t.as_u64()).unwrap_or(u64::MAX)
+    }
+
+    fn schedule_step<'py>(
+        slf: &Bound<'py, TaskCore>,
+        loop_: &Bound<'py, PyAny>,
+        exc: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let kwargs = PyDict::new(py);
+        kwargs.set_item(pyo3::intern!(py, "context"), slf.get().context.get_ref(py))?;
+        match exc {
+            Some(e) => loop_.call_method(pyo3::intern!(py, "call_soon"), (slf, e), Some(&kwargs)),
+            None => loop_.call_method(pyo3::intern!(py, "call_soon"), (slf,), Some(&kwargs)),
+        }?;
+        Ok(())
+    }
+
+    /// Wakes a blocked task so that its next step delivers a cancellation.
+    pub fn wake_for_cancel(&self, py: Python<'_>, message: Option<&Bound<'_, PyAny>>) {
+        if let Some(waiter) = self.fut_waiter.get_ref(py) {
+            let waiter = waiter.bind(py);
+            let r = match message {
+                Some(m) => waiter.call_method1(pyo3::intern!(py, "cancel"), (m,)),
+                None => waiter.call_method0(pyo3::intern!(py, "cancel")),
+            };
+            if let Err(e) = r {
+                e.write_unraisable(py, Some(waiter));
+            }
+        }
+    }
+
+    fn finish(slf: &Bound<'_, TaskCore>) {
+        let py = slf.py();
+        let this = slf.get();
+        this.finished.set(true);
+        this.fut_waiter.set(None);
+        if let Some(id) = this.tree_id.replace(None) {
+            tree().remove_task(id);
+        }
+        this.root_node.set(None);
+        if let Some(group) = this.group.get_ref(py) {
+            if let Some(task) = this.task.get_ref(py) {
+                TaskGroup::child_done(group.bind(py), task.bind(py), this.starting.get());
+            }
+        }
+    }
+
+    fn step_inner<'py>(slf: &Bound<'py, TaskCore>, exc: Option<Bound<'py, PyAny>>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let c = cached(py);
+        let task = match this.task.get_ref(py) {
+            Some(t) => t.into_bound(py),
+            None => return Ok(()),
+        };
+        if this.finished.get() {
+            let msg = format!(
+                "_step(): already done: {}, {}",
+                task.repr()?,
+                match &exc {
+                    Some(e) => e.repr()?.to_string(),
+                    None => "None".into(),
+                }
+            );
+            return Err(PyErr::from_value(
+                c.invalid_state_error.bind(py).call1((msg,))?,
+            ));
+        }
+        let loop_ = this
+            .loop_
+            .get_ref(py)
+            .ok_or_else(|| runtime_error("task has no loop"))?
+            .into_bound(py);
+        let mut exc = exc;
+        // Stock edge cancellation (Task.cancel() with the task-cancel-level switch off).
+        if this.must_cancel.get() {
+            let is_ce = exc
+                .as_ref()
+                .is_some_and(|e| e.is_instance(c.cancelled_error.bind(py)).unwrap_or(false));
+            if !is_ce {
+                let msg = this.cancel_message.get_ref(py);
+                let e = match msg {
+                    Some(m) => c.cancelled_error.bind(py).call1((m,))?,
+                    None => c.cancelled_error.bind(py).call0()?,
+                };
+                exc = Some(e);
+            }
+            this.must_cancel.set(false);
+        }
+        this.fut_waiter.set(None);
+        // Scope cancellation: never on the first step (a task runs to its first yield point).
+        if this.started.get() {
+            if let Some(tid) = this.tree_id.get() {
+                let deliver = {
+                    let mut t = tree();
+                    if level_cancellation() {
+                        t.task_should_deliver_level(tid)
+                    } else {
+                        t.take_edge_delivery(tid)
+                    }
+                    .then(|| t.delivery_reason(tid))
+                };
+                if let Some(reason) = deliver {
+                    let msg = reason.map(|r| PyString::new(py, &r).into_any());
+                    exc = Some(new_marked_cancelled_error(py, msg.as_ref(), tid.as_u64())?);
+                }
+            }
+        }
+        this.started.set(true);
+
+        let coro = this
+            .coro
+            .get_ref(py)
+            .ok_or_else(|| runtime_error("task has no coroutine"))?
+            .into_bound(py);
+        c.enter_task.bind(py).call1((&loop_, &task))?;
+        let prev = CURRENT.with(|cur| cur.replace(Some(slf.clone().unbind())));
+        let outcome = match &exc {
+            None => send_none(&coro),
+            Some(e) => throw(&coro, e),
+        };
+        let prev = CURRENT.with(|cur| cur.replace(prev));
+        drop(prev);
+        let left = c.leave_task.bind(py).call1((&loop_, &task));
+
+        let result = Self::handle_outcome(slf, &task, &loop_, outcome);
+        left?;
+        result
+    }
+
+    fn handle_outcome<'py>(
+        slf: &Bound<'py, TaskCore>,
+        task: &Bound<'py, PyAny>,
+        loop_: &Bound<'py, PyAny>,
+        outcome: PyResult<Sent<'py>>,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let c = cached(py);
+        match outcome {
+            Ok(Sent::Return(value)) => {
+                if this.must_cancel.get() {
+                    this.must_cancel.set(false);
+                    c.future_cancel
+                        .bind(py)
+                        .call1((task, this.cancel_message.get_ref(py)))?;
+                } else {
+                    c.future_set_result.bind(py).call1((task, value))?;
+                }
+                Self::finish(slf);
+                Ok(())
+            }
+            Err(err) => {
+                let value = err.value(py);
+                if value.is_instance(c.cancelled_error.bind(py))? {
+                    let args = value.getattr(pyo3::intern!(py, "args"))?;
+                    let msg = if args.len()? > 0 {
+                        Some(args.get_item(0)?)
+                    } else {
+                        None
+                    };
+                    c.future_cancel.bind(py).call1((task, msg))?;
+                    Self::finish(slf);
+                    Ok(())
+                } else if value.is_instance(c.keyboard_interrupt.bind(py))?
+                    || value.is_instance(c.system_exit.bind(py))?
+                {
+                    c.future_set_exception.bind(py).call1((task, value))?;
+                    Self::finish(slf);
+                    Err(err)
+                } else {
+                    c.future_set_exception.bind(py).call1((task, value))?;
+                    Self::finish(slf);
+                    Ok(())
+                }
+            }
+            Ok(Sent::Yield(result)) => {
+                if result.is_none() {
+                    // Bare yield: give up one loop iteration.
+                    return Self::schedule_step(slf, loop_, None);
+                }
+                let blocking = match result.getattr(pyo3::intern!(py, "_asyncio_future_blocking")) {
+                    Ok(b) => Some(b),
+                    Err(e) if e.is_instance_of::<PyAttributeError>(py) => None,
+                    Err(e) => return Err(e),
+                };
+                match blocking {
+                    Some(b) if !b.is_none() => {
+                        let fut_loop = match result.call_method0(pyo3::intern!(py, "get_loop")) {
+                            Ok(l) => l,
+                            Err(_) => result.getattr(pyo3::intern!(py, "_loop"))?,
+                        };
+                        if !fut_loop.is(loop_) {
+                            let e = runtime_error(format!(
+                                "Task {} got Future {} attached to a different loop",
+                                task.repr()?,
+                                result.repr()?
+                            ));
+                            return Self::schedule_step(
+                                slf,
+                                loop_,
+                                Some(e.value(py).clone().into_any()),
+                            );
+                        }
+                        if !b.is_truthy()? {
+                            let e = runtime_error(format!(
+                                "yield was used instead of yield from in task {} with {}",
+                                task.repr()?,
+                                result.repr()?
+                            ));
+                            return Self::schedule_step(
+                                slf,
+                                loop_,
+                                Some(e.value(py).clone().into_any()),
+                            );
+                        }
+                        if result.is(task) {
+                            let e = runtime_error(format!(
+                                "Task cannot await on itself: {}",
+                                task.repr()?
+                            ));
+                            return Self::schedule_step(
+                                slf,
+                                loop_,
+                                Some(e.value(py).clone().into_any()),
+                            );
+                        }
+                        result.setattr(pyo3::intern!(py, "_asyncio_future_blocking"), false)?;
+                        let kwargs = PyDict::new(py);
+                        kwargs.set_item(pyo3::intern!(py, "context"), this.context.get_ref(py))?;
+                        result.call_method(
+                            pyo3::intern!(py, "add_done_callback"),
+                            (slf,),
+                            Some(&kwargs),
+                        )?;
+                        this.fut_waiter.set(Some(result.clone().unbind()));
+                        // Level: a yield inside a cancelled scope is cancelled at once.
+                        if let Some(tid) = this.tree_id.get() {
+                            let pending = {
+                                let t = tree();
+                                let due = if level_cancellation() {
+                                    t.task_should_deliver_level(tid)
+                                } else {
+                                    t.edge_delivery_pending(tid)
+                                };
+                                due.then(|| t.delivery_reason(tid))
+                            };
+                            if let Some(reason) = pending {
+                                let msg = reason.map(|r| PyString::new(py, &r).into_any());
+                                this.wake_for_cancel(py, msg.as_ref());
+                            }
+                        }
+                        if this.must_cancel.get() {
+                            let cancelled = result
+                                .call_method1(
+                                    pyo3::intern!(py, "cancel"),
+                                    (this.cancel_message.get_ref(py),),
+                                )?
+                                .is_truthy()?;
+                            if cancelled {
+                                this.must_cancel.set(false);
+                            }
+                        }
+                        Ok(())
+                    }
+                    _ => {
+                        let msg = if c.isgenerator.bind(py).call1((&result,))?.is_truthy()? {
+                            format!(
+                                "yield was used instead of yield from for generator in task {} with {}",
+                                task.repr()?,
+                                result.repr()?
+                            )
+                        } else {
+                            format!("Task got bad yield: {}", result.repr()?)
+                        };
+                        let e = runtime_error(msg);
+                        Self::schedule_step(slf, loop_, Some(e.value(py).clone().into_any()))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Creates the core of `task` (an instance of the Python Task class whose Future part is
+    /// initialised), registers it and schedules its first step.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attach<'py>(
+        py: Python<'py>,
+        task: &Bound<'py, PyAny>,
+        loop_: &Bound<'py, PyAny>,
+        coro: &Bound<'py, PyAny>,
+        name: Option<Bound<'py, PyAny>>,
+        context: Option<Bound<'py, PyAny>>,
+        group: Option<&Bound<'py, TaskGroup>>,
+        parent_node: Option<NodeId>,
+    ) -> PyResult<Bound<'py, TaskCore>> {
+        let c = cached(py);
+        if !c.iscoroutine.bind(py).call1((coro,))?.is_truthy()? {
+            return Err(PyTypeError::new_err(format!(
+                "a coroutine was expected, got {}",
+                coro.repr()?
+            )));
+        }
+        let context = match context {
+            Some(ctx) if !ctx.is_none() => ctx,
+            _ => py
+                .import(pyo3::intern!(py, "contextvars"))?
+                .call_method0(pyo3::intern!(py, "copy_context"))?,
+        };
+        let name = match name {
+            Some(n) if !n.is_none() => Some(n.str()?.into_any().unbind()),
+            _ => None,
+        };
+        let core = Bound::new(
+            py,
+            TaskCore {
+                task: GilCell::new(Some(task.clone().unbind())),
+                coro: GilCell::new(Some(coro.clone().unbind())),
+                context: GilCell::new(Some(context.unbind())),
+                loop_: GilCell::new(Some(loop_.clone().unbind())),
+                fut_waiter: GilCell::new(None),
+                group: GilCell::new(group.map(|g| g.clone().unbind())),
+                cancel_message: GilCell::new(None),
+                name: GilCell::new(name),
+                tree_id: GilCell::new(None),
+                root_node: GilCell::new(None),
+                started: GilCell::new(false),
+                finished: GilCell::new(false),
+                must_cancel: GilCell::new(false),
+                num_cancels: GilCell::new(0),
+                starting: GilCell::new(false),
+                seq: TASK_COUNTER.fetch_add(1, Ordering::Relaxed) + 1,
+            },
+        )?;
+        // The tree holds a borrowed pointer; Drop removes it before the object is freed.
+        let handle = core.as_ptr() as usize;
+        let (tid, node) = {
+            let mut t = tree();
+            let tid = t.add_task(handle);
+            let node = t.open_task_node(tid, parent_node);
+            (tid, node)
+        };
+        let node = node.map_err(|e| runtime_error(e.to_string()))?;
+        core.get().tree_id.set(Some(tid));
+        core.get().root_node.set(Some(node));
+        task.setattr(pyo3::intern!(py, "_core"), &core)?;
+        c.register_task.bind(py).call1((task,))?;
+        Self::schedule_step(&core, loop_, None)?;
+        Ok(core)
+    }
+}
+
+enum Sent<'py> {
+    Yield(Bound<'py, PyAny>),
+    Return(Bound<'py, PyAny>),
+}
+
+fn send_none<'py>(coro: &Bound<'py, PyAny>) -> PyResult<Sent<'py>> {
+    let py = coro.py();
+    let mut out: *mut ffi::PyObject = std::ptr::null_mut();
+    // SAFETY: coro is a live object; PyIter_Send returns a new reference in `out` on
+    // PYGEN_NEXT/PYGEN_RETURN and sets an exception on PYGEN_ERROR.
+    let status = unsafe { ffi::PyIter_Send(coro.as_ptr(), ffi::Py_None(), &mut out) };
+    match status {
+        ffi::PySendResult::PYGEN_NEXT => Ok(Sent::Yield(unsafe { Bound::from_owned_ptr(py, out) })),
+        ffi::PySendResult::PYGEN_RETURN => {
+            Ok(Sent::Return(unsafe { Bound::from_owned_ptr(py, out) }))
+        }
+        _ => Err(PyErr::fetch(py)),
+    }
+}
+
+fn throw<'py>(coro: &Bound<'py, PyAny>, exc: &Bound<'py, PyAny>) -> PyResult<Sent<'py>> {
+    let py = coro.py();
+    match coro.call_method1(pyo3::intern!(py, "throw"), (exc,)) {
+        Ok(v) => Ok(Sent::Yield(v)),
+        Err(e) if e.is_instance_of::<PyStopIteration>(py) => {
+            let value = e.value(py).getattr(pyo3::intern!(py, "value"))?;
+            Ok(Sent::Return(value))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Wakes the tasks a cancellation reached. Handles are turned into owned references before any
+/// Python code can run (the GIL is held throughout), so none can have been freed.
+pub fn wake_all(py: Python<'_>, wakes: Vec<Wake>, message: Option<&Bound<'_, PyAny>>) {
+    let cores: Vec<Bound<'_, TaskCore>> = wakes
+        .iter()
+        .map(|w| {
+            // SAFETY: the tree only holds handles of live TaskCore objects (removed in Drop).
+            let any = unsafe { Bound::from_borrowed_ptr(py, w.handle as *mut ffi::PyObject) };
+            any.cast_into::<TaskCore>()
+                .expect("tree handle is a TaskCore")
+        })
+        .collect();
+    for core in cores {
+        core.get().wake_for_cancel(py, message);
+    }
+}
+
+#[pymethods]
+impl TaskCore {
+    /// Step (no argument, or an exception to throw in) or wake-up (a finished future).
+    #[pyo3(signature = (arg = None))]
+    fn __call__(slf: &Bound<'_, Self>, arg: Option<Bound<'_, PyAny>>) -> PyResult<()> {
+        let py = slf.py();
+        match arg {
+            None => Self::step_inner(slf, None),
+            Some(a) if a.is_instance_of::<pyo3::exceptions::PyBaseException>() => {
+                Self::step_inner(slf, Some(a))
+            }
+            Some(fut) => {
+                // Wake-up: the awaited future is done.
+                slf.get().fut_waiter.set(None);
+                match fut.call_method0(pyo3::intern!(py, "result")) {
+                    Ok(_) => Self::step_inner(slf, None),
+                    Err(e) => Self::step_inner(slf, Some(e.value(py).clone().into_any())),
+                }
+            }
+        }
+    }
+
+    /// `Task.cancel()`: level (the task's own scope is cancelled) or stock edge semantics.
+    #[pyo3(signature = (msg = None))]
+    fn cancel(&self, py: Python<'_>, msg: Option<Bound<'_, PyAny>>) -> PyResult<bool> {
+        if self.finished.get() {
+            return Ok(false);
+        }
+        self.num_cancels.set(self.num_cancels.get() + 1);
+        if task_cancel_mode() != 0 {
+            if let Some(node) = self.root_node.get() {
+                let reason = match &msg {
+                    Some(m) if !m.is_none() => Some(m.str()?.to_string()),
+                    _ => None,
+                };
+                let wakes = tree().cancel_with_reason(node, reason);
+                wake_all(py, wakes, msg.as_ref());
+                self.cancel_message.set(msg.map(|m| m.unbind()));
+                return Ok(true);
+            }
+        }
+        if let Some(waiter) = self.fut_waiter.get_ref(py) {
+            let cancelled = waiter
+                .bind(py)
+                .call_method1(pyo3::intern!(py, "cancel"), (msg.as_ref(),))?
+                .is_truthy()?;
+            if cancelled {
+                return Ok(true);
+            }
+        }
+        self.must_cancel.set(true);
+        self.cancel_message.set(msg.map(|m| m.unbind()));
+        Ok(true)
+    }
+
+    fn uncancel(&self, py: Python<'_>) -> PyResult<i64> {
+        let n = self.num_cancels.get();
+        if n > 0 {
+            self.num_cancels.set(n - 1);
+            if n - 1 == 0 {
+                if task_cancel_mode() == 2 {
+                    if let Some(node) = self.root_node.get() {
+                        tree().uncancel(node);
+                    }
+                }
+                // 3.13 resets a pending edge cancellation when the count drops to zero.
+                if py.version_info() >= (3, 13) {
+                    self.must_cancel.set(false);
+                }
+            }
+        }
+        Ok(self.num_cancels.get())
+    }
+
+    fn cancelling(&self) -> i64 {
+        self.num_cancels.get()
+    }
+
+    fn get_name(&self, py: Python<'_>) -> Py<PyAny> {
+        match self.name.get_ref(py) {
+            Some(n) => n,
+            None => {
+                let n = PyString::new(py, &format!("Task-{}", self.seq))
+                    .into_any()
+                    .unbind();
+                self.name.set(Some(n.clone_ref(py)));
+                n
+            }
+        }
+    }
+
+    fn set_name(&self, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.name.set(Some(value.str()?.into_any().unbind()));
+        Ok(())
+    }
+
+    #[getter]
+    fn coro(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.coro.get_ref(py)
+    }
+
+    #[getter]
+    fn context(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.context.get_ref(py)
+    }
+
+    #[getter]
+    fn fut_waiter(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.fut_waiter.get_ref(py)
+    }
+
+    #[getter]
+    fn must_cancel(&self) -> bool {
+        self.must_cancel.get()
+    }
+
+    /// True while a child of `TaskGroup.start()` has not called `task_status.started()`.
+    #[getter]
+    fn get_starting(&self) -> bool {
+        self.starting.get()
+    }
+
+    #[setter]
+    fn set_starting(&self, value: bool) {
+        self.starting.set(value);
+    }
+
+    #[getter]
+    fn group(&self, py: Python<'_>) -> Option<Py<TaskGroup>> {
+        self.group.get_ref(py)
+    }
+
+    /// Whether this task's innermost scope is effectively cancelled right now.
+    #[getter]
+    fn effectively_cancelled(&self) -> bool {
+        match self.tree_id.get() {
+            Some(t) => tree().task_should_deliver_level(t),
+            None => false,
+        }
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        self.task.visit(&visit)?;
+        self.coro.visit(&visit)?;
+        self.context.visit(&visit)?;
+        self.loop_.visit(&visit)?;
+        self.fut_waiter.visit(&visit)?;
+        self.cancel_message.visit(&visit)?;
+        self.name.visit(&visit)?;
+        self.group.visit(&visit)
+    }
+
+    fn __clear__(&self) {
+        self.task.set(None);
+        self.coro.set(None);
+        self.context.set(None);
+        self.fut_waiter.set(None);
+        self.cancel_message.set(None);
+        self.group.set(None);
+    }
+}
+
+impl Drop for TaskCore {
+    fn drop(&mut self) {
+        if let Some(id) = self.tree_id.replace(None) {
+            tree().remove_task(id);
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! Shared plumbing: the global scope tree, GIL-guarded cells, cached Python objects, switches.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use asyncbis_scopes::Tree;
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+
+/// The one scope tree. Every access happens with the GIL held, so the lock is never contended;
+/// it exists to make the static sound. Never call into Python while holding it.
+static TREE: Mutex<Tree> = Mutex::new(Tree::new());
+
+pub fn tree() -> MutexGuard<'static, Tree> {
+    TREE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A `Cell` for pyclass fields. asyncbis objects are only touched with the GIL held (this
+/// extension does not declare free-threading support), which serialises every access.
+pub struct GilCell<T>(Cell<T>);
+
+// SAFETY: see the type's comment; the GIL is the lock.
+unsafe impl<T: Send> Sync for GilCell<T> {}
+
+impl<T> GilCell<T> {
+    pub const fn new(v: T) -> Self {
+        GilCell(Cell::new(v))
+    }
+    pub fn set(&self, v: T) {
+        self.0.set(v)
+    }
+    pub fn replace(&self, v: T) -> T {
+        self.0.replace(v)
+    }
+}
+
+impl<T: Default> GilCell<T> {
+    pub fn take(&self) -> T {
+        self.0.take()
+    }
+}
+
+impl<T: Copy> GilCell<T> {
+    pub fn get(&self) -> T {
+        self.0.get()
+    }
+}
+
+impl<T> GilCell<Option<Py<T>>> {
+    pub fn get_ref(&self, py: Python<'_>) -> Option<Py<T>> {
+        let v = self.0.take();
+        let out = v.as_ref().map(|p| p.clone_ref(py));
+        self.0.set(v);
+        out
+    }
+    pub fn is_some(&self) -> bool {
+        let v = self.0.take();
+        let out = v.is_some();
+        self.0.set(v);
+        out
+    }
+    pub fn visit(&self, visit: &pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
+        let v = self.0.take();
+        let r = match &v {
+            Some(p) => visit.call(p),
+            None => Ok(()),
+        };
+        self.0.set(v);
+        r
+    }
+}
+
+impl GilCell<Vec<Py<PyAny>>> {
+    pub fn push(&self, item: Py<PyAny>) {
+        let mut v = self.0.take();
+        v.push(item);
+        self.0.set(v);
+    }
+    pub fn len(&self) -> usize {
+        let v = self.0.take();
+        let n = v.len();
+        self.0.set(v);
+        n
+    }
+    pub fn visit(&self, visit: &pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
+        let v = self.0.take();
+        let mut r = Ok(());
+        for p in &v {
+            r = visit.call(p);
+            if r.is_err() {
+                break;
+            }
+        }
+        self.0.set(v);
+        r
+    }
+}
+
+/// Python objects looked up once.
+pub struct Cached {
+    pub cancelled_error: Py<PyAny>,
+    pub invalid_state_error: Py<PyAny>,
+    pub future_type: Py<PyAny>,
+    pub future_init: Py<PyAny>,
+    pub future_cancel: Py<PyAny>,
+    pub future_set_result: Py<PyAny>,
+    pub future_set_exception: Py<PyAny>,
+    pub enter_task: Py<PyAny>,
+    pub leave_task: Py<PyAny>,
+    pub register_task: Py<PyAny>,
+    pub base_exception_group: Py<PyAny>,
+    pub keyboard_interrupt: Py<PyAny>,
+    pub system_exit: Py<PyAny>,
+    pub timeout_error: Py<PyAny>,
+    pub iscoroutine: Py<PyAny>,
+    pub isgenerator: Py<PyAny>,
+    pub get_running_loop: Py<PyAny>,
+}
+
+static CACHED: PyOnceLock<Cached> = PyOnceLock::new();
+
+pub fn cached(py: Python<'_>) -> &'static Cached {
+    CACHED.get_or_init(py, || {
+        let load = || -> PyResult<Cached> {
+            let asyncio = py.import("asyncio")?;
+            let tasks = py.import("asyncio.tasks")?;
+            let future = asyncio.getattr("Future")?;
+            let builtins = py.import("builtins")?;
+            let coroutines = py.import("asyncio.coroutines")?;
+            let inspect = py.import("inspect")?;
+            Ok(Cached {
+                cancelled_error: asyncio.getattr("CancelledError")?.unbind(),
+                invalid_state_error: asyncio.getattr("InvalidStateError")?.unbind(),
+                future_init: future.getattr("__init__")?.unbind(),
+                future_cancel: future.getattr("cancel")?.unbind(),
+                future_set_result: future.getattr("set_result")?.unbind(),
+                future_set_exception: future.getattr("set_exception")?.unbind(),
+                future_type: future.unbind(),
+                enter_task: tasks.getattr("_enter_task")?.unbind(),
+                leave_task: tasks.getattr("_leave_task")?.unbind(),
+                register_task: tasks.getattr("_register_task")?.unbind(),
+                base_exception_group: builtins.getattr("BaseExceptionGroup")?.unbind(),
+                keyboard_interrupt: builtins.getattr("KeyboardInterrupt")?.unbind(),
+                system_exit: builtins.getattr("SystemExit")?.unbind(),
+                timeout_error: builtins.getattr("TimeoutError")?.unbind(),
+                iscoroutine: coroutines.getattr("iscoroutine")?.unbind(),
+                isgenerator: inspect.getattr("isgenerator")?.unbind(),
+                get_running_loop: asyncio.getattr("get_running_loop")?.unbind(),
+            })
+        };
+        load().expect("asyncbis: the asyncio module lacks a name this Python should have")
+    })
+}
+
+/// Behaviour switches that the core itself consults (DESIGN §2). The Python surface owns the
+/// full list and pushes these down.
+static LEVEL_CANCELLATION: AtomicBool = AtomicBool::new(true);
+/// 0 = edge (stock), 1 = level, 2 = level but `uncancel()` back to zero lifts it.
+static TASK_CANCEL_MODE: AtomicU8 = AtomicU8::new(1);
+
+pub fn level_cancellation() -> bool {
+    LEVEL_CANCELLATION.load(Ordering::Relaxed)
+}
+
+pub fn task_cancel_mode() -> u8 {
+    TASK_CANCEL_MODE.load(Ordering::Relaxed)
+}
+
+pub fn set_level_cancellation(on: bool) {
+    LEVEL_CANCELLATION.store(on, Ordering::Relaxed)
+}
+
+pub fn set_task_cancel_mode(mode: u8) {
+    TASK_CANCEL_MODE.store(mode, Ordering::Relaxed)
+}
+
+/// The attribute that marks a CancelledError as delivered by asyncbis to a given task, so that
+/// scopes catch only their own cancellations.
+pub const MARK_ATTR: &str = "_asyncbis_delivered_to";
+
+pub fn new_marked_cancelled_error<'py>(
+    py: Python<'py>,
+    message: Option<&Bound<'py, PyAny>>,
+    task_mark: u64,
+) -> PyResult<Bound<'py, PyAny>> {
+    let ce = cached(py).cancelled_error.bind(py);
+    let exc = match message {
+        Some(m) if !m.is_none() => ce.call1((m,))?,
+        _ => ce.call0()?,
+    };
+    exc.setattr(MARK_ATTR, task_mark)?;
+    Ok(exc)
+}
+
+pub fn is_marked_for(exc: &Bound<'_, PyAny>, task_mark: u64) -> bool {
+    let py = exc.py();
+    if !exc
+        .is_instance(cached(py).cancelled_error.bind(py))
+        .unwrap_or(false)
+    {
+        return false;
+    }
+    match exc.getattr(MARK_ATTR) {
+        Ok(v) => v.extract::<u64>().map(|m| m == task_mark).unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+pub fn runtime_error(msg: impl Into<String>) -> PyErr {
+    PyRuntimeError::new_err(msg.into())
+}

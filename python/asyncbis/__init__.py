@@ -1,0 +1,51 @@
+"""asyncbis: Trio/AnyIO-style level cancellation, cancel scopes and strict task groups for
+asyncio, with a Rust core.
+
+Import the upgraded names from here (``asyncbis.TaskGroup``, ``asyncbis.timeout``, ...); every
+other asyncio name is re-exported unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio as _asyncio
+from asyncio import *  # noqa: F403  (stock asyncio for every name we do not change)
+
+from . import _core
+from ._core import (
+    CancelScope,
+    checkpoint,
+    checkpoint_if_cancelled,
+    current_effective_deadline,
+    fail_after,
+    fail_at,
+    move_on_after,
+    move_on_at,
+)
+from ._runner import Runner, root_group, run
+from ._task import Task
+from ._taskgroup import TaskGroup, TaskStatus
+from ._timeouts import Timeout, shield, timeout, timeout_at
+
+__version__ = "0.1.0"
+
+__all__ = [  # noqa: F405
+    *_asyncio.__all__,
+    "CancelScope",
+    "Runner",
+    "Task",
+    "TaskGroup",
+    "TaskStatus",
+    "Timeout",
+    "checkpoint",
+    "checkpoint_if_cancelled",
+    "current_effective_deadline",
+    "fail_after",
+    "fail_at",
+    "move_on_after",
+    "move_on_at",
+    "root_group",
+    "run",
+    "shield",
+    "timeout",
+    "timeout_at",
+]

@@ -1,0 +1,1 @@
+"""pytest plugin: inert unless ASYNCBIS_AUTOPATCH=1 (then asyncio runs on asyncbis)."""
