@@ -155,9 +155,7 @@ async def memory(api: API, n: int) -> dict:
 async def tcp_echo(api: API, size: tuple[int, int]) -> dict:
     clients, rounds = size
 
-    async def handle(
-        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         read = reader.read
         write = writer.write
         drain = writer.drain

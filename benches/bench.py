@@ -83,9 +83,7 @@ def parse_list(value: str | None, known: list[str], what: str) -> list[str]:
     items = [v.strip() for v in value.split(",") if v.strip()]
     bad = [v for v in items if v not in known]
     if bad:
-        raise SystemExit(
-            f"unknown {what}: {', '.join(bad)} (known: {', '.join(known)})"
-        )
+        raise SystemExit(f"unknown {what}: {', '.join(bad)} (known: {', '.join(known)})")
     return items
 
 
@@ -148,7 +146,7 @@ def render_table(header: list[str], rows: list[list[str]]) -> str:
     lines = [
         "  ".join(
             h.ljust(w) if i == 0 else h.rjust(w)
-            for i, (h, w) in enumerate(zip(header, widths))
+            for i, (h, w) in enumerate(zip(header, widths, strict=True))
         )
     ]
     lines.append("  ".join("-" * w for w in widths))
@@ -156,7 +154,7 @@ def render_table(header: list[str], rows: list[list[str]]) -> str:
         lines.append(
             "  ".join(
                 c.ljust(w) if i == 0 else c.rjust(w)
-                for i, (c, w) in enumerate(zip(row, widths))
+                for i, (c, w) in enumerate(zip(row, widths, strict=True))
             )
         )
     return "\n".join(lines)
@@ -168,22 +166,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--cases", help="comma-separated case ids (default: all)")
     ap.add_argument("--runtimes", help="comma-separated runtimes (default: all)")
-    ap.add_argument(
-        "--repeat", type=int, default=5, help="repetitions per cell (default 5)"
-    )
+    ap.add_argument("--repeat", type=int, default=5, help="repetitions per cell (default 5)")
     ap.add_argument("--quick", action="store_true", help="small sizes, for smoke tests")
-    ap.add_argument(
-        "--json", metavar="PATH", help="write all samples and medians as JSON"
-    )
+    ap.add_argument("--json", metavar="PATH", help="write all samples and medians as JSON")
     ap.add_argument(
         "--timeout",
         type=float,
         default=180,
         help="seconds per measurement; a cell that times out is not run again (default 180)",
     )
-    ap.add_argument(
-        "--list", action="store_true", help="list cases and runtimes and exit"
-    )
+    ap.add_argument("--list", action="store_true", help="list cases and runtimes and exit")
     ns = ap.parse_args(argv)
 
     if ns.list:
@@ -208,24 +200,14 @@ def main(argv: list[str] | None = None) -> int:
     packages = first.get("packages", {})
 
     print("asyncbis benchmark suite")
-    print(
-        f"  date      {started.isoformat(timespec='seconds')}   commit {git_commit() or '-'}"
-    )
-    print(
-        f"  python    {first.get('python', platform.python_version())} ({sys.executable})"
-    )
+    print(f"  date      {started.isoformat(timespec='seconds')}   commit {git_commit() or '-'}")
+    print(f"  python    {first.get('python', platform.python_version())} ({sys.executable})")
     print(f"  machine   {platform.platform()}, {os.cpu_count()} cpus, {cpu_model()}")
+    print("  packages  " + (", ".join(f"{k} {v}" for k, v in packages.items() if v) or "-"))
+    print("  load avg  " + " ".join(f"{x:.2f}" for x in load_start) + " (1/5/15 min, at start)")
     print(
-        "  packages  "
-        + (", ".join(f"{k} {v}" for k, v in packages.items() if v) or "-")
-    )
-    print(
-        "  load avg  "
-        + " ".join(f"{x:.2f}" for x in load_start)
-        + " (1/5/15 min, at start)"
-    )
-    print(
-        f"  mode      {'quick' if ns.quick else 'full'}, repeat {ns.repeat}, one child process per measurement"
+        f"  mode      {'quick' if ns.quick else 'full'}, repeat {ns.repeat}, "
+        "one child process per measurement"
     )
     note = os.environ.get("ASYNCBIS_BENCH_NOTE")
     if note:
@@ -236,9 +218,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  n/a       {rt}: {reason}")
     print(flush=True)
 
-    cells: dict[tuple[str, str], Cell] = {
-        (c.id, rt): Cell() for c in cases for rt in runtimes
-    }
+    cells: dict[tuple[str, str], Cell] = {(c.id, rt): Cell() for c in cases for rt in runtimes}
     total = ns.repeat * len(cases) * len(available)
     done = 0
     hung: set[tuple[str, str]] = set()
@@ -253,9 +233,7 @@ def main(argv: list[str] | None = None) -> int:
                 if (case.id, rt) in hung:
                     done += 1
                     continue
-                res = run_child(
-                    ["run", rt, case.fn, json.dumps(size)], timeout=ns.timeout
-                )
+                res = run_child(["run", rt, case.fn, json.dumps(size)], timeout=ns.timeout)
                 cell = cells[(case.id, rt)]
                 done += 1
                 if "error" in res:
@@ -315,28 +293,18 @@ def main(argv: list[str] | None = None) -> int:
     header = ["case", *runtimes]
     rows = [[c.title(ns.quick), *(cell_text(c, rt) for rt in runtimes)] for c in cases]
     if scaling:
-        small = _count(
-            CASE_BY_ID["spawn20k"].quick if ns.quick else CASE_BY_ID["spawn20k"].size
-        )
-        big = _count(
-            CASE_BY_ID["spawn80k"].quick if ns.quick else CASE_BY_ID["spawn80k"].size
-        )
+        small = _count(CASE_BY_ID["spawn20k"].quick if ns.quick else CASE_BY_ID["spawn20k"].size)
+        big = _count(CASE_BY_ID["spawn80k"].quick if ns.quick else CASE_BY_ID["spawn80k"].size)
         rows.append(
             [
                 f"spawn ratio {big}/{small}",
-                *(
-                    "n/a" if rt not in available else fmt_ratio(scaling[rt])
-                    for rt in runtimes
-                ),
+                *("n/a" if rt not in available else fmt_ratio(scaling[rt]) for rt in runtimes),
             ]
         )
         rows.append(
             [
                 f"spawn time {big}/{small}",
-                *(
-                    "n/a" if rt not in available else fmt_ratio(growth[rt])
-                    for rt in runtimes
-                ),
+                *("n/a" if rt not in available else fmt_ratio(growth[rt]) for rt in runtimes),
             ]
         )
     print(f"medians of {ns.repeat} and ratios (lower is better):")
@@ -350,9 +318,7 @@ def main(argv: list[str] | None = None) -> int:
             if rt not in available or not cell.samples or not cell.median:
                 row.append("-")
             else:
-                row.append(
-                    f"{(max(cell.samples) - min(cell.samples)) / cell.median * 100:.0f}%"
-                )
+                row.append(f"{(max(cell.samples) - min(cell.samples)) / cell.median * 100:.0f}%")
         spread_rows.append(row)
     print()
     print("spread (max-min)/median:")
@@ -367,29 +333,21 @@ def main(argv: list[str] | None = None) -> int:
         if seen:
             types.append(f"{rt}={'/'.join(sorted(seen))}")
             if rt.startswith("asyncbis") and seen <= {"_asyncio.Task"}:
-                warnings.append(
-                    f"WARNING: {rt} ran on stock _asyncio.Task, not asyncbis's"
-                )
+                warnings.append(f"WARNING: {rt} ran on stock _asyncio.Task, not asyncbis's")
     if types:
         print()
         print("task types: " + ", ".join(types))
     for warning in warnings:
         print(warning)
     errors = [
-        (c, rt, cells[(c.id, rt)])
-        for c in cases
-        for rt in runtimes
-        if cells[(c.id, rt)].errors
+        (c, rt, cells[(c.id, rt)]) for c in cases for rt in runtimes if cells[(c.id, rt)].errors
     ]
     if errors:
         print()
         print("errors (! in the table; error = every run failed):")
         for c, rt, cell in errors:
             again = " (timed out: not retried)" if (c.id, rt) in hung else ""
-            print(
-                f"  {c.id} / {rt}: {len(cell.errors)} of {ns.repeat}{again}: "
-                f"{cell.errors[0]}"
-            )
+            print(f"  {c.id} / {rt}: {len(cell.errors)} of {ns.repeat}{again}: {cell.errors[0]}")
     print()
     print(
         "load avg "
