@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio as _asyncio
 from asyncio import *  # noqa: F403  (stock asyncio for every name we do not change)
 
-from . import _core
+from . import _core  # noqa: F401  (asyncbis._core is part of the public surface)
 from ._core import (
     CancelScope,
     checkpoint,

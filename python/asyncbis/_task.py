@@ -50,7 +50,10 @@ class Task(asyncio.Future):
         return self._core.get_name()
 
     def set_name(self, value: object) -> None:
-        self._core.set_name(value)
+        # 3.13.0's loop.create_task() calls task.set_name(name) even when name is None (custom
+        # task factories only); keep the default "Task-N" name then.
+        if value is not None:
+            self._core.set_name(value)
 
     def cancel(self, msg: Any = None) -> bool:
         self._log_traceback = False

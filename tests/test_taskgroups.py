@@ -1,0 +1,416 @@
+"""Task-group semantics (DESIGN §3 "Task groups")."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+
+import pytest
+
+import asyncbis
+from asyncbis import CancelScope, TaskGroup
+
+
+def run(coro):
+    return asyncbis.run(coro)
+
+
+async def sleep_forever():
+    await asyncio.sleep(3600)
+
+
+def test_group_waits_for_children_and_returns_their_results():
+    async def child(n):
+        await asyncio.sleep(0.001 * n)
+        return n * 2
+
+    async def main():
+        async with TaskGroup() as tg:
+            tasks = [tg.create_task(child(i)) for i in range(10)]
+        assert [t.result() for t in tasks] == [i * 2 for i in range(10)]
+        assert tg.live_tasks == 0
+
+    run(main())
+
+
+def test_child_failure_cancels_the_group_at_once_and_all_failures_are_grouped():
+    log = []
+
+    async def fail(exc):
+        raise exc  # before any yield point, so the group's cancellation cannot pre-empt it
+
+    async def survivor():
+        try:
+            await sleep_forever()
+        except asyncio.CancelledError:
+            log.append("sibling cancelled")
+            raise
+
+    async def main():
+        with pytest.raises(BaseExceptionGroup) as info:
+            async with TaskGroup() as tg:
+                tg.create_task(survivor())
+                tg.create_task(fail(ValueError("a")))
+                tg.create_task(fail(KeyError("b")))
+                try:
+                    await sleep_forever()
+                except asyncio.CancelledError:
+                    log.append("body cancelled")
+                    raise
+        excs = info.value.exceptions
+        assert sorted(type(e).__name__ for e in excs) == ["KeyError", "ValueError"]
+        assert "body cancelled" in log and "sibling cancelled" in log
+
+    run(main())
+
+
+def test_body_exception_and_child_failures_reported_together():
+    async def fail():
+        raise ValueError("child")
+
+    async def main():
+        with pytest.raises(BaseExceptionGroup) as info:
+            async with TaskGroup() as tg:
+                tg.create_task(fail())
+                await asyncio.sleep(0.01)  # the child fails; the body is cancelled here
+        assert [type(e) for e in info.value.exceptions] == [ValueError]
+
+        with pytest.raises(BaseExceptionGroup) as info2:
+            async with TaskGroup() as tg:
+                tg.create_task(fail())
+                try:
+                    await asyncio.sleep(0)  # the child fails first and the body is cancelled
+                except asyncio.CancelledError:
+                    raise KeyError("body")  # the body's own error joins the child's
+        kinds = sorted(type(e).__name__ for e in info2.value.exceptions)
+        assert kinds == ["KeyError", "ValueError"]
+
+    run(main())
+
+
+def test_lone_outside_cancellation_leaves_as_cancelled_error_not_a_group():
+    async def main():
+        with CancelScope() as outer:
+            try:
+                async with TaskGroup() as tg:
+                    tg.create_task(sleep_forever())
+                    outer.cancel()
+                    await sleep_forever()
+            except BaseException as e:
+                assert type(e) is asyncio.CancelledError
+                raise
+        assert outer.cancelled_caught
+
+    run(main())
+
+
+def test_group_cancel_is_absorbed_by_the_group():
+    async def main():
+        async with TaskGroup() as tg:
+            tg.create_task(sleep_forever())
+            tg.cancel()
+            await sleep_forever()
+        assert tg.cancel_scope.cancelled_caught
+
+    run(main())
+
+
+def test_spawning_into_a_cancelled_group_runs_to_the_first_yield_then_cancels():
+    log = []
+
+    async def child():
+        log.append("started")
+        try:
+            await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            log.append("cancelled at first yield")
+            raise
+        log.append("not reached")
+
+    async def main():
+        async with TaskGroup() as tg:
+            tg.cancel()
+            t = tg.create_task(child())
+        assert t.cancelled()
+
+    run(main())
+    assert log == ["started", "cancelled at first yield"]
+
+
+def test_spawned_task_stays_cancelled_at_every_yield():
+    counts = []
+
+    async def stubborn():
+        n = 0
+        for _ in range(5):
+            try:
+                await asyncio.sleep(0)
+            except asyncio.CancelledError:
+                n += 1
+        counts.append(n)
+
+    async def main():
+        async with TaskGroup() as tg:
+            tg.cancel()
+            tg.create_task(stubborn())
+
+    run(main())
+    assert counts == [5]
+
+
+def test_shielded_finaliser_in_a_cancelled_group_completes():
+    log = []
+
+    async def child():
+        try:
+            await sleep_forever()
+        finally:
+            with CancelScope(shield=True):
+                await asyncio.sleep(0.01)
+                log.append("finaliser done")
+
+    async def main():
+        async with TaskGroup() as tg:
+            tg.create_task(child())
+            await asyncio.sleep(0)
+            tg.cancel()
+
+    run(main())
+    assert log == ["finaliser done"]
+
+
+def test_spawning_into_unentered_or_exited_group_is_a_runtime_error():
+    async def main():
+        tg = TaskGroup()
+        coro = sleep_forever()
+        with pytest.raises(RuntimeError, match="not been entered"):
+            tg.create_task(coro)
+        async with tg:
+            pass
+        with pytest.raises(RuntimeError, match="exited"):
+            tg.create_task(sleep_forever())
+
+    run(main())
+
+
+def test_create_task_needs_a_coroutine():
+    async def main():
+        async with TaskGroup() as tg:
+            with pytest.raises(TypeError, match="coroutine"):
+                tg.create_task(lambda: None)
+
+    run(main())
+
+
+def test_group_cannot_be_entered_twice():
+    async def main():
+        tg = TaskGroup()
+        async with tg:
+            pass
+        with pytest.raises(RuntimeError, match="already been entered"):
+            async with tg:
+                pass
+
+    run(main())
+
+
+def test_exiting_an_empty_group_is_a_schedule_point_not_a_cancel_point():
+    async def main():
+        order = []
+
+        async def other():
+            order.append("other ran")
+
+        asyncio.create_task(other())
+        with CancelScope() as scope:
+            scope.cancel()
+            async with TaskGroup():
+                pass  # exit yields once but does not raise
+            order.append("after group")
+            await asyncio.sleep(0)
+        assert order == ["other ran", "after group"]
+        assert scope.cancelled_caught
+
+    run(main())
+
+
+def test_children_can_spawn_siblings_while_the_group_exits():
+    async def main():
+        results = []
+
+        async def spawner(tg):
+            await asyncio.sleep(0.01)
+            tg.create_task(leaf())
+
+        async def leaf():
+            await asyncio.sleep(0.01)
+            results.append("leaf")
+
+        async with TaskGroup() as tg:
+            tg.create_task(spawner(tg))
+        assert results == ["leaf"]
+
+    run(main())
+
+
+def test_nested_groups_propagate_cancellation():
+    async def main():
+        inner_tasks = []
+        async with TaskGroup() as outer:
+
+            async def middle():
+                async with TaskGroup() as inner:
+                    inner_tasks.append(inner.create_task(sleep_forever()))
+                    await sleep_forever()
+
+            outer.create_task(middle())
+            await asyncio.sleep(0.01)
+            outer.cancel()
+        assert inner_tasks[0].cancelled()
+
+    run(main())
+
+
+def test_keyboard_interrupt_in_a_child_propagates_unwrapped():
+    async def child():
+        await asyncio.sleep(0)
+        raise KeyboardInterrupt
+
+    async def main():
+        async with TaskGroup() as tg:
+            tg.create_task(child())
+            await sleep_forever()
+
+    with pytest.raises(KeyboardInterrupt):
+        run(main())
+
+
+# -- start() ------------------------------------------------------------------------------
+
+
+def test_start_returns_the_started_value_and_the_task_keeps_running():
+    async def server(port, *, task_status):
+        await asyncio.sleep(0)
+        task_status.started(port + 1)
+        await asyncio.sleep(0.01)
+
+    async def main():
+        async with TaskGroup() as tg:
+            value = await tg.start(server, 8000)
+            assert value == 8001
+            assert tg.live_tasks == 1
+
+    run(main())
+
+
+def test_start_error_before_started_goes_to_the_caller_unwrapped():
+    async def broken(*, task_status):
+        await asyncio.sleep(0)
+        raise ValueError("boom")
+
+    async def main():
+        async with TaskGroup() as tg:
+            with pytest.raises(ValueError, match="boom"):
+                await tg.start(broken)
+            # the group was not cancelled by that failure
+            assert not tg.cancel_scope.cancel_called
+
+    run(main())
+
+
+def test_start_without_started_or_twice_is_a_runtime_error():
+    async def silent(*, task_status):
+        await asyncio.sleep(0)
+
+    async def twice(*, task_status):
+        task_status.started()
+        task_status.started()
+
+    async def main():
+        async with TaskGroup() as tg:
+            with pytest.raises(RuntimeError, match="without calling"):
+                await tg.start(silent)
+
+        with pytest.raises(BaseExceptionGroup) as info:
+            async with TaskGroup() as tg:
+                await tg.start(twice)
+                await asyncio.sleep(0.01)
+        assert "twice" in str(info.value.exceptions[0])
+
+    run(main())
+
+
+def test_error_after_started_goes_to_the_group():
+    async def later(*, task_status):
+        task_status.started()
+        await asyncio.sleep(0)
+        raise KeyError("later")
+
+    async def main():
+        with pytest.raises(BaseExceptionGroup) as info:
+            async with TaskGroup() as tg:
+                await tg.start(later)
+                await sleep_forever()
+        assert type(info.value.exceptions[0]) is KeyError
+
+    run(main())
+
+
+# -- root group (run) ---------------------------------------------------------------------
+
+
+def test_failing_background_task_cancels_main_and_reaches_the_caller():
+    log = []
+
+    async def background():
+        await asyncio.sleep(0.01)
+        raise ValueError("background failed")
+
+    async def main():
+        asyncio.create_task(background())
+        try:
+            await sleep_forever()
+        except asyncio.CancelledError:
+            log.append("main cancelled")
+            raise
+
+    with pytest.raises(BaseExceptionGroup) as info:
+        run(main())
+    assert [type(e) for e in info.value.exceptions] == [ValueError]
+    assert log == ["main cancelled"]
+
+
+def test_mains_own_exception_propagates_unchanged():
+    async def main():
+        await asyncio.sleep(0)
+        raise LookupError("main")
+
+    with pytest.raises(LookupError, match="main"):
+        run(main())
+
+
+def test_run_waits_for_background_tasks():
+    done = []
+
+    async def background():
+        await asyncio.sleep(0.02)
+        done.append(True)
+
+    async def main():
+        asyncio.create_task(background())
+        return "main result"
+
+    assert run(main()) == "main result"
+    assert done == [True]
+
+
+def test_group_children_do_not_leak():
+    async def main():
+        async with TaskGroup() as tg:
+            for _ in range(100):
+                tg.create_task(asyncio.sleep(0))
+
+    before = asyncbis._core._tree_stats()
+    run(main())
+    gc.collect()
+    assert asyncbis._core._tree_stats() == before
