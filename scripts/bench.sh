@@ -53,7 +53,7 @@ elif [[ ! -f "$ROOT/pyproject.toml" ]]; then
     note="asyncbis not built: no pyproject.toml in $ROOT yet"
 else
     # fingerprint of everything the build reads
-    stamp="$(cd "$ROOT" && find pyproject.toml Cargo.toml Cargo.lock crates python \
+    stamp="$(cd "$ROOT" && find pyproject.toml README.md Cargo.toml Cargo.lock crates python corpus \
         -type f ! -path '*/__pycache__/*' ! -name '*.so' ! -name '*.pyc' 2>/dev/null |
         LC_ALL=C sort | xargs sha256sum | sha256sum | cut -c1-16)"
     if [[ "$(cat "$VENV/.bench-asyncbis" 2>/dev/null)" == "$stamp" ]] &&
