@@ -21,12 +21,18 @@ pub struct Python {
 impl Python {
     /// `3.12` from `3.12.1`.
     pub fn minor(&self) -> String {
-        self.version.split('.').take(2).collect::<Vec<_>>().join(".")
+        self.version
+            .split('.')
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(".")
     }
 }
 
 fn version_of(path: &Path) -> Result<String, String> {
-    let out = output_of(Command::new(path).args(["-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"]))?;
+    let out = output_of(
+        Command::new(path).args(["-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"]),
+    )?;
     Ok(out.trim().to_string())
 }
 
@@ -37,12 +43,16 @@ fn pyenv_root() -> Option<PathBuf> {
     if let Ok(out) = output_of(&mut Command::new("pyenv").arg("root")) {
         return Some(PathBuf::from(out.trim()));
     }
-    std::env::var("HOME").ok().map(|home| Path::new(&home).join(".pyenv"))
+    std::env::var("HOME")
+        .ok()
+        .map(|home| Path::new(&home).join(".pyenv"))
 }
 
 fn find_on_path(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|dir| dir.join(program)).find(|candidate| candidate.is_file())
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
 }
 
 /// Finds an interpreter from a path or a version (`3.12`, `3.12.1`): pyenv's versions first,
@@ -60,10 +70,14 @@ pub fn resolve_python(spec: &str) -> Result<Python, String> {
         return from_path(path);
     }
     if spec == "python3" {
-        return find_on_path("python3").ok_or("no python3 on PATH".to_string()).and_then(from_path);
+        return find_on_path("python3")
+            .ok_or("no python3 on PATH".to_string())
+            .and_then(from_path);
     }
     if !spec.chars().all(|c| c.is_ascii_digit() || c == '.') || spec.is_empty() {
-        return Err(format!("--python takes a path or a version like 3.12, not {spec:?}"));
+        return Err(format!(
+            "--python takes a path or a version like 3.12, not {spec:?}"
+        ));
     }
     if let Some(root) = pyenv_root() {
         let mut matches: Vec<(Vec<u32>, PathBuf)> = std::fs::read_dir(root.join("versions"))
@@ -93,7 +107,9 @@ pub fn resolve_python(spec: &str) -> Result<Python, String> {
     if let Ok(out) = output_of(Command::new("uv").args(["python", "find", spec])) {
         return from_path(PathBuf::from(out.trim()));
     }
-    Err(format!("no Python {spec} found (looked in pyenv versions, PATH and `uv python find`)"))
+    Err(format!(
+        "no Python {spec} found (looked in pyenv versions, PATH and `uv python find`)"
+    ))
 }
 
 /// The uv executable: on PATH, or installed with pip into the host interpreter.
@@ -108,22 +124,36 @@ pub fn ensure_uv(host: &Python) -> Result<PathBuf, String> {
     if let Ok(uv) = locate() {
         return Ok(uv);
     }
-    eprintln!("asyncbis-compat: uv not found; installing it with {} -m pip", host.path.display());
+    eprintln!(
+        "asyncbis-compat: uv not found; installing it with {} -m pip",
+        host.path.display()
+    );
     output_of(Command::new(&host.path).args(["-m", "pip", "install", "--quiet", "uv"]))?;
     locate()
 }
 
 /// Downloads (once) and unpacks (once) the sdist of `name==version`; returns the project root.
-pub fn fetch_sdist(host: &Python, cache: &Path, name: &str, version: &str) -> Result<PathBuf, String> {
+pub fn fetch_sdist(
+    host: &Python,
+    cache: &Path,
+    name: &str,
+    version: &str,
+) -> Result<PathBuf, String> {
     let tree = cache.join("src").join(format!("{name}-{version}"));
     if tree.join(".asyncbis-compat-unpacked").exists() {
         return Ok(tree);
     }
-    std::fs::create_dir_all(cache.join("src")).map_err(|err| format!("cannot create cache: {err}"))?;
-    let log = cache.join("src").join(format!("{name}-{version}.fetch.log"));
+    std::fs::create_dir_all(cache.join("src"))
+        .map_err(|err| format!("cannot create cache: {err}"))?;
+    let log = cache
+        .join("src")
+        .join(format!("{name}-{version}.fetch.log"));
     let _ = std::fs::remove_file(&log);
     let mut command = Command::new(&host.path);
-    command.args(["-c", FETCH_SDIST, name, version]).arg(cache.join("sdists")).arg(&tree);
+    command
+        .args(["-c", FETCH_SDIST, name, version])
+        .arg(cache.join("sdists"))
+        .arg(&tree);
     let finished = run_capped(&mut command, &log, Duration::from_secs(900))?;
     if finished.code != Some(0) {
         return Err(format!(
@@ -131,7 +161,8 @@ pub fn fetch_sdist(host: &Python, cache: &Path, name: &str, version: &str) -> Re
             crate::process::read_tail(&log, 800)
         ));
     }
-    std::fs::write(tree.join(".asyncbis-compat-unpacked"), "").map_err(|err| format!("cannot mark {}: {err}", tree.display()))?;
+    std::fs::write(tree.join(".asyncbis-compat-unpacked"), "")
+        .map_err(|err| format!("cannot mark {}: {err}", tree.display()))?;
     Ok(tree)
 }
 
@@ -162,58 +193,116 @@ pub fn prepare_venv(
 ) -> Result<Venv, String> {
     let marker = venv_dir.join(".asyncbis-compat-ready");
     let venv_python = venv_dir.join("bin/python");
-    let ready = std::fs::read_to_string(&marker).map(|m| m == fingerprint).unwrap_or(false);
+    let ready = std::fs::read_to_string(&marker)
+        .map(|m| m == fingerprint)
+        .unwrap_or(false);
     if !ready {
         if venv_dir.exists() {
-            std::fs::remove_dir_all(venv_dir).map_err(|err| format!("cannot remove old venv {}: {err}", venv_dir.display()))?;
+            std::fs::remove_dir_all(venv_dir)
+                .map_err(|err| format!("cannot remove old venv {}: {err}", venv_dir.display()))?;
         }
-        std::fs::create_dir_all(venv_dir).map_err(|err| format!("cannot create {}: {err}", venv_dir.display()))?;
-        let log = venv_dir.join("install.log");
+        let parent = venv_dir.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(parent)
+            .map_err(|err| format!("cannot create {}: {err}", parent.display()))?;
+        // The log sits beside the venv: uv refuses to create a venv in an existing directory.
+        let log = venv_dir.with_extension("install.log");
+        let _ = std::fs::remove_file(&log);
         let step = |args: Vec<String>, what: &str| -> Result<(), String> {
             let mut command = Command::new(uv);
-            command.args(&args).current_dir(tree).env_remove("VIRTUAL_ENV");
+            command
+                .args(&args)
+                .current_dir(tree)
+                .env_remove("VIRTUAL_ENV");
             let finished = run_capped(&mut command, &log, INSTALL_CAP)?;
             if finished.code != Some(0) {
-                return Err(format!("{what} failed: {}", crate::process::read_tail(&log, 1200)));
+                return Err(format!(
+                    "{what} failed: {}",
+                    crate::process::read_tail(&log, 1200)
+                ));
             }
             Ok(())
         };
         let venv_arg = venv_dir.to_string_lossy().into_owned();
         let python_arg = python.path.to_string_lossy().into_owned();
-        step(vec!["venv".into(), "--python".into(), python_arg, venv_arg.clone()], "creating the venv")?;
+        step(
+            vec![
+                "venv".into(),
+                "--python".into(),
+                python_arg,
+                venv_arg.clone(),
+            ],
+            "creating the venv",
+        )?;
         let target = venv_python.to_string_lossy().into_owned();
-        let mut project = vec!["pip".into(), "install".into(), "--python".into(), target.clone()];
+        let mut project = vec![
+            "pip".into(),
+            "install".into(),
+            "--python".into(),
+            target.clone(),
+        ];
         project.extend(install.iter().cloned());
         step(project, "installing the project and its test dependencies")?;
-        let extras = vec!["pip".into(), "install".into(), "--python".into(), target, "pytest-timeout".into()];
+        let extras = vec![
+            "pip".into(),
+            "install".into(),
+            "--python".into(),
+            target,
+            "pytest-timeout".into(),
+        ];
         step(extras, "installing pytest-timeout")?;
-        let purelib = output_of(Command::new(&venv_python).args(["-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]))?;
+        let purelib = output_of(Command::new(&venv_python).args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_paths()['purelib'])",
+        ]))?;
         let plugin = Path::new(purelib.trim()).join("asyncbis_compat_recorder.py");
-        std::fs::write(&plugin, RECORDER_PLUGIN).map_err(|err| format!("cannot write {}: {err}", plugin.display()))?;
-        std::fs::write(&marker, fingerprint).map_err(|err| format!("cannot write {}: {err}", marker.display()))?;
+        std::fs::write(&plugin, RECORDER_PLUGIN)
+            .map_err(|err| format!("cannot write {}: {err}", plugin.display()))?;
+        std::fs::write(&marker, fingerprint)
+            .map_err(|err| format!("cannot write {}: {err}", marker.display()))?;
     }
-    let freeze = output_of(Command::new(uv).args(["pip", "freeze", "--python"]).arg(&venv_python))?;
-    Ok(Venv { dir: venv_dir.to_path_buf(), python: venv_python, installed: parse_freeze(&freeze) })
+    let freeze = output_of(
+        Command::new(uv)
+            .args(["pip", "freeze", "--python"])
+            .arg(&venv_python),
+    )?;
+    Ok(Venv {
+        dir: venv_dir.to_path_buf(),
+        python: venv_python,
+        installed: parse_freeze(&freeze),
+    })
 }
 
 /// Installs the asyncbis wheel into the venv unless this very wheel is already there.
 pub fn ensure_wheel(uv: &Path, venv: &Path, wheel: &Path, fingerprint: &str) -> Result<(), String> {
     let marker = venv.join(".asyncbis-compat-wheel");
-    if std::fs::read_to_string(&marker).map(|m| m == fingerprint).unwrap_or(false) {
+    if std::fs::read_to_string(&marker)
+        .map(|m| m == fingerprint)
+        .unwrap_or(false)
+    {
         return Ok(());
     }
     let log = venv.join("install.log");
     let mut command = Command::new(uv);
     command
-        .args(["pip", "install", "--reinstall-package", "asyncbis", "--python"])
+        .args([
+            "pip",
+            "install",
+            "--reinstall-package",
+            "asyncbis",
+            "--python",
+        ])
         .arg(venv.join("bin/python"))
         .arg(wheel)
         .env_remove("VIRTUAL_ENV");
     let finished = run_capped(&mut command, &log, INSTALL_CAP)?;
     if finished.code != Some(0) {
-        return Err(format!("installing the asyncbis wheel failed: {}", crate::process::read_tail(&log, 1200)));
+        return Err(format!(
+            "installing the asyncbis wheel failed: {}",
+            crate::process::read_tail(&log, 1200)
+        ));
     }
-    std::fs::write(&marker, fingerprint).map_err(|err| format!("cannot write {}: {err}", marker.display()))
+    std::fs::write(&marker, fingerprint)
+        .map_err(|err| format!("cannot write {}: {err}", marker.display()))
 }
 
 /// `name==version` lines of `pip freeze`; other forms (editable, direct URLs) keep their text.
@@ -231,15 +320,26 @@ pub fn parse_freeze(text: &str) -> BTreeMap<String, String> {
 }
 
 /// Builds the asyncbis wheel for `python` from the repository at `source` with maturin.
-pub fn build_wheel(host: &Python, python: &Python, source: &Path, cache: &Path) -> Result<PathBuf, String> {
+pub fn build_wheel(
+    host: &Python,
+    python: &Python,
+    source: &Path,
+    cache: &Path,
+) -> Result<PathBuf, String> {
     let out = cache.join("wheels").join(&python.version);
     let _ = std::fs::remove_dir_all(&out);
-    std::fs::create_dir_all(&out).map_err(|err| format!("cannot create {}: {err}", out.display()))?;
+    std::fs::create_dir_all(&out)
+        .map_err(|err| format!("cannot create {}: {err}", out.display()))?;
     let maturin = match find_on_path("maturin") {
         Some(path) => path,
         None => {
-            eprintln!("asyncbis-compat: maturin not found; installing it with {} -m pip", host.path.display());
-            output_of(Command::new(&host.path).args(["-m", "pip", "install", "--quiet", "maturin"]))?;
+            eprintln!(
+                "asyncbis-compat: maturin not found; installing it with {} -m pip",
+                host.path.display()
+            );
+            output_of(
+                Command::new(&host.path).args(["-m", "pip", "install", "--quiet", "maturin"]),
+            )?;
             find_on_path("maturin").unwrap_or_else(|| PathBuf::from("maturin"))
         }
     };
@@ -253,7 +353,10 @@ pub fn build_wheel(host: &Python, python: &Python, source: &Path, cache: &Path) 
         .current_dir(source);
     let finished = run_capped(&mut command, &log, Duration::from_secs(3600))?;
     if finished.code != Some(0) {
-        return Err(format!("building the asyncbis wheel failed: {}", crate::process::read_tail(&log, 1500)));
+        return Err(format!(
+            "building the asyncbis wheel failed: {}",
+            crate::process::read_tail(&log, 1500)
+        ));
     }
     newest_wheel(&out).ok_or_else(|| format!("maturin built no wheel into {}", out.display()))
 }
@@ -283,7 +386,9 @@ mod tests {
 
     #[test]
     fn freeze_lines_are_parsed() {
-        let installed = parse_freeze("aiohttp==3.14.5\nPytest==9.0.1\nfoo @ file:///x/foo.whl\n# comment\n-e /src\n");
+        let installed = parse_freeze(
+            "aiohttp==3.14.5\nPytest==9.0.1\nfoo @ file:///x/foo.whl\n# comment\n-e /src\n",
+        );
         assert_eq!(installed["aiohttp"], "3.14.5");
         assert_eq!(installed["pytest"], "9.0.1");
         assert_eq!(installed["foo"], "file:///x/foo.whl");
@@ -292,14 +397,26 @@ mod tests {
 
     #[test]
     fn wheels_are_picked_by_tag() {
-        let py = Python { path: "/p".into(), version: "3.12.1".into() };
+        let py = Python {
+            path: "/p".into(),
+            version: "3.12.1".into(),
+        };
         let wheels: Vec<PathBuf> = vec![
             "a/asyncbis-0.1.0-cp311-cp311-linux_x86_64.whl".into(),
             "a/asyncbis-0.1.0-cp312-cp312-linux_x86_64.whl".into(),
         ];
-        assert!(pick_wheel(&wheels, &py).unwrap().to_string_lossy().contains("cp312"));
-        let abi3: Vec<PathBuf> = vec!["a/asyncbis-0.1.0-cp311-abi3-linux_x86_64.whl".into(), "b/x-cp39-cp39.whl".into()];
-        assert!(pick_wheel(&abi3, &py).unwrap().to_string_lossy().contains("abi3"));
+        assert!(pick_wheel(&wheels, &py)
+            .unwrap()
+            .to_string_lossy()
+            .contains("cp312"));
+        let abi3: Vec<PathBuf> = vec![
+            "a/asyncbis-0.1.0-cp311-abi3-linux_x86_64.whl".into(),
+            "b/x-cp39-cp39.whl".into(),
+        ];
+        assert!(pick_wheel(&abi3, &py)
+            .unwrap()
+            .to_string_lossy()
+            .contains("abi3"));
         let other: Vec<PathBuf> = vec!["a/x-cp39-cp39.whl".into(), "b/y-cp310-cp310.whl".into()];
         assert!(pick_wheel(&other, &py).is_none());
         assert!(resolve_python("not a version").is_err());

@@ -3,13 +3,449 @@
 
 pub mod analysis;
 pub mod cache;
+pub mod cli;
+pub mod environment;
 pub mod manifest;
+pub mod process;
+pub mod progress;
+pub mod report;
 pub mod results;
+pub mod services;
 pub mod signature;
+pub mod study;
+
+use cli::{Command, Options};
+use environment::Python;
+use manifest::{Corpus, ProjectEntry};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use study::{ProjectResult, Source, Status, Study};
+
+const QUICK_CORPUS: &str = include_str!("../../../corpus/quick.toml");
+const DEFAULT_CORPUS: &str = include_str!("../../../corpus/default.toml");
 
 /// Entry point shared by the console script and the standalone binary.
 pub fn main_with_args(args: Vec<String>) -> i32 {
-    let _ = args;
-    eprintln!("asyncbis-compat: not implemented yet");
-    2
+    let options = match cli::parse_args(&args) {
+        Ok(options) => options,
+        Err(err) => {
+            eprintln!("asyncbis-compat: {err}");
+            return 2;
+        }
+    };
+    let outcome = match options.command.clone() {
+        Command::Help => {
+            print!("{}", cli::USAGE);
+            Ok(0)
+        }
+        Command::Version => {
+            println!("asyncbis-compat {}", env!("CARGO_PKG_VERSION"));
+            Ok(0)
+        }
+        Command::List => list(&options),
+        Command::Render(from) => render(&from, &options.out),
+        Command::Run => run_corpus(&options),
+        Command::Check(path) => check(&path, &options),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("asyncbis-compat: error: {err}");
+            2
+        }
+    }
+}
+
+fn load_named_corpus(spec: &str) -> Result<Corpus, String> {
+    match spec {
+        "quick" => {
+            manifest::parse_corpus(QUICK_CORPUS).map_err(|e| format!("built-in quick corpus: {e}"))
+        }
+        "default" => manifest::parse_corpus(DEFAULT_CORPUS)
+            .map_err(|e| format!("built-in default corpus: {e}")),
+        path => manifest::load_corpus(Path::new(path)),
+    }
+}
+
+fn list(options: &Options) -> Result<i32, String> {
+    let corpus = load_named_corpus(&options.corpus)?;
+    for entry in &corpus.projects {
+        let services = if entry.services.is_empty() {
+            String::new()
+        } else {
+            format!(" [needs {}]", entry.services.join(", "))
+        };
+        let skip = entry
+            .skip
+            .as_ref()
+            .map(|r| format!(" (skipped: {r})"))
+            .unwrap_or_default();
+        println!("{}=={}{services}{skip}", entry.name, entry.version);
+    }
+    eprintln!("{} projects", corpus.projects.len());
+    Ok(0)
+}
+
+fn render(from: &Path, out: &Path) -> Result<i32, String> {
+    let text = std::fs::read_to_string(from)
+        .map_err(|err| format!("cannot read {}: {err}", from.display()))?;
+    let mut report: report::Report = serde_json::from_str(&text)
+        .map_err(|err| format!("{} is not an asyncbis-compat report: {err}", from.display()))?;
+    report.summary = report::summarize(&report.projects);
+    report::write_report(&report, out)?;
+    eprintln!(
+        "asyncbis-compat: wrote {}/report.{{json,md,html}}",
+        out.display()
+    );
+    Ok(0)
+}
+
+/// Keeps the `index`-th of `count` slices (1-based), dealing entries round-robin so that slow
+/// and fast projects spread evenly.
+pub fn shard<T: Clone>(items: &[T], index: usize, count: usize) -> Vec<T> {
+    items
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % count == index - 1)
+        .map(|(_, item)| item.clone())
+        .collect()
+}
+
+fn default_cache() -> PathBuf {
+    if let Some(dir) = std::env::var_os("ASYNCBIS_COMPAT_CACHE") {
+        return PathBuf::from(dir);
+    }
+    match std::env::var_os("HOME") {
+        Some(home) => Path::new(&home).join(".cache/asyncbis-compat"),
+        None => PathBuf::from(".cache/asyncbis-compat"),
+    }
+}
+
+fn absolute(path: &Path) -> Result<PathBuf, String> {
+    std::path::absolute(path).map_err(|err| format!("bad path {}: {err}", path.display()))
+}
+
+/// Resolves interpreters, uv, the cache and the asyncbis wheels shared by `run` and `check`.
+fn make_study(
+    options: &Options,
+    projects: usize,
+) -> Result<(Study, Vec<Python>, Vec<report::WheelInfo>), String> {
+    let specs = if options.pythons.is_empty() {
+        vec!["python3".to_string()]
+    } else {
+        options.pythons.clone()
+    };
+    let pythons = specs
+        .iter()
+        .map(|s| environment::resolve_python(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let host = pythons[0].clone();
+    let uv = environment::ensure_uv(&host)?;
+    let cache_root = absolute(&options.cache.clone().unwrap_or_else(default_cache))?;
+    std::fs::create_dir_all(&cache_root)
+        .map_err(|err| format!("cannot create cache {}: {err}", cache_root.display()))?;
+    let mut wheels = BTreeMap::new();
+    let mut wheel_infos = Vec::new();
+    if !options.stock_only {
+        for python in &pythons {
+            let wheel = if !options.wheels.is_empty() {
+                let wheels = options
+                    .wheels
+                    .iter()
+                    .map(|w| absolute(w))
+                    .collect::<Result<Vec<_>, _>>()?;
+                environment::pick_wheel(&wheels, python)
+                    .cloned()
+                    .ok_or_else(|| {
+                        format!(
+                            "no --wheel matches Python {} (cp{} or abi3)",
+                            python.version,
+                            python.minor().replace('.', "")
+                        )
+                    })?
+            } else if let Some(source) = &options.asyncbis_src {
+                eprintln!(
+                    "asyncbis-compat: building the asyncbis wheel for Python {} (maturin)",
+                    python.version
+                );
+                environment::build_wheel(&host, python, &absolute(source)?, &cache_root)?
+            } else {
+                return Err(
+                    "give --wheel PATH or --asyncbis-src DIR (or --stock-only for baselines)"
+                        .into(),
+                );
+            };
+            if !wheel.is_file() {
+                return Err(format!("wheel {} does not exist", wheel.display()));
+            }
+            let hash = cache::file_hash(&wheel)?;
+            wheel_infos.push(report::WheelInfo {
+                python: python.version.clone(),
+                wheel: wheel
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                content_hash: hash.clone(),
+            });
+            wheels.insert(python.version.clone(), (wheel, hash));
+        }
+    }
+    let study = Study {
+        cache: cache::Cache::new(cache_root, !options.fresh),
+        host,
+        uv,
+        services: services::Services::new(!options.no_services),
+        wheels,
+        stock_only: options.stock_only,
+        progress: progress::Progress::new(projects * pythons.len(), options.quiet),
+    };
+    Ok((study, pythons, wheel_infos))
+}
+
+/// Runs every (project, Python) pair on `jobs` worker threads; results keep the input order.
+fn run_all(
+    study: &Study,
+    work: &[(ProjectEntry, Source, Python)],
+    jobs: usize,
+) -> Vec<ProjectResult> {
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<ProjectResult>>> = Mutex::new(vec![None; work.len()]);
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.min(work.len()).max(1) {
+            scope.spawn(|| loop {
+                let index = next.fetch_add(1, Ordering::SeqCst);
+                let Some((entry, source, python)) = work.get(index) else {
+                    break;
+                };
+                let result = study.run_project(entry, source, python);
+                results.lock().unwrap_or_else(|p| p.into_inner())[index] = Some(result);
+            });
+        }
+    });
+    results
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn run_corpus(options: &Options) -> Result<i32, String> {
+    let started = std::time::Instant::now();
+    let corpus = load_named_corpus(&options.corpus)?;
+    let mut projects = corpus.projects.clone();
+    if !options.only.is_empty() {
+        for name in &options.only {
+            if !projects.iter().any(|p| p.name.eq_ignore_ascii_case(name)) {
+                return Err(format!(
+                    "--only {name}: no such project in {}",
+                    options.corpus
+                ));
+            }
+        }
+        projects.retain(|p| options.only.iter().any(|n| n.eq_ignore_ascii_case(&p.name)));
+    }
+    if let Some((index, count)) = options.shard {
+        projects = shard(&projects, index, count);
+    }
+    let (study, pythons, wheel_infos) = make_study(options, projects.len())?;
+    let work: Vec<(ProjectEntry, Source, Python)> = pythons
+        .iter()
+        .flat_map(|python| {
+            projects
+                .iter()
+                .map(move |p| (p.clone(), Source::Pypi, python.clone()))
+        })
+        .collect();
+    let results = run_all(&study, &work, options.jobs);
+    let report = build_report(
+        options,
+        &options.corpus,
+        &pythons,
+        wheel_infos,
+        results,
+        started.elapsed().as_secs_f64(),
+    );
+    report::write_report(&report, &options.out)?;
+    print_closing(&report, &options.out);
+    let not_activated = report
+        .projects
+        .iter()
+        .any(|p| p.status == Status::NotActivated);
+    Ok(if not_activated { 1 } else { 0 })
+}
+
+fn build_report(
+    options: &Options,
+    corpus: &str,
+    pythons: &[Python],
+    wheels: Vec<report::WheelInfo>,
+    projects: Vec<ProjectResult>,
+    wall_seconds: f64,
+) -> report::Report {
+    report::Report {
+        tool_version: env!("CARGO_PKG_VERSION").to_string(),
+        generated_unix: now_unix(),
+        corpus: corpus.to_string(),
+        pythons: pythons.iter().map(|p| p.version.clone()).collect(),
+        wheels,
+        stock_only: options.stock_only,
+        shard: options.shard.map(|(i, n)| format!("{i}/{n}")),
+        wall_seconds,
+        summary: report::summarize(&projects),
+        projects,
+    }
+}
+
+fn print_closing(report: &report::Report, out: &Path) {
+    let s = &report.summary;
+    eprintln!(
+        "asyncbis-compat: {} projects ({} compared), {} newly failing tests, {:.1}% attributed, {:.0}s; report in {}/",
+        s.projects,
+        s.compared,
+        s.newly_failing,
+        s.attributed_share * 100.0,
+        report.wall_seconds,
+        out.display()
+    );
+    for project in report.projects.iter().filter(|p| p.status != Status::Ok) {
+        eprintln!(
+            "  {} {}: {:?} {}",
+            project.name,
+            project.python,
+            project.status,
+            project.reason.as_deref().unwrap_or("")
+        );
+    }
+}
+
+fn check(path: &Path, options: &Options) -> Result<i32, String> {
+    let started = std::time::Instant::now();
+    let root = absolute(path)?;
+    if !root.is_dir() {
+        return Err(format!("{} is not a directory", root.display()));
+    }
+    let name = root
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "project".into());
+    let entry = ProjectEntry {
+        name: name.clone(),
+        version: "local".into(),
+        install: manifest::shell_split(options.install.as_deref().unwrap_or(". pytest"))?,
+        pytest_args: manifest::shell_split(options.pytest_args.as_deref().unwrap_or(""))?,
+        tests: Vec::new(),
+        services: Vec::new(),
+        timeout: options.timeout.unwrap_or(60),
+        suite_timeout: options.suite_timeout.unwrap_or(1800),
+        flaky: Vec::new(),
+        env: BTreeMap::new(),
+        skip: None,
+        notes: String::new(),
+    };
+    let (study, pythons, wheel_infos) = make_study(options, 1)?;
+    let work: Vec<(ProjectEntry, Source, Python)> = pythons
+        .iter()
+        .map(|python| (entry.clone(), Source::Local(root.clone()), python.clone()))
+        .collect();
+    let results = run_all(&study, &work, options.jobs);
+    let report = build_report(
+        options,
+        &format!("check {}", root.display()),
+        &pythons,
+        wheel_infos,
+        results,
+        started.elapsed().as_secs_f64(),
+    );
+    report::write_report(&report, &options.out)?;
+    print_closing(&report, &options.out);
+    for project in &report.projects {
+        for failure in &project.failures {
+            let fixed = failure
+                .attribution
+                .as_ref()
+                .map(|a| {
+                    if a.fixed_by.is_empty() {
+                        a.verdict.as_str().to_string()
+                    } else {
+                        a.fixed_by.join(", ")
+                    }
+                })
+                .unwrap_or_default();
+            println!(
+                "{}\t{}\t{}\t{}",
+                failure.nodeid,
+                failure.outcome.as_str(),
+                fixed,
+                failure.signature.exc_type
+            );
+        }
+    }
+    if report.projects.iter().any(|p| p.status != Status::Ok) {
+        return Ok(2);
+    }
+    Ok(if report.summary.newly_failing > 0 {
+        1
+    } else {
+        0
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_cover_everything_once() {
+        let items: Vec<u32> = (0..10).collect();
+        let mut seen: Vec<u32> = (1..=3).flat_map(|i| shard(&items, i, 3)).collect();
+        seen.sort();
+        assert_eq!(seen, items);
+        assert_eq!(shard(&items, 1, 3), vec![0, 3, 6, 9]);
+    }
+
+    #[test]
+    fn built_in_corpora_parse() {
+        let quick = load_named_corpus("quick").unwrap();
+        let default = load_named_corpus("default").unwrap();
+        assert!(
+            default.projects.len() >= 30,
+            "default corpus has {}",
+            default.projects.len()
+        );
+        for entry in &quick.projects {
+            let in_default = default
+                .projects
+                .iter()
+                .find(|p| p.name == entry.name)
+                .expect("quick ⊂ default");
+            assert_eq!(in_default.version, entry.version);
+        }
+        assert!(load_named_corpus("/nonexistent/corpus.toml")
+            .unwrap_err()
+            .contains("cannot read"));
+    }
+
+    #[test]
+    fn usage_errors_exit_2() {
+        assert_eq!(main_with_args(vec!["--bogus".into()]), 2);
+        assert_eq!(main_with_args(vec!["--help".into()]), 0);
+        assert_eq!(
+            main_with_args(vec![
+                "list".into(),
+                "--corpus".into(),
+                "/nonexistent".into()
+            ]),
+            2
+        );
+    }
 }

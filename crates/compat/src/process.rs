@@ -22,7 +22,9 @@ pub fn run_capped(command: &mut Command, log: &Path, cap: Duration) -> Result<Fi
         .append(true)
         .open(log)
         .map_err(|err| format!("cannot open log {}: {err}", log.display()))?;
-    let log_err = log_file.try_clone().map_err(|err| format!("cannot open log {}: {err}", log.display()))?;
+    let log_err = log_file
+        .try_clone()
+        .map_err(|err| format!("cannot open log {}: {err}", log.display()))?;
     let started = Instant::now();
     let mut child = command
         .stdin(Stdio::null())
@@ -47,7 +49,11 @@ pub fn run_capped(command: &mut Command, log: &Path, cap: Duration) -> Result<Fi
     };
     // Leftovers (test servers, xdist workers) must not outlive the run.
     kill_group(group);
-    Ok(Finished { code: status.code(), killed_at_cap, wall_seconds: started.elapsed().as_secs_f64() })
+    Ok(Finished {
+        code: status.code(),
+        killed_at_cap,
+        wall_seconds: started.elapsed().as_secs_f64(),
+    })
 }
 
 fn kill_group(group: i32) {
@@ -66,7 +72,11 @@ pub fn output_of(command: &mut Command) -> Result<String, String> {
         .map_err(|err| format!("cannot run {describe}: {err}"))?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        return Err(format!("{describe} failed ({}): {}", output.status, tail(&stderr, 1500)));
+        return Err(format!(
+            "{describe} failed ({}): {}",
+            output.status,
+            tail(&stderr, 1500)
+        ));
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
@@ -107,7 +117,12 @@ mod tests {
         let ok = run_capped(Command::new("true").arg("x"), &log, Duration::from_secs(10)).unwrap();
         assert_eq!(ok.code, Some(0));
         assert!(!ok.killed_at_cap);
-        assert!(run_capped(&mut Command::new("/nonexistent/program"), &log, Duration::from_secs(1)).is_err());
+        assert!(run_capped(
+            &mut Command::new("/nonexistent/program"),
+            &log,
+            Duration::from_secs(1)
+        )
+        .is_err());
         let _ = std::fs::remove_dir_all(dir);
         assert_eq!(tail("héllo", 3), "llo");
     }

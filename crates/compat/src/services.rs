@@ -68,7 +68,11 @@ pub struct Services {
 
 impl Services {
     pub fn new(allowed: bool) -> Services {
-        Services { state: Mutex::new(BTreeMap::new()), apt_updated: Mutex::new(false), allowed }
+        Services {
+            state: Mutex::new(BTreeMap::new()),
+            apt_updated: Mutex::new(false),
+            allowed,
+        }
     }
 
     /// Ensures every named service runs; returns the environment the suite needs.
@@ -76,8 +80,14 @@ impl Services {
         let mut env = BTreeMap::new();
         for name in names {
             let spec = spec(name).ok_or_else(|| format!("unknown service {name}"))?;
-            let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            let outcome = state.entry(spec.name).or_insert_with(|| self.start(spec)).clone();
+            let mut state = self
+                .state
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let outcome = state
+                .entry(spec.name)
+                .or_insert_with(|| self.start(spec))
+                .clone();
             drop(state);
             outcome?;
             for (key, value) in spec.env {
@@ -92,7 +102,10 @@ impl Services {
             return Ok(());
         }
         if !self.allowed {
-            return Err(format!("needs {} (services disabled by --no-services)", spec.name));
+            return Err(format!(
+                "needs {} (services disabled by --no-services)",
+                spec.name
+            ));
         }
         let binary = match spec.name {
             "postgres" => "pg_ctlcluster",
@@ -103,7 +116,10 @@ impl Services {
             self.apt_install(spec.packages)
                 .map_err(|err| format!("needs {}; installing it failed: {err}", spec.name))?;
         }
-        eprintln!("asyncbis-compat: starting {} on 127.0.0.1:{}", spec.name, spec.port);
+        eprintln!(
+            "asyncbis-compat: starting {} on 127.0.0.1:{}",
+            spec.name, spec.port
+        );
         output_of(Command::new("sh").args(["-c", spec.start]))
             .map_err(|err| format!("needs {}; starting it failed: {err}", spec.name))?;
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -113,11 +129,17 @@ impl Services {
             }
             std::thread::sleep(Duration::from_millis(250));
         }
-        Err(format!("needs {}; it did not listen on 127.0.0.1:{} within 30 s", spec.name, spec.port))
+        Err(format!(
+            "needs {}; it did not listen on 127.0.0.1:{} within 30 s",
+            spec.name, spec.port
+        ))
     }
 
     fn apt_install(&self, packages: &[&str]) -> Result<(), String> {
-        let mut updated = self.apt_updated.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut updated = self
+            .apt_updated
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if !*updated {
             output_of(Command::new("apt-get").args(["update", "-q"]))?;
             *updated = true;

@@ -1,0 +1,712 @@
+//! One project's study: prepare, run stock twice and under asyncbis, attribute new failures.
+
+use crate::analysis::{self, Attribution, RerunOutcomes, SWITCHES};
+use crate::cache::{short_hash, Cache, Mode, RunKey};
+use crate::environment::{self, Python, Venv};
+use crate::manifest::ProjectEntry;
+use crate::process::{read_tail, run_capped};
+use crate::progress::Progress;
+use crate::results::{parse_junit, parse_recorder, Counts, Outcome, TestRecord};
+use crate::services::Services;
+use crate::signature::{self, Context, Signature};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// Node ids per pytest invocation when rerunning selected tests (keeps command lines short).
+const RERUN_BATCH: usize = 150;
+
+/// Proof that a run happened on asyncbis: totals of the per-process stats files.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Activation {
+    pub processes: usize,
+    pub tasks: u64,
+    pub loops: u64,
+    pub disabled: Vec<String>,
+    pub asyncbis_version: Option<String>,
+    pub python: Option<String>,
+}
+
+impl Activation {
+    pub fn is_activated(&self) -> bool {
+        self.tasks > 0
+    }
+}
+
+/// Sums `<pid>.json` stats files written by asyncbis's activation hook.
+pub fn read_activation(dir: &Path) -> Activation {
+    let mut activation = Activation::default();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return activation;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|ext| ext != "json") {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(&text) else {
+            continue;
+        };
+        activation.processes += 1;
+        activation.tasks += value["tasks"].as_u64().unwrap_or(0);
+        activation.loops += value["loops"].as_u64().unwrap_or(0);
+        if let Some(disabled) = value["disabled"].as_array() {
+            for name in disabled.iter().filter_map(|v| v.as_str()) {
+                if !activation.disabled.iter().any(|d| d == name) {
+                    activation.disabled.push(name.to_string());
+                }
+            }
+        }
+        activation.asyncbis_version = activation
+            .asyncbis_version
+            .or(value["asyncbis"].as_str().map(String::from));
+        activation.python = activation
+            .python
+            .or(value["python"].as_str().map(String::from));
+    }
+    activation
+}
+
+/// One pytest session (or several batches of one selection), as stored in the cache.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SuiteRun {
+    pub mode: String,
+    pub tests: BTreeMap<String, TestRecord>,
+    pub exit_status: Option<i32>,
+    pub killed_at_cap: bool,
+    pub wall_seconds: f64,
+    pub activation: Option<Activation>,
+    /// Where the tests ran (frames under it are the project's tree).
+    pub tree: String,
+    pub output_tail: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub mode: String,
+    pub counts: Counts,
+    pub wall_seconds: f64,
+    pub exit_status: Option<i32>,
+    pub killed_at_cap: bool,
+    pub activation: Option<Activation>,
+}
+
+impl RunSummary {
+    fn of(run: &SuiteRun) -> RunSummary {
+        RunSummary {
+            mode: run.mode.clone(),
+            counts: Counts::of(&run.tests),
+            wall_seconds: run.wall_seconds,
+            exit_status: run.exit_status,
+            killed_at_cap: run.killed_at_cap,
+            activation: run.activation.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    /// Compared (or, with --stock-only, baselined).
+    Ok,
+    Skipped,
+    SetupFailed,
+    /// The stock suite itself did not run (no tests recorded).
+    StockBroken,
+    /// Under asyncbis no process created an asyncbis task: an error, never a pass.
+    NotActivated,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewFailure {
+    pub nodeid: String,
+    pub outcome: Outcome,
+    pub phase: String,
+    pub signature: Signature,
+    /// The raw exception type (leaf of a group) for the report.
+    pub attribution: Option<Attribution>,
+    /// Outcome of each attribution rerun, by run label.
+    pub reruns: BTreeMap<String, Option<Outcome>>,
+    pub traceback: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProjectResult {
+    pub name: String,
+    pub version: String,
+    pub python: String,
+    pub status: Status,
+    pub reason: Option<String>,
+    /// Exact versions installed in the project's venv.
+    pub installed: BTreeMap<String, String>,
+    pub runs: Vec<RunSummary>,
+    pub flaky: Vec<String>,
+    pub newly_passing: Vec<String>,
+    pub failures: Vec<NewFailure>,
+    pub wall_seconds: f64,
+}
+
+impl ProjectResult {
+    fn new(entry: &ProjectEntry, python: &Python) -> ProjectResult {
+        ProjectResult {
+            name: entry.name.clone(),
+            version: entry.version.clone(),
+            python: python.version.clone(),
+            status: Status::Ok,
+            reason: None,
+            installed: BTreeMap::new(),
+            runs: Vec::new(),
+            flaky: Vec::new(),
+            newly_passing: Vec::new(),
+            failures: Vec::new(),
+            wall_seconds: 0.0,
+        }
+    }
+    fn stop(mut self, status: Status, reason: String) -> ProjectResult {
+        self.status = status;
+        self.reason = Some(reason);
+        self
+    }
+}
+
+/// Where a project's code comes from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    Pypi,
+    /// `check PATH`: a local project directory.
+    Local(PathBuf),
+}
+
+/// What every project of one study shares.
+pub struct Study {
+    pub cache: Cache,
+    pub host: Python,
+    pub uv: PathBuf,
+    pub services: Services,
+    /// The asyncbis wheel (and its content hash) per Python version; `None` = stock only.
+    pub wheels: BTreeMap<String, (PathBuf, String)>,
+    pub stock_only: bool,
+    pub progress: Progress,
+}
+
+impl Study {
+    pub fn run_project(
+        &self,
+        entry: &ProjectEntry,
+        source: &Source,
+        python: &Python,
+    ) -> ProjectResult {
+        let started = std::time::Instant::now();
+        let label = format!("{} py{}", entry.id(), python.version);
+        let mut result = self.run_project_inner(entry, source, python, &label);
+        result.wall_seconds = started.elapsed().as_secs_f64();
+        let verdict = match (&result.status, &result.reason) {
+            (Status::Ok, _) => format!(
+                "done: {} newly failing, {} flaky ({:.0}s)",
+                result.failures.len(),
+                result.flaky.len(),
+                result.wall_seconds
+            ),
+            (status, reason) => format!("{status:?}: {}", reason.as_deref().unwrap_or("")),
+        };
+        self.progress.finish_project(&label, &verdict);
+        result
+    }
+
+    fn run_project_inner(
+        &self,
+        entry: &ProjectEntry,
+        source: &Source,
+        python: &Python,
+        label: &str,
+    ) -> ProjectResult {
+        let result = ProjectResult::new(entry, python);
+        if let Some(reason) = &entry.skip {
+            return result.stop(Status::Skipped, reason.clone());
+        }
+        let service_env = match self.services.ensure(&entry.services) {
+            Ok(env) => env,
+            Err(reason) => return result.stop(Status::Skipped, reason),
+        };
+        let wheel = self.wheels.get(&python.version);
+        if wheel.is_none() && !self.stock_only {
+            return result.stop(
+                Status::SetupFailed,
+                format!("no asyncbis wheel for Python {}", python.version),
+            );
+        }
+        self.progress.note(label, "preparing venv");
+        let prepared = self.prepare(entry, source, python);
+        let (tree, venv) = match prepared {
+            Ok(ready) => ready,
+            Err(reason) => return result.stop(Status::SetupFailed, reason),
+        };
+        if let Some((wheel_path, wheel_hash)) = wheel {
+            if let Err(reason) =
+                environment::ensure_wheel(&self.uv, &venv.dir, wheel_path, wheel_hash)
+            {
+                return result.stop(Status::SetupFailed, reason);
+            }
+        }
+        let mut result = result;
+        result.installed = venv.installed.clone();
+        let runner = SuiteRunner {
+            study: self,
+            entry,
+            python,
+            tree: &tree,
+            venv: &venv,
+            service_env: &service_env,
+            entry_fingerprint: entry_fingerprint(entry, source),
+            wheel_fingerprint: wheel.map(|(_, hash)| hash.clone()).unwrap_or_default(),
+            label,
+        };
+        self.progress.note(label, "stock run 1");
+        let stock_first = match runner.run(&Mode::Stock { attempt: 1 }, &[]) {
+            Ok(run) => run,
+            Err(reason) => return result.stop(Status::SetupFailed, reason),
+        };
+        result.runs.push(RunSummary::of(&stock_first));
+        if stock_first.tests.is_empty() {
+            let reason = format!(
+                "the stock suite recorded no tests: {}",
+                stock_first.output_tail
+            );
+            return result.stop(Status::StockBroken, reason);
+        }
+        self.progress.note(label, "stock run 2");
+        let stock_second = match runner.run(&Mode::Stock { attempt: 2 }, &[]) {
+            Ok(run) => run,
+            Err(reason) => return result.stop(Status::SetupFailed, reason),
+        };
+        result.runs.push(RunSummary::of(&stock_second));
+        if self.stock_only {
+            let comparison = analysis::compare(
+                &stock_first.tests,
+                &stock_second.tests,
+                &stock_second.tests,
+                false,
+                &entry.flaky,
+            );
+            result.flaky = comparison.flaky;
+            return result;
+        }
+        self.progress.note(label, "asyncbis run");
+        let all_on = Mode::Asyncbis {
+            disabled: Vec::new(),
+        };
+        let under_asyncbis = match runner.run(&all_on, &[]) {
+            Ok(run) => run,
+            Err(reason) => return result.stop(Status::SetupFailed, reason),
+        };
+        result.runs.push(RunSummary::of(&under_asyncbis));
+        if !under_asyncbis
+            .activation
+            .as_ref()
+            .is_some_and(Activation::is_activated)
+        {
+            let reason = match &under_asyncbis.activation {
+                Some(a) if a.processes > 0 => {
+                    format!("{} Python processes reported 0 asyncbis tasks", a.processes)
+                }
+                _ => "no Python process wrote asyncbis stats (the activation hook did not run)"
+                    .to_string(),
+            };
+            return result.stop(Status::NotActivated, reason);
+        }
+        let comparison = analysis::compare(
+            &stock_first.tests,
+            &stock_second.tests,
+            &under_asyncbis.tests,
+            under_asyncbis.killed_at_cap,
+            &entry.flaky,
+        );
+        result.flaky = comparison.flaky;
+        result.newly_passing = comparison.newly_passing;
+        let packages = signature::guess_packages(&entry.name);
+        let context = Context {
+            tree: &under_asyncbis.tree,
+            packages: &packages,
+        };
+        let mut failures: Vec<NewFailure> = comparison
+            .newly_failing
+            .iter()
+            .map(|record| NewFailure {
+                nodeid: record.nodeid.clone(),
+                outcome: record.outcome,
+                phase: record.phase.clone(),
+                signature: signature::signature_of(record, &context),
+                attribution: None,
+                reruns: BTreeMap::new(),
+                traceback: record.longrepr.clone(),
+            })
+            .collect();
+        if !failures.is_empty() {
+            self.attribute(&runner, &mut failures);
+        }
+        result.failures = failures;
+        result
+    }
+
+    fn prepare(
+        &self,
+        entry: &ProjectEntry,
+        source: &Source,
+        python: &Python,
+    ) -> Result<(PathBuf, Venv), String> {
+        let root = self.cache.root();
+        let tree = match source {
+            Source::Pypi => {
+                environment::fetch_sdist(&self.host, root, &entry.name, &entry.version)?
+            }
+            Source::Local(path) => path.clone(),
+        };
+        let venv_dir = root
+            .join("venvs")
+            .join(format!("{}-py{}", entry.id(), python.version));
+        let fingerprint = short_hash(&[
+            &entry.install.join("\u{1}"),
+            &python.path.to_string_lossy(),
+            "v1",
+        ]);
+        let venv = environment::prepare_venv(
+            &self.uv,
+            python,
+            &venv_dir,
+            &tree,
+            &entry.install,
+            &fingerprint,
+        )?;
+        Ok((tree, venv))
+    }
+
+    /// Reruns the newly failing tests: alone with every switch on, with each switch off in
+    /// turn, then with all off for those no single switch explains.
+    fn attribute(&self, runner: &SuiteRunner, failures: &mut [NewFailure]) {
+        let ids: Vec<String> = failures.iter().map(|f| f.nodeid.clone()).collect();
+        let mut outcomes: BTreeMap<String, RerunOutcomes> = ids
+            .iter()
+            .map(|id| (id.clone(), RerunOutcomes::default()))
+            .collect();
+        let mut labels: BTreeMap<String, BTreeMap<String, Option<Outcome>>> = BTreeMap::new();
+        let mut record = |mode: &Mode, run: &Result<SuiteRun, String>, selection: &[String]| {
+            for id in selection {
+                let outcome = run
+                    .as_ref()
+                    .ok()
+                    .and_then(|r| r.tests.get(id))
+                    .map(|r| r.outcome);
+                labels
+                    .entry(id.clone())
+                    .or_default()
+                    .insert(mode.label(), outcome);
+            }
+            run.as_ref()
+                .ok()
+                .map(|r| r.tests.clone())
+                .unwrap_or_default()
+        };
+        self.progress.add_steps(SWITCHES.len() + 2);
+        let confirm_mode = Mode::Asyncbis {
+            disabled: Vec::new(),
+        };
+        runner.study.progress.note(
+            runner.label,
+            &format!("rerunning {} newly failing tests alone", ids.len()),
+        );
+        let confirm = runner.run(&confirm_mode, &ids);
+        let confirm_tests = record(&confirm_mode, &confirm, &ids);
+        for (id, o) in outcomes.iter_mut() {
+            o.confirm = Some(
+                confirm_tests
+                    .get(id)
+                    .map(|r| r.outcome)
+                    .unwrap_or(Outcome::Error),
+            );
+        }
+        let reproducible: Vec<String> = ids
+            .iter()
+            .filter(|id| outcomes[*id].confirm != Some(Outcome::Passed))
+            .cloned()
+            .collect();
+        for switch in SWITCHES {
+            if reproducible.is_empty() {
+                break;
+            }
+            let mode = Mode::Asyncbis {
+                disabled: vec![switch.to_string()],
+            };
+            runner.study.progress.note(
+                runner.label,
+                &format!("{} tests with {switch} off", reproducible.len()),
+            );
+            let run = runner.run(&mode, &reproducible);
+            let tests = record(&mode, &run, &reproducible);
+            for id in &reproducible {
+                let outcome = tests.get(id).map(|r| r.outcome);
+                if let Some(o) = outcomes.get_mut(id) {
+                    o.switch_off.insert(switch.to_string(), outcome);
+                }
+            }
+        }
+        let remaining = analysis::needs_all_off(&outcomes);
+        if !remaining.is_empty() {
+            let mode = Mode::Asyncbis {
+                disabled: SWITCHES.iter().map(|s| s.to_string()).collect(),
+            };
+            runner.study.progress.note(
+                runner.label,
+                &format!("{} tests with every switch off", remaining.len()),
+            );
+            let run = runner.run(&mode, &remaining);
+            let tests = record(&mode, &run, &remaining);
+            for id in &remaining {
+                if let Some(o) = outcomes.get_mut(id) {
+                    o.all_off = tests.get(id).map(|r| r.outcome);
+                }
+            }
+        }
+        self.progress.add_done(SWITCHES.len() + 2);
+        for failure in failures.iter_mut() {
+            if let Some(o) = outcomes.get(&failure.nodeid) {
+                failure.attribution = Some(analysis::attribute(o));
+            }
+            failure.reruns = labels.remove(&failure.nodeid).unwrap_or_default();
+        }
+    }
+}
+
+fn entry_fingerprint(entry: &ProjectEntry, source: &Source) -> String {
+    let env: Vec<String> = entry.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let local = match source {
+        Source::Pypi => String::new(),
+        Source::Local(path) => path.to_string_lossy().into_owned(),
+    };
+    short_hash(&[
+        &entry.install.join("\u{1}"),
+        &entry.pytest_args.join("\u{1}"),
+        &entry.tests.join("\u{1}"),
+        &entry.timeout.to_string(),
+        &entry.suite_timeout.to_string(),
+        &env.join("\u{1}"),
+        &local,
+        // bump when the recorder or the way runs are made changes
+        "runner-v1",
+    ])
+}
+
+struct SuiteRunner<'a> {
+    study: &'a Study,
+    entry: &'a ProjectEntry,
+    python: &'a Python,
+    tree: &'a Path,
+    venv: &'a Venv,
+    service_env: &'a BTreeMap<String, String>,
+    entry_fingerprint: String,
+    wheel_fingerprint: String,
+    label: &'a str,
+}
+
+impl SuiteRunner<'_> {
+    /// Runs the suite (or just `selection`) in `mode`, from the cache when it has the result.
+    fn run(&self, mode: &Mode, selection: &[String]) -> Result<SuiteRun, String> {
+        let key = RunKey {
+            project: &self.entry.name,
+            version: &self.entry.version,
+            python: &self.python.version,
+            mode,
+            entry_fingerprint: &self.entry_fingerprint,
+            wheel_fingerprint: &self.wheel_fingerprint,
+            selection,
+        };
+        if let Some(cached) = self.study.cache.load::<SuiteRun>(&key) {
+            self.study.progress.ran(self.label, &cached, true);
+            return Ok(cached);
+        }
+        let run_dir = self
+            .study
+            .cache
+            .root()
+            .join("runs")
+            .join(key.file_name().trim_end_matches(".json"));
+        let run = self.run_fresh(mode, selection, &run_dir)?;
+        self.study.cache.store(&key, &run)?;
+        self.study.progress.ran(self.label, &run, false);
+        Ok(run)
+    }
+
+    fn run_fresh(
+        &self,
+        mode: &Mode,
+        selection: &[String],
+        run_dir: &Path,
+    ) -> Result<SuiteRun, String> {
+        if run_dir.exists() {
+            std::fs::remove_dir_all(run_dir)
+                .map_err(|err| format!("cannot clear {}: {err}", run_dir.display()))?;
+        }
+        let tree = run_dir.join("tree");
+        std::fs::create_dir_all(&tree)
+            .map_err(|err| format!("cannot create {}: {err}", tree.display()))?;
+        copy_tree(self.tree, &tree)?;
+        let stats_dir = run_dir.join("stats");
+        std::fs::create_dir_all(&stats_dir)
+            .map_err(|err| format!("cannot create {}: {err}", stats_dir.display()))?;
+        let record_path = run_dir.join("record.jsonl");
+        let log = run_dir.join("output.log");
+        let batches: Vec<Vec<String>> = if selection.is_empty() {
+            vec![self.entry.tests.clone()]
+        } else {
+            selection.chunks(RERUN_BATCH).map(|c| c.to_vec()).collect()
+        };
+        let mut exit_status = None;
+        let mut killed_at_cap = false;
+        let mut wall_seconds = 0.0;
+        let mut junit_tests = BTreeMap::new();
+        for (index, targets) in batches.iter().enumerate() {
+            let junit = run_dir.join(format!("junit-{index}.xml"));
+            let mut command =
+                self.pytest_command(mode, targets, &junit, &record_path, &stats_dir, &tree);
+            let finished = run_capped(
+                &mut command,
+                &log,
+                Duration::from_secs(self.entry.suite_timeout),
+            )?;
+            wall_seconds += finished.wall_seconds;
+            killed_at_cap |= finished.killed_at_cap;
+            exit_status = exit_status.max(finished.code);
+            if let Ok(xml) = std::fs::read_to_string(&junit) {
+                if let Ok(tests) = parse_junit(&xml) {
+                    junit_tests.extend(tests);
+                }
+            }
+        }
+        let recorded = parse_recorder(&std::fs::read_to_string(&record_path).unwrap_or_default());
+        // The recorder is the primary source; JUnit only covers a suite that disabled plugins.
+        let tests = if recorded.tests.is_empty() {
+            junit_tests
+        } else {
+            recorded.tests
+        };
+        let activation = matches!(mode, Mode::Asyncbis { .. }).then(|| read_activation(&stats_dir));
+        // The copied tree is only needed while the tests run; logs and records stay.
+        let _ = std::fs::remove_dir_all(&tree);
+        Ok(SuiteRun {
+            mode: mode.label(),
+            tests,
+            exit_status,
+            killed_at_cap,
+            wall_seconds,
+            activation,
+            tree: tree.to_string_lossy().into_owned(),
+            output_tail: read_tail(&log, 3000),
+        })
+    }
+
+    fn pytest_command(
+        &self,
+        mode: &Mode,
+        targets: &[String],
+        junit: &Path,
+        record: &Path,
+        stats_dir: &Path,
+        tree: &Path,
+    ) -> Command {
+        let pytest = self.venv.bin("pytest");
+        let mut command = if pytest.exists() {
+            Command::new(pytest)
+        } else {
+            let mut c = Command::new(&self.venv.python);
+            c.args(["-m", "pytest"]);
+            c
+        };
+        command
+            .args(&self.entry.pytest_args)
+            .args(targets)
+            .args([
+                "-p",
+                "asyncbis_compat_recorder",
+                "-o",
+                "junit_family=xunit1",
+            ])
+            .arg(format!("--junitxml={}", junit.display()))
+            .arg(format!("--timeout={}", self.entry.timeout))
+            .current_dir(tree);
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            if key.starts_with("ASYNCBIS_") || key == "PYTEST_ADDOPTS" || key == "PYTHONPATH" {
+                command.env_remove(key.as_ref());
+            }
+        }
+        let path = std::env::var("PATH").unwrap_or_default();
+        command
+            .env("VIRTUAL_ENV", &self.venv.dir)
+            .env(
+                "PATH",
+                format!("{}:{path}", self.venv.dir.join("bin").display()),
+            )
+            .env("ASYNCBIS_COMPAT_RECORD", record)
+            .env("PY_COLORS", "0")
+            .envs(self.service_env)
+            .envs(&self.entry.env);
+        if let Mode::Asyncbis { disabled } = mode {
+            command
+                .env("ASYNCBIS_AUTOPATCH", "1")
+                .env("ASYNCBIS_STATS_DIR", stats_dir);
+            if !disabled.is_empty() {
+                command.env("ASYNCBIS_DISABLE", disabled.join(","));
+            }
+        }
+        command
+    }
+}
+
+/// Copies a project tree, leaving out VCS data and virtualenvs (local `check` projects).
+fn copy_tree(from: &Path, to: &Path) -> Result<(), String> {
+    let script = "tar -C \"$1\" --exclude=./.git --exclude=./.venv --exclude=./.tox --exclude=./node_modules -cf - . | tar -C \"$2\" -xf -";
+    let status = Command::new("sh")
+        .args(["-c", script, "copy"])
+        .arg(from)
+        .arg(to)
+        .status()
+        .map_err(|err| format!("cannot copy {}: {err}", from.display()))?;
+    if !status.success() {
+        return Err(format!(
+            "copying {} to {} failed",
+            from.display(),
+            to.display()
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn activation_sums_stats_files_and_ignores_junk() {
+        let dir =
+            std::env::temp_dir().join(format!("asyncbis-compat-stats-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert!(!read_activation(&dir).is_activated());
+        std::fs::write(dir.join("1.json"), r#"{"pid": 1, "tasks": 0, "loops": 0, "disabled": [], "python": "3.12.1", "asyncbis": "0.1.0"}"#).unwrap();
+        let idle = read_activation(&dir);
+        assert_eq!(idle.processes, 1);
+        assert!(!idle.is_activated());
+        std::fs::write(dir.join("2.json"), r#"{"pid": 2, "tasks": 7, "loops": 1, "disabled": ["inline-shield"], "python": "3.12.1", "asyncbis": "0.1.0"}"#).unwrap();
+        std::fs::write(dir.join("3.json"), "{truncated").unwrap();
+        std::fs::write(dir.join("notes.txt"), "x").unwrap();
+        let active = read_activation(&dir);
+        assert_eq!((active.processes, active.tasks, active.loops), (2, 7, 1));
+        assert_eq!(active.disabled, vec!["inline-shield"]);
+        assert_eq!(active.asyncbis_version.as_deref(), Some("0.1.0"));
+        assert!(active.is_activated());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
