@@ -40,7 +40,7 @@ fn pyenv_root() -> Option<PathBuf> {
     if let Ok(root) = std::env::var("PYENV_ROOT") {
         return Some(PathBuf::from(root));
     }
-    if let Ok(out) = output_of(&mut Command::new("pyenv").arg("root")) {
+    if let Ok(out) = output_of(Command::new("pyenv").arg("root")) {
         return Some(PathBuf::from(out.trim()));
     }
     std::env::var("HOME")

@@ -90,13 +90,13 @@ pub fn classify_frame(file: &str, context: &Context) -> Owner {
         let inside = &file[pos + "/site-packages/".len()..];
         let top = inside.split('/').next().unwrap_or("");
         let top_module = top.trim_end_matches(".py").to_lowercase();
-        if context.packages.iter().any(|p| *p == top_module) {
+        if context.packages.contains(&top_module) {
             return Owner::Library;
         }
         if top_module == "asyncbis" {
             return Owner::Asyncbis;
         }
-        if HARNESS_MODULES.contains(&top) || HARNESS_FILES.iter().any(|f| inside == *f) {
+        if HARNESS_MODULES.contains(&top) || HARNESS_FILES.contains(&inside) {
             return Owner::Harness;
         }
         return Owner::Dependency;
