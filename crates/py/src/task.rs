@@ -112,10 +112,12 @@ impl TaskCore {
             tree().remove_task(id);
         }
         this.root_node.set(None);
-        if let Some(group) = this.group.get_ref(py) {
-            if let Some(task) = this.task.get_ref(py) {
-                TaskGroup::child_done(group.bind(py), task.bind(py), this.starting.get());
-            }
+        // Break the task <-> core cycle now: a finished task is freed by reference counting
+        // alone, so the cyclic GC does not have to trace every finished task (that made
+        // spawning superlinear in the number of tasks).
+        let task = this.task.take();
+        if let (Some(group), Some(task)) = (this.group.take(), task) {
+            TaskGroup::child_done(group.bind(py), task.bind(py), this.starting.get());
         }
     }
 
@@ -125,7 +127,13 @@ impl TaskCore {
         let c = cached(py);
         let task = match this.task.get_ref(py) {
             Some(t) => t.into_bound(py),
-            None => return Ok(()),
+            None => {
+                return Err(PyErr::from_value(
+                    c.invalid_state_error
+                        .bind(py)
+                        .call1(("_step(): the task has already finished",))?,
+                ))
+            }
         };
         if this.finished.get() {
             let msg = format!(
