@@ -325,11 +325,31 @@ def test_generic_alias():
 
 
 @pytest.mark.skipif(sys.version_info < (3, 12), reason="eager tasks are new in 3.12")
-def test_eager_task_factory_is_refused_or_works():
+def test_eager_start_runs_the_first_step_synchronously():
     async def main():
-        return "ok"
+        log = []
 
-    assert run(main()) == "ok"
+        async def child():
+            log.append(("child", asyncio.current_task() is t_box[0] if t_box else None))
+            await asyncio.sleep(0)
+            log.append("child resumed")
+            return "value"
+
+        async def instant():
+            return "done at once"
+
+        t_box = []
+        parent = asyncio.current_task()
+        t = Task(child(), eager_start=True)
+        t_box.append(t)
+        log.append("after constructor")
+        assert asyncio.current_task() is parent  # restored after the eager step
+        assert await t == "value"
+        quick = Task(instant(), eager_start=True)
+        assert quick.done() and quick.result() == "done at once"
+        assert log == [("child", None), "after constructor", "child resumed"]
+
+    run(main())
 
 
 # -- behaviour switches of the core ------------------------------------------------------

@@ -37,7 +37,9 @@ class Task(asyncio.Future):
         # Direct construction (stock API): the task joins the loop's root group if there is one.
         from ._runner import spawn_ungrouped
 
-        spawn_ungrouped(self, coro, self.get_loop(), name=name, context=context)
+        spawn_ungrouped(
+            self, coro, self.get_loop(), name=name, context=context, eager_start=eager_start
+        )
 
     # -- stock asyncio.Task API -----------------------------------------------------------
     def get_coro(self) -> Any:

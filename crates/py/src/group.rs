@@ -125,7 +125,17 @@ impl TaskGroup {
             .into_bound(py);
         let node = this.scope.bind(py).get().node();
         let task = crate::new_task_object(py, &loop_)?;
-        let core = TaskCore::attach(py, &task, &loop_, coro, name, context, Some(slf), node);
+        let core = TaskCore::attach(
+            py,
+            &task,
+            &loop_,
+            coro,
+            name,
+            context,
+            Some(slf),
+            node,
+            false,
+        );
         let core = match core {
             Ok(c) => c,
             Err(e) => {

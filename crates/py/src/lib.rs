@@ -59,7 +59,7 @@ fn _register_task_class(py: Python<'_>, cls: Bound<'_, PyAny>) -> PyResult<()> {
 
 /// Gives `task` (a Task whose Future part is initialised) its core and schedules its first step.
 #[pyfunction]
-#[pyo3(signature = (task, coro, r#loop, name = None, context = None, group = None))]
+#[pyo3(signature = (task, coro, r#loop, name = None, context = None, group = None, eager_start = false))]
 fn _init_task<'py>(
     py: Python<'py>,
     task: Bound<'py, PyAny>,
@@ -68,6 +68,7 @@ fn _init_task<'py>(
     name: Option<Bound<'py, PyAny>>,
     context: Option<Bound<'py, PyAny>>,
     group: Option<Bound<'py, TaskGroup>>,
+    eager_start: bool,
 ) -> PyResult<()> {
     match group {
         Some(g) => {
@@ -79,7 +80,17 @@ fn _init_task<'py>(
             )))
         }
         None => {
-            TaskCore::attach(py, &task, &r#loop, &coro, name, context, None, None)?;
+            TaskCore::attach(
+                py,
+                &task,
+                &r#loop,
+                &coro,
+                name,
+                context,
+                None,
+                None,
+                eager_start,
+            )?;
             Ok(())
         }
     }
@@ -100,7 +111,7 @@ fn spawn<'py>(
         Some(g) => TaskGroup::spawn(&g, &coro, name, context, false),
         None => {
             let task = new_task_object(py, &r#loop)?;
-            TaskCore::attach(py, &task, &r#loop, &coro, name, context, None, None)?;
+            TaskCore::attach(py, &task, &r#loop, &coro, name, context, None, None, false)?;
             Ok(task)
         }
     }

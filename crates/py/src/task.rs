@@ -122,6 +122,16 @@ impl TaskCore {
     }
 
     fn step_inner<'py>(slf: &Bound<'py, TaskCore>, exc: Option<Bound<'py, PyAny>>) -> PyResult<()> {
+        Self::step_impl(slf, exc, false)
+    }
+
+    /// One step. `eager`: the first step run synchronously by the spawner (3.12+ eager start),
+    /// inside another task's step, so the current task is swapped instead of entered.
+    fn step_impl<'py>(
+        slf: &Bound<'py, TaskCore>,
+        exc: Option<Bound<'py, PyAny>>,
+        eager: bool,
+    ) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
         let c = cached(py);
@@ -195,7 +205,14 @@ impl TaskCore {
             .get_ref(py)
             .ok_or_else(|| runtime_error("task has no coroutine"))?
             .into_bound(py);
-        c.enter_task.bind(py).call1((&loop_, &task))?;
+        let swap = c.swap_current_task.as_ref().filter(|_| eager);
+        let prev_task = match swap {
+            Some(swap) => Some(swap.bind(py).call1((&loop_, &task))?),
+            None => {
+                c.enter_task.bind(py).call1((&loop_, &task))?;
+                None
+            }
+        };
         let prev = CURRENT.with(|cur| cur.replace(Some(slf.clone().unbind())));
         let outcome = match &exc {
             None => send_none(&coro),
@@ -203,7 +220,10 @@ impl TaskCore {
         };
         let prev = CURRENT.with(|cur| cur.replace(prev));
         drop(prev);
-        let left = c.leave_task.bind(py).call1((&loop_, &task));
+        let left = match (swap, prev_task) {
+            (Some(swap), Some(prev_task)) => swap.bind(py).call1((&loop_, prev_task)).map(|_| ()),
+            _ => c.leave_task.bind(py).call1((&loop_, &task)).map(|_| ()),
+        };
 
         let result = Self::handle_outcome(slf, &task, &loop_, outcome);
         left?;
@@ -375,6 +395,7 @@ impl TaskCore {
         context: Option<Bound<'py, PyAny>>,
         group: Option<&Bound<'py, TaskGroup>>,
         parent_node: Option<NodeId>,
+        eager: bool,
     ) -> PyResult<Bound<'py, TaskCore>> {
         let c = cached(py);
         if !c.iscoroutine.bind(py).call1((coro,))?.is_truthy()? {
@@ -427,7 +448,24 @@ impl TaskCore {
         core.get().root_node.set(Some(node));
         task.setattr(pyo3::intern!(py, "_core"), &core)?;
         c.register_task.bind(py).call1((task,))?;
-        Self::schedule_step(&core, loop_, None)?;
+        let run_eagerly = eager
+            && c.swap_current_task.is_some()
+            && loop_
+                .call_method0(pyo3::intern!(py, "is_running"))?
+                .is_truthy()?;
+        if run_eagerly {
+            let ctx = core
+                .get()
+                .context
+                .get_ref(py)
+                .expect("context set at creation");
+            ctx.bind(py).call_method1(
+                pyo3::intern!(py, "run"),
+                (core.getattr(pyo3::intern!(py, "_eager_step"))?,),
+            )?;
+        } else {
+            Self::schedule_step(&core, loop_, None)?;
+        }
         Ok(core)
     }
 }
@@ -501,6 +539,11 @@ impl TaskCore {
                 }
             }
         }
+    }
+
+    /// The first step of an eagerly started task (called inside the task's context).
+    fn _eager_step(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::step_impl(slf, None, true)
     }
 
     /// `Task.cancel()`: level (the task's own scope is cancelled) or stock edge semantics.

@@ -110,6 +110,8 @@ pub struct Cached {
     pub enter_task: Py<PyAny>,
     pub leave_task: Py<PyAny>,
     pub register_task: Py<PyAny>,
+    /// 3.12+: used for eager starts, which run inside another task's step.
+    pub swap_current_task: Option<Py<PyAny>>,
     pub base_exception_group: Py<PyAny>,
     pub keyboard_interrupt: Py<PyAny>,
     pub system_exit: Py<PyAny>,
@@ -141,6 +143,7 @@ pub fn cached(py: Python<'_>) -> &'static Cached {
                 enter_task: tasks.getattr("_enter_task")?.unbind(),
                 leave_task: tasks.getattr("_leave_task")?.unbind(),
                 register_task: tasks.getattr("_register_task")?.unbind(),
+                swap_current_task: tasks.getattr("_swap_current_task").ok().map(|f| f.unbind()),
                 base_exception_group: builtins.getattr("BaseExceptionGroup")?.unbind(),
                 keyboard_interrupt: builtins.getattr("KeyboardInterrupt")?.unbind(),
                 system_exit: builtins.getattr("SystemExit")?.unbind(),
