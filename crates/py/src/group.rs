@@ -249,10 +249,12 @@ impl TaskGroup {
         this.loop_.set(Some(loop_.clone().unbind()));
         this.host.set(Some(core));
         this.state.set(GroupState::Active);
-        // An already-completed future: `await` returns at once, without yielding.
-        let fut = loop_.call_method0(pyo3::intern!(py, "create_future"))?;
-        fut.call_method1(pyo3::intern!(py, "set_result"), (slf,))?;
-        Ok(fut)
+        // Entering is synchronous; `await` on the result returns the group without yielding.
+        Ok(
+            crate::timeout::Ready::new(py, Some(slf.clone().into_any().unbind()))?
+                .into_bound(py)
+                .into_any(),
+        )
     }
 
     #[pyo3(signature = (_exc_type = None, exc = None, _tb = None))]

@@ -4,6 +4,7 @@
 mod group;
 mod scope;
 mod task;
+mod timeout;
 mod util;
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -57,9 +58,10 @@ fn _register_task_class(py: Python<'_>, cls: Bound<'_, PyAny>) -> PyResult<()> {
     Ok(())
 }
 
-/// Gives `task` (a Task whose Future part is initialised) its core and schedules its first step.
+/// Gives `task` (a Task whose Future part is initialised) its core and schedules its first step
+/// (or runs it now, with `eager_start` on 3.12+). The task is not in any group.
 #[pyfunction]
-#[pyo3(signature = (task, coro, r#loop, name = None, context = None, group = None, eager_start = false))]
+#[pyo3(signature = (task, coro, r#loop, name = None, context = None, *, eager_start = false))]
 fn _init_task<'py>(
     py: Python<'py>,
     task: Bound<'py, PyAny>,
@@ -67,33 +69,20 @@ fn _init_task<'py>(
     r#loop: Bound<'py, PyAny>,
     name: Option<Bound<'py, PyAny>>,
     context: Option<Bound<'py, PyAny>>,
-    group: Option<Bound<'py, TaskGroup>>,
     eager_start: bool,
 ) -> PyResult<()> {
-    match group {
-        Some(g) => {
-            // Through the group, so it counts the child.
-            let _ = (task, r#loop);
-            Err(runtime_error(format!(
-                "use TaskGroup.create_task() to spawn into {}",
-                g.repr()?
-            )))
-        }
-        None => {
-            TaskCore::attach(
-                py,
-                &task,
-                &r#loop,
-                &coro,
-                name,
-                context,
-                None,
-                None,
-                eager_start,
-            )?;
-            Ok(())
-        }
-    }
+    TaskCore::attach(
+        py,
+        &task,
+        &r#loop,
+        &coro,
+        name,
+        context,
+        None,
+        None,
+        eager_start,
+    )?;
+    Ok(())
 }
 
 /// Creates a task on `loop`: in `group` if given (counted as its child), else ungrouped.
@@ -182,6 +171,10 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<TaskGroup>()?;
     m.add_class::<GroupExit>()?;
     m.add_class::<Checkpoint>()?;
+    m.add_class::<timeout::Timeout>()?;
+    m.add_class::<timeout::Ready>()?;
+    m.add_function(wrap_pyfunction!(timeout::timeout, m)?)?;
+    m.add_function(wrap_pyfunction!(timeout::timeout_at, m)?)?;
     m.add_function(wrap_pyfunction!(scope::move_on_after, m)?)?;
     m.add_function(wrap_pyfunction!(scope::move_on_at, m)?)?;
     m.add_function(wrap_pyfunction!(scope::fail_after, m)?)?;

@@ -86,6 +86,26 @@ impl CancelScope {
         self.node.get()
     }
 
+    pub fn deadline_value(&self) -> f64 {
+        self.deadline.get()
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.state.get() == ScopeState::Active
+    }
+
+    pub fn was_entered(&self) -> bool {
+        self.state.get() != ScopeState::Fresh
+    }
+
+    pub fn cancel_called_value(&self) -> bool {
+        self.cancel_called.get()
+    }
+
+    pub fn deadline_expired_value(&self) -> bool {
+        self.deadline_expired.get()
+    }
+
     fn check_thread(&self, what: &str) -> PyResult<()> {
         if let Some(t) = self.thread.get() {
             if t != std::thread::current().id() {
