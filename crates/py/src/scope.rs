@@ -212,16 +212,19 @@ impl CancelScope {
         let loop_ = core_ref
             .loop_obj(py)
             .ok_or_else(|| runtime_error("the current task has no event loop"))?;
-        let now = loop_time(py, &loop_)?;
         let rel = this.relative_deadline.get();
-        if rel.is_finite() || rel < 0.0 {
-            this.deadline.set(this.deadline.get().min(now + rel));
+        // Only a scope with a deadline needs the clock (bare scopes are the common case).
+        if rel != f64::INFINITY || this.deadline.get() != f64::INFINITY {
+            let now = loop_time(py, &loop_)?;
+            if rel != f64::INFINITY {
+                this.deadline.set(this.deadline.get().min(now + rel));
+            }
+            if this.deadline.get() <= now {
+                this.cancel_called.set(true);
+                this.deadline_expired.set(true);
+            }
         }
         let deadline = this.deadline.get();
-        if deadline <= now {
-            this.cancel_called.set(true);
-            this.deadline_expired.set(true);
-        }
         let reason = match this.reason.get_ref(py) {
             Some(r) => Some(r.bind(py).str()?.to_string()),
             None => None,
