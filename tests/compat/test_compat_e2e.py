@@ -7,12 +7,15 @@ wheel of it; it skips, saying why, until those exist.
 Environment: ASYNCBIS_COMPAT_BIN (the tool), ASYNCBIS_WHEEL (a built asyncbis wheel).
 """
 
+import base64
+import hashlib
 import json
 import os
 import pathlib
 import shutil
 import subprocess
 import sys
+import zipfile
 
 import pytest
 
@@ -77,6 +80,33 @@ def _wheel(tmp_path):
     return str(next(out.glob("*.whl")))
 
 
+def _fake_asyncbis_wheel(tmp_path):
+    """Packs tests/fixtures/compat_project/fake_asyncbis into a wheel with the autopatch .pth."""
+    source = (FIXTURE / "fake_asyncbis" / "asyncbis" / "__init__.py").read_bytes()
+    pth = (
+        b'import os; os.environ.get("ASYNCBIS_AUTOPATCH") == "1" and '
+        b'__import__("asyncbis").patch_asyncio()\n'
+    )
+    dist_info = "asyncbis-0.0.0+fake.dist-info"
+    files = {
+        "asyncbis/__init__.py": source,
+        "asyncbis-autopatch.pth": pth,
+        f"{dist_info}/METADATA": b"Metadata-Version: 2.1\nName: asyncbis\nVersion: 0.0.0+fake\n",
+        f"{dist_info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: compat-e2e\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = []
+    for name, data in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{name},sha256={digest},{len(data)}")
+    record.append(f"{dist_info}/RECORD,,")
+    files[f"{dist_info}/RECORD"] = ("\n".join(record) + "\n").encode()
+    wheel = tmp_path / "asyncbis-0.0.0+fake-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return str(wheel)
+
+
 def _check(tmp_path, *extra):
     command = _tool() + [
         "check",
@@ -87,7 +117,7 @@ def _check(tmp_path, *extra):
         str(tmp_path / "cache"),
         "--out",
         str(tmp_path / "report"),
-        "--pytest-args",
+        "--tests",
         "tests",
         "--timeout",
         "5",
@@ -116,11 +146,7 @@ def test_stock_only_baseline_finds_the_flaky_test(tmp_path):
         assert (tmp_path / "report" / name).stat().st_size > 0
 
 
-def test_breakages_are_attributed_to_their_switches(tmp_path):
-    missing = _activation_missing()
-    if missing:
-        pytest.skip(missing)
-    done, report = _check(tmp_path, "--wheel", _wheel(tmp_path))
+def _assert_attributed(done, report):
     (project,) = report["projects"]
     assert project["status"] == "ok", project["reason"]
     asyncbis_run = project["runs"][2]
@@ -137,3 +163,22 @@ def test_breakages_are_attributed_to_their_switches(tmp_path):
         assert switch in attribution["fixed_by"], (nodeid, attribution)
     hang = failures[f"{TEST_FILE}::test_background_task_cancelled_at_exit"]
     assert hang["outcome"] in ("timeout", "hung")
+
+
+def test_breakages_are_attributed_to_their_switches(tmp_path):
+    missing = _activation_missing()
+    if missing:
+        pytest.skip(missing)
+    done, report = _check(tmp_path, "--wheel", _wheel(tmp_path))
+    _assert_attributed(done, report)
+
+
+def test_pipeline_attributes_with_a_stand_in_asyncbis(tmp_path):
+    """The same end-to-end check against fake_asyncbis, which imitates the switches the fixture
+    needs: it tests the tool's reruns and attribution independently of the real library."""
+    done, report = _check(tmp_path, "--wheel", _fake_asyncbis_wheel(tmp_path))
+    _assert_attributed(done, report)
+    (project,) = report["projects"]
+    assert project["runs"][2]["activation"]["asyncbis_version"] == "0.0.0+fake"
+    for name in ("report.md", "report.html"):
+        assert "task-cancel-level" in (tmp_path / "report" / name).read_text()

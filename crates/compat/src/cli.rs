@@ -26,7 +26,8 @@ OPTIONS:
     --no-services                 never install or start servers; skip entries needing them
     --quiet                       no progress lines
 check OPTIONS:
-    --pytest-args STR             pytest arguments (default: none, pytest's own discovery)
+    --pytest-args STR             pytest options, kept when single tests are rerun
+    --tests STR                   test paths (default: none, pytest's own discovery)
     --install STR                 extra `uv pip install` arguments (default: \". pytest\")
     --timeout S, --suite-timeout S   per-test and whole-suite limits (default 60, 1800)
 
@@ -60,6 +61,7 @@ pub struct Options {
     pub no_services: bool,
     pub quiet: bool,
     pub pytest_args: Option<String>,
+    pub tests: Option<String>,
     pub install: Option<String>,
     pub timeout: Option<u64>,
     pub suite_timeout: Option<u64>,
@@ -83,6 +85,7 @@ impl Default for Options {
             no_services: false,
             quiet: false,
             pytest_args: None,
+            tests: None,
             install: None,
             timeout: None,
             suite_timeout: None,
@@ -152,6 +155,7 @@ pub fn parse_args(args: &[String]) -> Result<Options, String> {
             "--no-services" => options.no_services = true,
             "--quiet" | "-q" => options.quiet = true,
             "--pytest-args" => options.pytest_args = Some(value("--pytest-args")?),
+            "--tests" => options.tests = Some(value("--tests")?),
             "--install" => options.install = Some(value("--install")?),
             "--timeout" => options.timeout = Some(number(value("--timeout")?, "--timeout")?),
             "--suite-timeout" => {
@@ -236,6 +240,13 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(o.pytest_args.as_deref(), Some("-x -k 'a or b'"));
+        assert_eq!(
+            parse("check p --tests=tests/unit")
+                .unwrap()
+                .tests
+                .as_deref(),
+            Some("tests/unit")
+        );
         assert_eq!(
             parse("render --from r.json").unwrap().command,
             Command::Render(PathBuf::from("r.json"))

@@ -305,6 +305,32 @@ pub fn ensure_wheel(uv: &Path, venv: &Path, wheel: &Path, fingerprint: &str) -> 
         .map_err(|err| format!("cannot write {}: {err}", marker.display()))
 }
 
+const TOP_LEVEL: &str = r#"
+import sys, importlib.metadata as md
+dist = md.distribution(sys.argv[1])
+names = set((dist.read_text("top_level.txt") or "").split())
+for f in dist.files or []:
+    head = f.parts[0] if f.parts else ""
+    if head.endswith((".dist-info", ".data", ".pth")) or head in ("..", "__pycache__", ""):
+        continue
+    if len(f.parts) > 1 or head.endswith(".py"):
+        names.add(head[:-3] if head.endswith(".py") else head)
+print("\n".join(sorted(names)))
+"#;
+
+/// Import names the installed distribution provides (e.g. `socketio` for python-socketio).
+/// Empty when it cannot tell; callers fall back to guessing from the name.
+pub fn top_level_packages(venv_python: &Path, dist_name: &str) -> Vec<String> {
+    output_of(Command::new(venv_python).args(["-c", TOP_LEVEL, dist_name]))
+        .map(|out| {
+            out.lines()
+                .map(|l| l.trim().to_lowercase())
+                .filter(|l| !l.is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// `name==version` lines of `pip freeze`; other forms (editable, direct URLs) keep their text.
 pub fn parse_freeze(text: &str) -> BTreeMap<String, String> {
     text.lines()

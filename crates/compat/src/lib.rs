@@ -193,7 +193,11 @@ fn make_study(
         }
     }
     let study = Study {
-        cache: cache::Cache::new(cache_root, !options.fresh),
+        // A local project's code changes under the same name: `check` never reuses results.
+        cache: cache::Cache::new(
+            cache_root,
+            !options.fresh && !matches!(options.command, Command::Check(_)),
+        ),
         host,
         uv,
         services: services::Services::new(!options.no_services),
@@ -328,22 +332,38 @@ fn print_closing(report: &report::Report, out: &Path) {
     }
 }
 
+/// The distribution name from pyproject.toml (it finds the installed package), else the directory name.
+fn local_project_name(root: &Path) -> String {
+    let declared = std::fs::read_to_string(root.join("pyproject.toml"))
+        .ok()
+        .and_then(|text| text.parse::<toml::Table>().ok())
+        .and_then(|table| {
+            table
+                .get("project")?
+                .get("name")?
+                .as_str()
+                .map(String::from)
+        });
+    declared.unwrap_or_else(|| {
+        root.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "project".into())
+    })
+}
+
 fn check(path: &Path, options: &Options) -> Result<i32, String> {
     let started = std::time::Instant::now();
     let root = absolute(path)?;
     if !root.is_dir() {
         return Err(format!("{} is not a directory", root.display()));
     }
-    let name = root
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "project".into());
+    let name = local_project_name(&root);
     let entry = ProjectEntry {
         name: name.clone(),
         version: "local".into(),
         install: manifest::shell_split(options.install.as_deref().unwrap_or(". pytest"))?,
         pytest_args: manifest::shell_split(options.pytest_args.as_deref().unwrap_or(""))?,
-        tests: Vec::new(),
+        tests: manifest::shell_split(options.tests.as_deref().unwrap_or(""))?,
         services: Vec::new(),
         timeout: options.timeout.unwrap_or(60),
         suite_timeout: options.suite_timeout.unwrap_or(1800),

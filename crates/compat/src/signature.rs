@@ -1,6 +1,6 @@
 //! Failure signatures (exception type, normalised message, raising frame) and who raised them.
 
-use crate::results::{ExceptionInfo, Frame, TestRecord};
+use crate::results::{ExceptionInfo, Frame, Outcome, TestRecord};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 use std::sync::OnceLock;
@@ -55,7 +55,7 @@ const HARNESS_MODULES: &[&str] = &[
     "xdist",
     "pytest_aiohttp",
     "pytest_mock",
-    "asyncbis_compat_recorder.py",
+    "asyncbis_compat_recorder",
 ];
 /// Individual files of other packages that act as test harness.
 const HARNESS_FILES: &[&str] = &[
@@ -96,7 +96,7 @@ pub fn classify_frame(file: &str, context: &Context) -> Owner {
         if top_module == "asyncbis" {
             return Owner::Asyncbis;
         }
-        if HARNESS_MODULES.contains(&top) || HARNESS_FILES.contains(&inside) {
+        if HARNESS_MODULES.contains(&top_module.as_str()) || HARNESS_FILES.contains(&inside) {
             return Owner::Harness;
         }
         return Owner::Dependency;
@@ -142,12 +142,18 @@ fn is_test_path(relative: &str) -> bool {
 
 /// The frame that stands for "who raised it": the innermost frame outside asyncio, asyncbis
 /// and the standard library (those are the machinery the change lives in).
-pub fn culprit_frame<'f>(frames: &'f [Frame], context: &Context) -> Option<(&'f Frame, Owner)> {
+/// For a per-test timeout the innermost frames are pytest-timeout's signal handler; the
+/// culprit is the code that was stuck, so harness frames are skipped too (`stuck`).
+pub fn culprit_frame<'f>(
+    frames: &'f [Frame],
+    context: &Context,
+    stuck: bool,
+) -> Option<(&'f Frame, Owner)> {
     frames
         .iter()
         .rev()
         .map(|frame| (frame, classify_frame(&frame.file, context)))
-        .find(|(_, owner)| !owner.is_machinery())
+        .find(|(_, owner)| !owner.is_machinery() && !(stuck && *owner == Owner::Harness))
         .or_else(|| {
             frames
                 .last()
@@ -223,12 +229,14 @@ pub fn signature_of(record: &TestRecord, context: &Context) -> Signature {
         group: None,
     };
     let exc = record.exception.as_ref().unwrap_or(&fallback);
-    let (frame, owner) = match culprit_frame(&exc.frames, context) {
+    let stuck = matches!(record.outcome, Outcome::Timeout | Outcome::Hung);
+    let (frame, owner) = match culprit_frame(&exc.frames, context, stuck) {
         Some((frame, owner)) => (portable_location(frame, context), owner),
         None if record.phase == "collect" => ("<collection>".to_string(), Owner::Tests),
         None => ("<unknown>".to_string(), Owner::Unknown),
     };
     let exc_type = match &exc.group {
+        _ if record.outcome == Outcome::Timeout => "Timeout".to_string(),
         Some(group) => format!("{group}[{}]", exc.exc_type),
         None if exc.exc_type.is_empty() => record.outcome.as_str().to_string(),
         None => exc.exc_type.clone(),
@@ -247,7 +255,6 @@ pub fn signature_of(record: &TestRecord, context: &Context) -> Signature {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::results::Outcome;
 
     fn context() -> (String, Vec<String>) {
         (
@@ -381,5 +388,21 @@ mod tests {
         assert_eq!(a.frame, "aiofoo/loop.py:get_loop");
         let c = signature_of(&record(10, "something else"), &ctx);
         assert_ne!(a.id, c.id);
+        // A timeout is blamed on the code that was stuck, not on pytest-timeout's handler.
+        let mut stuck = record(10, "Timeout (>5.0s) from pytest-timeout.");
+        stuck.outcome = Outcome::Timeout;
+        if let Some(exc) = stuck.exception.as_mut() {
+            exc.frames.push(Frame {
+                file: "/v/lib/python3.12/site-packages/pytest_timeout.py".into(),
+                line: 1,
+                function: "handler".into(),
+            });
+        }
+        let timeout = signature_of(&stuck, &ctx);
+        assert_eq!(
+            (timeout.exc_type.as_str(), timeout.owner),
+            ("Timeout", Owner::Library)
+        );
+        assert_eq!(timeout.frame, "aiofoo/loop.py:get_loop");
     }
 }

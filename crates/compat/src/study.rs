@@ -328,7 +328,8 @@ impl Study {
         );
         result.flaky = comparison.flaky;
         result.newly_passing = comparison.newly_passing;
-        let packages = signature::guess_packages(&entry.name);
+        let mut packages = signature::guess_packages(&entry.name);
+        packages.extend(environment::top_level_packages(&venv.python, &entry.name));
         let context = Context {
             tree: &under_asyncbis.tree,
             packages: &packages,
@@ -369,9 +370,15 @@ impl Study {
         let venv_dir = root
             .join("venvs")
             .join(format!("{}-py{}", entry.id(), python.version));
+        // A local project is reinstalled every time (its code changes); PyPI pins never are.
+        let freshness = match source {
+            Source::Pypi => String::new(),
+            Source::Local(_) => format!("{:?}", std::time::SystemTime::now()),
+        };
         let fingerprint = short_hash(&[
             &entry.install.join("\u{1}"),
             &python.path.to_string_lossy(),
+            &freshness,
             "v1",
         ]);
         let venv = environment::prepare_venv(
