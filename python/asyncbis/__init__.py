@@ -10,7 +10,10 @@ from __future__ import annotations
 import asyncio as _asyncio
 from asyncio import *  # noqa: F403  (stock asyncio for every name we do not change)
 
-from . import _core  # noqa: F401  (asyncbis._core is part of the public surface)
+from . import (
+    _core,  # noqa: F401  (asyncbis._core is part of the public surface)
+    switches,
+)
 from ._core import (
     CancelScope,
     checkpoint,
@@ -21,10 +24,12 @@ from ._core import (
     move_on_after,
     move_on_at,
 )
-from ._runner import Runner, root_group, run
+from ._loops import get_event_loop, get_event_loop_policy, set_event_loop_policy
+from ._patch import patch_asyncio, unpatch_asyncio
+from ._runner import Runner, create_task, root_group, run
 from ._task import Task
 from ._taskgroup import TaskGroup, TaskStatus
-from ._timeouts import Timeout, shield, timeout, timeout_at
+from ._timeouts import Timeout, shield, timeout, timeout_at, wait_for
 
 __version__ = "0.1.0"
 
@@ -37,6 +42,14 @@ __all__ = [  # noqa: F405
     "TaskStatus",
     "Timeout",
     "checkpoint",
+    "create_task",
+    "get_event_loop",
+    "get_event_loop_policy",
+    "set_event_loop_policy",
+    "patch_asyncio",
+    "unpatch_asyncio",
+    "switches",
+    "wait_for",
     "checkpoint_if_cancelled",
     "current_effective_deadline",
     "fail_after",

@@ -1,55 +1,191 @@
 """run() and Runner: a real event loop whose tasks are asyncbis tasks in a root task group.
 
-The loop is never wrapped: asyncbis installs its task factory on the loop object itself, so
-every future (sockets, executors, subprocesses) belongs to the one loop.
+The loop is never wrapped: asyncbis puts its task machinery on the loop object itself (a task
+factory, or the patched ``BaseEventLoop.create_task`` after patch_asyncio()), so every future
+(sockets, executors, subprocesses, async-generator finalisers) belongs to the one loop, and any
+asyncio loop works (stock, uvloop).
+
+Shutdown (switch ``graceful-signals``, on by default): the first SIGINT or SIGTERM cancels the
+root task group, so every task sees CancelledError at its next yield point and shielded
+finalisers run to completion; the second SIGINT or SIGTERM is a hard shutdown (KeyboardInterrupt
+raised wherever the loop is, or death by SIGTERM). After a graceful SIGINT, run() raises
+KeyboardInterrupt; after a graceful SIGTERM the runner closes its loop and the process ends the
+way a SIGTERM-killed process does (the default handler is restored and the signal re-raised:
+exit status -15 / 143; atexit handlers do not run, exactly as for a plain SIGTERM).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import weakref
-from collections.abc import Callable, Coroutine
+import contextlib
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
-from . import _core
+from . import _core, _stats, _stock, switches
 from ._taskgroup import TaskGroup
 
 T = TypeVar("T")
 
-# loop -> its root task group (while the runner's main is running)
-_root_groups: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, TaskGroup] = (
-    weakref.WeakKeyDictionary()
-)
+# loop -> its root task group (while a runner's main, or a patched run_until_complete, runs)
+_root_groups: dict[Any, TaskGroup] = {}
 
 
 def root_group(loop: asyncio.AbstractEventLoop) -> TaskGroup | None:
     """The root task group of ``loop``, or None outside asyncbis.run()/Runner."""
-    try:
-        return _root_groups.get(loop)
-    except TypeError:  # a loop type without weakref support
-        return None
+    return _root_groups.get(loop)
+
+
+def _patched_active() -> bool:
+    from . import _patch
+
+    return _patch.is_patched()
 
 
 def spawn_ungrouped(
-    task: asyncio.Future, coro: Any, loop: asyncio.AbstractEventLoop, *, name=None, context=None
+    task: asyncio.Future,
+    coro: Any,
+    loop: asyncio.AbstractEventLoop,
+    *,
+    name=None,
+    context=None,
+    eager_start: bool = False,
 ) -> None:
-    """Initialise a directly constructed Task (``asyncbis.Task(coro)``)."""
-    _core._init_task(task, coro, loop, name, context)
+    """Initialise a directly constructed Task (``asyncbis.Task(coro)``, and after
+    patch_asyncio() every task a loop without a task factory creates). ``eager_start`` (3.12+)
+    runs the first step at once when the loop is running."""
+    _stats.count_task(loop)
+    _core._init_task(task, coro, loop, name, context, eager_start=eager_start)
+
+
+def new_task(loop: asyncio.AbstractEventLoop, coro: Any, name: Any = None, context: Any = None):
+    """An asyncbis task on ``loop``: in the loop's root group when there is one (and the
+    root-task-group switch is on), else ungrouped."""
+    _stats.count_task(loop)
+    group = _root_groups.get(loop)
+    if group is not None and group.accepts_tasks and switches.enabled("root-task-group"):
+        return group.create_task(coro, name=name, context=context)
+    return _core.spawn(loop, coro, name=name, context=context)
 
 
 def task_factory(
     loop: asyncio.AbstractEventLoop, coro: Any, *, name=None, context=None, eager_start=None
 ) -> asyncio.Future:
     """The loop's task factory: tasks created outside a group join the root group."""
-    group = root_group(loop)
-    if group is not None and group.accepts_tasks:
-        return group.create_task(coro, name=name, context=context)
-    return _core.spawn(loop, coro, name=name, context=context)
+    return new_task(loop, coro, name, context)
 
 
-class Runner:
-    """Like ``asyncio.Runner``, with a root task group around ``main``."""
+def create_task(coro: Any, *, name: Any = None, context: Any = None) -> asyncio.Future:
+    """``asyncio.create_task()`` that always makes an asyncbis task (root group if any)."""
+    loop = asyncio.get_running_loop()
+    factory = loop.get_task_factory()
+    if factory is not None and factory is not task_factory:
+        # A foreign factory the user installed (no-task-factory off): stock behaviour.
+        return _stock.create_task(coro, name=name, context=context)
+    return new_task(loop, coro, name, context)
+
+
+def _refuse_task_factory(loop: Any, factory: Any) -> None:
+    if factory is None or factory is task_factory:
+        return
+    raise RuntimeError(
+        f"asyncbis refuses the task factory {factory!r}: every task must be an asyncbis task "
+        "for cancel scopes and task groups to work (switch no-task-factory). Create tasks "
+        "with TaskGroup.create_task() or asyncio.create_task(); or turn the switch off with "
+        "asyncbis.switches.disable('no-task-factory') or ASYNCBIS_DISABLE=no-task-factory."
+    )
+
+
+def install_on_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Give ``loop`` the asyncbis task machinery (idempotent)."""
+    _stats.count_loop(loop)
+    if _patched_active() and isinstance(loop, _stock.BaseEventLoop):
+        # The patched BaseEventLoop.create_task already makes asyncbis tasks, and the loop's
+        # get_task_factory() keeps answering None like a stock loop.
+        return
+    if loop.get_task_factory() is not task_factory:
+        if isinstance(loop, _stock.BaseEventLoop):
+            _stock.loop_set_task_factory(loop, task_factory)
+        else:
+            loop.set_task_factory(task_factory)
+    if isinstance(loop, _stock.BaseEventLoop) and "set_task_factory" not in vars(loop):
+        # An unpatched stock loop: guard its set_task_factory (an instance attribute).
+        def set_task_factory(factory: Any, _loop: Any = loop) -> None:
+            if switches.enabled("no-task-factory"):
+                _refuse_task_factory(_loop, factory)
+                factory = task_factory
+            _stock.loop_set_task_factory(_loop, factory)
+
+        loop.set_task_factory = set_task_factory  # type: ignore[method-assign]
+
+
+async def _root_main(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T:
+    """The root task's body: main inside the root task group."""
+    group = TaskGroup()
+    main_exc: BaseException | None = None
+    previous = _root_groups.get(loop)
+    try:
+        async with group:
+            _root_groups[loop] = group
+            try:
+                result = await coro
+            except BaseException as exc:
+                main_exc = exc
+                raise
+            if not switches.enabled("structured-exit"):
+                # Stock asyncio.run(): leftover background tasks are cancelled when main returns.
+                group.cancel("main returned (structured-exit is off)")
+            return result
+    except BaseExceptionGroup as eg:
+        # main's own exception, alone, propagates unchanged (as asyncio.run and trio.run do)
+        if main_exc is not None and len(eg.exceptions) == 1 and eg.exceptions[0] is main_exc:
+            raise main_exc from None
+        raise
+    finally:
+        if previous is None:
+            _root_groups.pop(loop, None)
+        else:
+            _root_groups[loop] = previous
+
+
+@contextlib.contextmanager
+def _sniffio_name() -> Iterator[None]:
+    """sniffio reports "asyncbis" on this thread while the loop runs (switch sniffio-name)."""
+    sniffio = sys.modules.get("sniffio")
+    if sniffio is None:
+        try:
+            import sniffio
+        except ImportError:
+            yield
+            return
+    if not switches.enabled("sniffio-name"):
+        yield
+        return
+    from . import _anyio_alias
+
+    _anyio_alias.install()
+    local = sniffio.thread_local
+    previous = getattr(local, "name", None)
+    local.name = "asyncbis"
+    try:
+        yield
+    finally:
+        local.name = previous
+
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Runner(_stock.Runner):
+    """``asyncio.Runner`` with a root task group around each ``run()`` (switch root-task-group)
+    and graceful signal handling (switch graceful-signals); see the module docstring.
+
+    Built on the stock class (3.11-3.13 share its private layout: ``_loop``, ``_context``,
+    ``_interrupt_count``), so close(), get_loop() and the context manager are stock.
+    """
 
     def __init__(
         self,
@@ -57,101 +193,111 @@ class Runner:
         debug: bool | None = None,
         loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
     ) -> None:
-        self._debug = debug
-        self._loop_factory = loop_factory
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._closed = False
-        self._context: contextvars.Context | None = None
-
-    def __enter__(self) -> Runner:
-        self._lazy_init()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def get_loop(self) -> asyncio.AbstractEventLoop:
-        self._lazy_init()
-        assert self._loop is not None
-        return self._loop
+        super().__init__(debug=debug, loop_factory=loop_factory)
+        self._signal_received: int | None = None
+        self._root_task: asyncio.Future | None = None
 
     def _lazy_init(self) -> None:
-        if self._closed:
-            raise RuntimeError("Runner is closed")
-        if self._loop is not None:
-            return
-        if self._loop_factory is None:
-            self._loop = asyncio.new_event_loop()
-        else:
-            self._loop = self._loop_factory()
-        if self._debug is not None:
-            self._loop.set_debug(self._debug)
-        self._loop.set_task_factory(task_factory)
-        self._context = contextvars.copy_context()
+        super()._lazy_init()  # type: ignore[misc]
+        install_on_loop(self._loop)  # type: ignore[attr-defined]
 
-    def run(self, coro: Coroutine[Any, Any, T], *, context: contextvars.Context | None = None) -> T:
+    def run(self, coro: Coroutine[Any, Any, T], *, context: Any = None) -> T:
+        """Run ``coro`` in the embedded loop, inside a fresh root task group; return its result."""
         if not asyncio.iscoroutine(coro):
             raise ValueError(f"a coroutine was expected, got {coro!r}")
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            pass
-        else:
-            coro.close()
+        if asyncio.events._get_running_loop() is not None:
             raise RuntimeError("Runner.run() cannot be called from a running event loop")
         self._lazy_init()
-        loop = self._loop
-        assert loop is not None
+        main: Coroutine[Any, Any, T] = coro
+        if switches.enabled("root-task-group"):
+            main = _root_main(self._loop, coro)  # type: ignore[attr-defined]
+        with _sniffio_name():
+            if not switches.enabled("graceful-signals"):
+                return super().run(main, context=context)
+            return self._run_graceful(main, context)
+
+    # -- graceful shutdown -------------------------------------------------------------------
+    def _run_graceful(self, main: Coroutine[Any, Any, T], context: Any) -> T:
+        loop: asyncio.AbstractEventLoop = self._loop  # type: ignore[attr-defined]
         if context is None:
-            context = self._context
-        root = _core.spawn(loop, _root_main(loop, coro), context=context)
-        return loop.run_until_complete(root)
-
-    def close(self) -> None:
-        if self._closed:
-            return
+            context = self._context  # type: ignore[attr-defined]
+        task = loop.create_task(main, context=context)
+        self._root_task = task
+        self._signal_received = None
+        installed = self._install_handlers()
         try:
-            loop = self._loop
-            if loop is None:
-                return
             try:
-                _cancel_leftovers(loop)
-                loop.run_until_complete(loop.shutdown_asyncgens())
-                loop.run_until_complete(loop.shutdown_default_executor())
-            finally:
-                loop.close()
-                self._loop = None
-        finally:
-            self._closed = True
-
-
-async def _root_main(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T:
-    group = TaskGroup()
-    main_exc: BaseException | None = None
-    try:
-        async with group:
-            _root_groups[loop] = group
-            try:
-                return await coro
+                result = loop.run_until_complete(task)
             except BaseException as exc:
-                main_exc = exc
+                if self._signal_received == signal.SIGINT and isinstance(
+                    exc, asyncio.CancelledError
+                ):
+                    raise KeyboardInterrupt() from None
                 raise
-    except BaseExceptionGroup as eg:
-        # main's own exception, alone, propagates unchanged (as asyncio.run and trio.run do)
-        if main_exc is not None and len(eg.exceptions) == 1 and eg.exceptions[0] is main_exc:
-            raise main_exc from None
-        raise
-    finally:
-        _root_groups.pop(loop, None)
+            if self._signal_received == signal.SIGINT:
+                raise KeyboardInterrupt()
+            return result
+        finally:
+            self._restore_handlers(installed)
+            self._root_task = None
+            if self._signal_received == signal.SIGTERM:
+                self._die_by_sigterm()
 
+    def _install_handlers(self) -> dict[int, Any]:
+        installed: dict[int, Any] = {}
+        if threading.current_thread() is not threading.main_thread():
+            return installed
+        for sig in _SIGNALS:
+            current = signal.getsignal(sig)
+            # Like the stock Runner: only take over signals nobody else handles.
+            if sig == signal.SIGINT and current is not signal.default_int_handler:
+                continue
+            if sig == signal.SIGTERM and current != signal.SIG_DFL:
+                continue
+            try:
+                signal.signal(sig, self._on_signal)
+            except ValueError:  # embedded interpreter without signal support
+                continue
+            installed[sig] = current
+        return installed
 
-def _cancel_leftovers(loop: asyncio.AbstractEventLoop) -> None:
-    pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
-    if not pending:
-        return
-    for t in pending:
-        t.cancel()
-    loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    def _restore_handlers(self, installed: dict[int, Any]) -> None:
+        for sig, previous in installed.items():
+            if signal.getsignal(sig) == self._on_signal:
+                signal.signal(sig, previous)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        loop = self._loop  # type: ignore[attr-defined]
+        if self._signal_received is None and self._root_task is not None:
+            self._signal_received = signum
+            # Cancel from the loop (never from inside a signal handler), and wake the loop if
+            # it is idle in select(): call_soon_threadsafe writes to its self-pipe.
+            loop.call_soon_threadsafe(self._cancel_root, signum)
+            return
+        # The second signal: hard shutdown.
+        if signum == signal.SIGTERM:
+            self._die_by_sigterm()
+        raise KeyboardInterrupt()
+
+    def _cancel_root(self, signum: int) -> None:
+        reason = f"{signal.Signals(signum).name} received"
+        group = _root_groups.get(self._loop)  # type: ignore[attr-defined]
+        if group is not None:
+            group.cancel(reason)
+        elif self._root_task is not None:
+            self._root_task.cancel(reason)
+
+    def _die_by_sigterm(self) -> None:
+        try:
+            self.close()
+        finally:
+            _stats.write()
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):
+                    stream.flush()
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.raise_signal(signal.SIGTERM)
+            os._exit(128 + signal.SIGTERM)  # not reached unless SIGTERM is blocked
 
 
 def run(
@@ -160,14 +306,19 @@ def run(
     debug: bool | None = None,
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
 ) -> T:
-    """Run ``main`` in a new loop whose tasks all belong to task groups; return its result."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        pass
-    else:
+    """Run ``main`` in a new event loop inside a root task group and return its result.
+
+    Every task created outside a group joins the root group; a failing background task cancels
+    it and its exception reaches the caller. run() returns when main *and* every background
+    task are done (switch structured-exit). The first SIGINT/SIGTERM cancels the root group
+    (shielded finalisers still run); a graceful SIGINT ends in KeyboardInterrupt, a graceful
+    SIGTERM ends the process as SIGTERM would, after cleanup; a second signal is a hard
+    shutdown (switch graceful-signals). ``loop_factory`` takes any asyncio loop factory
+    (``asyncio.new_event_loop``, ``uvloop.new_event_loop``, ...).
+    """
+    if asyncio.events._get_running_loop() is not None:
         if asyncio.iscoroutine(main):
             main.close()
-        raise RuntimeError("asyncbis.run() cannot be called from a running event loop")
+        raise RuntimeError("asyncio.run() cannot be called from a running event loop")
     with Runner(debug=debug, loop_factory=loop_factory) as runner:
         return runner.run(main)

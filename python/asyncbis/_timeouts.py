@@ -1,12 +1,21 @@
-"""timeout()/timeout_at() as level-cancelling cancel scopes, and the inline shield()."""
+"""timeout()/timeout_at()/wait_for() as level-cancelling cancel scopes, and the inline shield().
+
+Switches: ``scoped-timeouts`` (off: stock asyncio.timeout/timeout_at/wait_for) and
+``inline-shield`` (off: stock asyncio.shield). Both are read when the object is used, so
+turning a switch off affects later calls. Inside a task that is not an asyncbis task (a
+foreign task factory, with no-task-factory off) the stock versions are used too: cancel
+scopes need an asyncbis task.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import enum
 import math
 from collections.abc import Awaitable, Generator
 from typing import Any, TypeVar
 
-from . import _core
+from . import _core, _stock, switches
 
 T = TypeVar("T")
 
@@ -14,71 +23,134 @@ T = TypeVar("T")
 def _to_deadline(when: float | None) -> float:
     if when is None:
         return math.inf
-    if not isinstance(when, (int, float)):
+    if isinstance(when, bool) or not isinstance(when, (int, float)):
         raise TypeError(f"the deadline must be a number or None, got {type(when).__name__}")
     if math.isnan(when):
         raise ValueError("the deadline must not be NaN")
     return float(when)
 
 
-class Timeout:
-    """An asynchronous context manager like ``asyncio.Timeout``, built on a cancel scope.
+def _scopes_usable() -> bool:
+    return _core.current_task_core() is not None
 
-    While the deadline has passed, every yield point inside raises CancelledError (level
-    cancellation); on exit that becomes TimeoutError. ``shield=True`` also blocks
-    cancellation from outside.
+
+class _State(enum.Enum):
+    # the stock asyncio.Timeout states and their repr names
+    CREATED = "created"
+    ENTERED = "active"
+    EXPIRING = "expiring"
+    EXPIRED = "expired"
+    EXITED = "finished"
+
+
+class Timeout:
+    """``asyncio.Timeout`` built on a cancel scope.
+
+    Once the deadline has passed, every yield point inside raises CancelledError (level
+    cancellation); on exit that becomes TimeoutError — only in the timeout whose own deadline
+    expired. ``shield=True`` also blocks cancellation from outside. ``None`` means no deadline.
     """
 
-    __slots__ = ("_scope",)
+    __slots__ = ("_when", "_shield", "_scope", "_stock", "_state")
 
     def __init__(self, when: float | None, *, shield: bool = False) -> None:
-        self._scope = _core.fail_at(_to_deadline(when), shield=shield)
+        _to_deadline(when)  # validate early
+        self._when = None if when is None else float(when)
+        self._shield = bool(shield)
+        self._scope: _core.CancelScope | None = None
+        self._stock: Any = None
+        self._state = _State.CREATED
 
     @property
-    def cancel_scope(self) -> _core.CancelScope:
+    def cancel_scope(self) -> _core.CancelScope | None:
+        """The underlying cancel scope (None before entering, or when running stock)."""
         return self._scope
 
     def when(self) -> float | None:
-        deadline = self._scope.deadline
-        return None if deadline == math.inf else deadline
+        """The deadline (loop.time() clock), or None for no deadline."""
+        if self._stock is not None:
+            return self._stock.when()
+        return self._when
 
     def reschedule(self, when: float | None) -> None:
-        if not self._scope.active:
-            state = "expired" if self._scope.cancel_called else "not entered or exited"
-            raise RuntimeError(f"Timeout is {state}; only an active timeout can be rescheduled")
-        self._scope.deadline = _to_deadline(when)
+        """Move the deadline (earlier cancels at once if passed; later re-arms the timer)."""
+        if self._stock is not None:
+            self._stock.reschedule(when)
+            return
+        if self._state is not _State.ENTERED:
+            if self._state is _State.CREATED:
+                raise RuntimeError("Timeout has not been entered")
+            raise RuntimeError(f"Cannot change state of {self._state.value} Timeout")
+        deadline = _to_deadline(when)
+        self._when = None if when is None else deadline
+        assert self._scope is not None
+        self._scope.deadline = deadline
 
     def expired(self) -> bool:
-        return self._scope.deadline_expired
+        """Whether the deadline passed while the block ran (stock meaning)."""
+        if self._stock is not None:
+            return self._stock.expired()
+        self._sync_state()
+        return self._state in (_State.EXPIRING, _State.EXPIRED)
+
+    def _sync_state(self) -> None:
+        scope = self._scope
+        if self._state is _State.ENTERED and scope is not None and scope.deadline_expired:
+            self._state = _State.EXPIRING
 
     def __repr__(self) -> str:
-        scope = self._scope
-        if scope.active:
-            state = "expiring" if scope.cancel_called else "active"
-        elif scope.cancel_called or scope.cancelled_caught:
-            state = "expired" if scope.deadline_expired else "cancelled"
-        else:
-            state = "created" if not scope.deadline_expired else "expired"
-        when = self.when()
-        extra = f" when={when}" if when is not None else " when=None"
-        return f"<Timeout [{state}]{extra}>"
+        if self._stock is not None:
+            return repr(self._stock)
+        self._sync_state()
+        info = ""
+        if self._state is _State.ENTERED:
+            when = round(self._when, 3) if self._when is not None else None
+            info = f" when={when}"
+        extra = " shield=True" if self._shield else ""
+        return f"<Timeout [{self._state.value}]{info}{extra}>"
 
     async def __aenter__(self) -> Timeout:
+        if self._state is not _State.CREATED:
+            raise RuntimeError("Timeout has already been entered")
+        if asyncio.current_task() is None:
+            raise RuntimeError("Timeout should be used inside a task")
+        if not switches.enabled("scoped-timeouts") or not _scopes_usable():
+            if self._shield:
+                raise RuntimeError(
+                    "Timeout(shield=True) needs the scoped-timeouts switch and an asyncbis task"
+                )
+            self._state = _State.ENTERED
+            self._stock = _stock.Timeout(self._when)
+            await self._stock.__aenter__()
+            return self
+        self._scope = _core.fail_at(_to_deadline(self._when), shield=self._shield)
         self._scope.__enter__()
+        self._state = _State.ENTERED
         return self
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> bool | None:
-        return self._scope.__exit__(exc_type, exc, tb)
+        if self._stock is not None:
+            return await self._stock.__aexit__(exc_type, exc, tb)
+        assert self._scope is not None
+        self._sync_state()
+        try:
+            caught = self._scope.__exit__(exc_type, exc, tb)
+        except TimeoutError:
+            self._state = _State.EXPIRED
+            raise
+        self._state = _State.EXITED if self._state is _State.ENTERED else _State.EXPIRED
+        return caught
 
 
 def timeout(delay: float | None, *, shield: bool = False) -> Timeout:
-    """``async with timeout(5):`` — TimeoutError if the block is still running after 5 s."""
+    """``async with timeout(5):`` — TimeoutError if the block is still running after 5 s.
+
+    ``None`` means no deadline (set one later with ``reschedule()``).
+    """
+    loop = asyncio.get_running_loop()
     if delay is None:
         return Timeout(None, shield=shield)
-    import asyncio
-
-    loop = asyncio.get_running_loop()
-    if not isinstance(delay, (int, float)):
+    if isinstance(delay, bool) or not isinstance(delay, (int, float)):
         raise TypeError(f"the delay must be a number or None, got {type(delay).__name__}")
     return Timeout(loop.time() + delay, shield=shield)
 
@@ -88,9 +160,48 @@ def timeout_at(when: float | None, *, shield: bool = False) -> Timeout:
     return Timeout(when, shield=shield)
 
 
+async def wait_for(fut: Awaitable[T], timeout: float | None) -> T:
+    """Wait for ``fut`` with a time limit (stock signature); TimeoutError when it expires.
+
+    Built on the scoped timeout: the awaitable runs in the calling task (a future or task is
+    cancelled on timeout, as in stock asyncio 3.12+). ``None`` waits without a limit.
+    """
+    if not switches.enabled("scoped-timeouts") or not _scopes_usable():
+        return await _stock.wait_for(fut, timeout)
+    if timeout is not None and timeout <= 0:
+        # Like stock: no time at all; a done future still gives its result.
+        task = asyncio.ensure_future(fut)
+        if task.done():
+            return task.result()
+        await _cancel_and_wait(task)
+        try:
+            return task.result()
+        except asyncio.CancelledError as exc:
+            raise TimeoutError from exc
+    async with timeout_at(None if timeout is None else asyncio.get_running_loop().time() + timeout):
+        return await fut
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _cancel_and_wait(fut: asyncio.Future[Any]) -> None:
+    loop = asyncio.get_running_loop()
+    waiter = loop.create_future()
+
+    def done(_: Any) -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    fut.add_done_callback(done)
+    try:
+        fut.cancel()
+        await waiter
+    finally:
+        fut.remove_done_callback(done)
+
+
 class _Shielded:
     """What shield() returns: awaiting it runs the awaitable in the awaiting task, inside a
-    shielded cancel scope. wait(), gather() and wait_for() accept it (it is awaitable)."""
+    shielded cancel scope. ``await``, wait_for(), wait() and gather() accept it."""
 
     __slots__ = ("_aw",)
 
@@ -101,6 +212,8 @@ class _Shielded:
         return self._run().__await__()
 
     async def _run(self) -> Any:
+        if not _scopes_usable():
+            return await _stock.shield(self._aw)
         with _core.CancelScope(shield=True):
             return await self._aw
 
@@ -109,7 +222,13 @@ class _Shielded:
 
 
 def shield(aw: Awaitable[T]) -> Awaitable[T]:
-    """Protect ``aw`` and the awaiting task from cancellation from outside while it runs."""
+    """Protect ``aw`` and the awaiting task from cancellation from outside while it runs.
+
+    With the inline-shield switch on (default), ``aw`` runs in the awaiting task under a
+    shielded cancel scope; off, this is stock ``asyncio.shield()``.
+    """
+    if not switches.enabled("inline-shield"):
+        return _stock.shield(aw)
     if not hasattr(aw, "__await__"):
         raise TypeError(f"shield() needs an awaitable, got {type(aw).__name__}")
     return _Shielded(aw)

@@ -1,0 +1,137 @@
+"""patch_asyncio(): make existing asyncio code run on asyncbis.
+
+Names are replaced where asyncio code looks them up at call time, not only on the ``asyncio``
+package: stock ``wait_for`` reads ``timeouts.timeout`` (3.12+), ``asyncio.run`` reads
+``runners.Runner``, every loop's ``create_task`` reads ``tasks.Task``, unittest's
+IsolatedAsyncioTestCase / pytest-asyncio / AnyIO use ``asyncio.Runner``. The loop classes are
+not wrapped: ``BaseEventLoop.create_task`` makes asyncbis tasks (in the root group when there is
+one), ``set_task_factory`` enforces the no-task-factory switch, and ``run_until_complete(coro)``
+runs the coroutine in a root task group (switch root-task-group).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import asyncio.base_events
+import asyncio.events
+import asyncio.runners
+import asyncio.taskgroups
+import asyncio.tasks
+import asyncio.timeouts
+from typing import Any
+
+from . import _core, _loops, _runner, _stats, _stock, _timeouts, switches
+from ._task import Task
+from ._taskgroup import TaskGroup
+
+_patched = False
+
+
+def is_patched() -> bool:
+    return _patched
+
+
+def _create_task(self: Any, coro: Any, *, name: Any = None, context: Any = None) -> Any:
+    if self._task_factory is None:
+        self._check_closed()
+        return _runner.new_task(self, coro, name, context)
+    return _stock.loop_create_task(self, coro, name=name, context=context)
+
+
+def _set_task_factory(self: Any, factory: Any) -> None:
+    if switches.enabled("no-task-factory"):
+        _runner._refuse_task_factory(self, factory)
+    _stock.loop_set_task_factory(self, factory)
+
+
+def _run_until_complete(self: Any, future: Any) -> Any:
+    if (
+        asyncio.iscoroutine(future)
+        and switches.enabled("root-task-group")
+        and _runner.root_group(self) is None
+        and not self.is_running()
+    ):
+        self._check_closed()
+        _stats.count_task(self)
+        task = _core.spawn(self, _runner._root_main(self, future))
+        task._log_destroy_pending = False  # as stock does for the task it makes
+        future = task
+    return _stock.loop_run_until_complete(self, future)
+
+
+def _names() -> list[tuple[Any, str, Any]]:
+    """(module or class, attribute, asyncbis value) for every patched name."""
+    taskgroup = TaskGroup if switches.enabled("scoped-taskgroups") else _stock.TaskGroup
+    out: list[tuple[Any, str, Any]] = []
+    for mod in (asyncio, asyncio.tasks):
+        out += [
+            (mod, "Task", Task),
+            (mod, "shield", _timeouts.shield),
+            (mod, "wait_for", _timeouts.wait_for),
+        ]
+    for mod in (asyncio, asyncio.timeouts):
+        out += [
+            (mod, "timeout", _timeouts.timeout),
+            (mod, "timeout_at", _timeouts.timeout_at),
+            (mod, "Timeout", _timeouts.Timeout),
+        ]
+    for mod in (asyncio, asyncio.taskgroups):
+        out.append((mod, "TaskGroup", taskgroup))
+    for mod in (asyncio, asyncio.runners):
+        out += [(mod, "run", _runner.run), (mod, "Runner", _runner.Runner)]
+    out += [
+        (asyncio, "get_event_loop", _loops.get_event_loop),
+        (asyncio, "get_event_loop_policy", _loops.get_event_loop_policy),
+        (asyncio, "set_event_loop_policy", _loops.set_event_loop_policy),
+        (asyncio.base_events.BaseEventLoop, "create_task", _create_task),
+        (asyncio.base_events.BaseEventLoop, "set_task_factory", _set_task_factory),
+        (asyncio.base_events.BaseEventLoop, "run_until_complete", _run_until_complete),
+    ]
+    return out
+
+
+_saved: list[tuple[Any, str, Any]] = []
+
+
+def patch_asyncio() -> None:
+    """Make asyncio run on asyncbis: asyncio.run/Runner/new_event_loop()+run_until_complete,
+    IsolatedAsyncioTestCase and pytest-asyncio all get asyncbis tasks and a root task group;
+    asyncio.Task, TaskGroup, shield, timeout, timeout_at, Timeout and wait_for become the
+    asyncbis ones. Idempotent; unpatch_asyncio() undoes it."""
+    global _patched
+    if _patched:
+        return
+    for owner, attr, value in _names():
+        _saved.append((owner, attr, owner.__dict__.get(attr, _MISSING)))
+        setattr(owner, attr, value)
+    _patched = True
+
+
+def unpatch_asyncio() -> None:
+    """Undo patch_asyncio() (for tests). Tasks already created stay asyncbis tasks."""
+    global _patched
+    if not _patched:
+        return
+    while _saved:
+        owner, attr, value = _saved.pop()
+        if value is _MISSING:
+            delattr(owner, attr)
+        else:
+            setattr(owner, attr, value)
+    _patched = False
+
+
+def _refresh() -> None:
+    """Switch values changed: re-install the names whose choice is made at patch time."""
+    if _patched:
+        taskgroup = TaskGroup if switches.enabled("scoped-taskgroups") else _stock.TaskGroup
+        asyncio.TaskGroup = taskgroup  # type: ignore[misc]
+        asyncio.taskgroups.TaskGroup = taskgroup  # type: ignore[misc]
+
+
+class _Missing:
+    pass
+
+
+_MISSING = _Missing()
+switches._on_change(_refresh)

@@ -1,0 +1,112 @@
+"""Activation statistics for the breakage study: how many asyncbis tasks and loops a process saw.
+
+With ``ASYNCBIS_STATS_DIR=DIR`` (and autopatch on), every process writes ``DIR/<pid>.json`` at
+exit. A run whose files all say 0 tasks was not running on asyncbis.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import sys
+import weakref
+from typing import Any
+
+_tasks = 0
+_loops: weakref.WeakSet[Any] = weakref.WeakSet()
+_loop_ids: set[int] = set()  # loops without weakref support
+_loop_count = 0
+_last_loop: Any = None
+_written = False
+
+
+def count_task(loop: Any) -> None:
+    """Called for each asyncbis task the surface creates (cheap: one compare, usually)."""
+    global _tasks, _last_loop, _loop_count
+    _tasks += 1
+    if loop is _last_loop:
+        return
+    try:
+        if loop not in _loops:
+            _loops.add(loop)
+            _loop_count += 1
+    except TypeError:
+        if id(loop) not in _loop_ids:
+            _loop_ids.add(id(loop))
+            _loop_count += 1
+    _last_loop = loop  # a strong reference to one loop only; replaced by the next one
+
+
+def count_loop(loop: Any) -> None:
+    """A loop that got the asyncbis task machinery (even if no task was created on it)."""
+    global _loop_count
+    try:
+        if loop not in _loops:
+            _loops.add(loop)
+            _loop_count += 1
+    except TypeError:
+        if id(loop) not in _loop_ids:
+            _loop_ids.add(id(loop))
+            _loop_count += 1
+
+
+def tasks_created() -> int:
+    return _tasks
+
+
+def loops_seen() -> int:
+    return _loop_count
+
+
+def snapshot() -> dict[str, Any]:
+    from . import __version__, switches
+
+    return {
+        "pid": os.getpid(),
+        "tasks": _tasks,
+        "loops": _loop_count,
+        "disabled": switches.disabled(),
+        "python": ".".join(map(str, sys.version_info[:3])),
+        "asyncbis": __version__,
+    }
+
+
+def write(directory: str | None = None) -> str | None:
+    """Write DIR/<pid>.json (once per process); returns the path, or None without a directory."""
+    global _written
+    directory = directory or os.environ.get("ASYNCBIS_STATS_DIR")
+    if not directory or _written:
+        return None
+    _written = True
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, f"{os.getpid()}.json")
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(snapshot(), f)
+    os.replace(tmp, path)
+    return path
+
+
+def _reset_after_fork() -> None:
+    global _tasks, _loop_count, _last_loop, _written
+    _tasks = 0
+    _loop_count = 0
+    _last_loop = None
+    _written = False
+    _loops.clear()
+    _loop_ids.clear()
+
+
+_registered = False
+
+
+def enable_at_exit() -> None:
+    """Arrange for write() at interpreter exit (idempotent)."""
+    global _registered
+    if _registered:
+        return
+    _registered = True
+    atexit.register(write)
+    if hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_reset_after_fork)
