@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import resource
-from time import perf_counter
+from time import perf_counter, process_time
 
 ECHO_PAYLOAD = b"x" * 64
 
@@ -44,6 +44,15 @@ class API:
         return self.flavour == "stock"
 
 
+def _start() -> tuple[float, float]:
+    return perf_counter(), process_time()
+
+
+def _elapsed(t0: tuple[float, float]) -> dict:
+    """Wall time and CPU time (user+sys of this process) since _start()."""
+    return {"seconds": perf_counter() - t0[0], "cpu_seconds": process_time() - t0[1]}
+
+
 def _maxrss_kib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
@@ -53,26 +62,26 @@ async def spawn(api: API, n: int) -> dict:
         pass
 
     TaskGroup = api.TaskGroup
-    t0 = perf_counter()
+    t0 = _start()
     async with TaskGroup() as tg:
         create_task = tg.create_task
         for _ in range(n):
             create_task(child())
-    return {"seconds": perf_counter() - t0}
+    return _elapsed(t0)
 
 
 async def sleep0(api: API, n: int) -> dict:
     sleep = api.sleep
-    t0 = perf_counter()
+    t0 = _start()
     for _ in range(n):
         await sleep(0)
-    return {"seconds": perf_counter() - t0}
+    return _elapsed(t0)
 
 
 async def nested_timeouts(api: API, n: int) -> dict:
     timeout = api.timeout
     probe = timeout(10)
-    t0 = perf_counter()
+    t0 = _start()
     if hasattr(probe, "__aenter__"):
         for _ in range(n):
             async with timeout(10), timeout(10):
@@ -81,23 +90,23 @@ async def nested_timeouts(api: API, n: int) -> dict:
         for _ in range(n):
             with timeout(10), timeout(10):
                 pass
-    return {"seconds": perf_counter() - t0, "form": type(probe).__qualname__}
+    return {**_elapsed(t0), "form": type(probe).__qualname__}
 
 
 async def bare_scopes(api: API, n: int) -> dict:
     if api.stock:
         timeout = asyncio.timeout
-        t0 = perf_counter()
+        t0 = _start()
         for _ in range(n):
             async with timeout(None):
                 pass
-        return {"seconds": perf_counter() - t0, "form": "asyncio.timeout(None)"}
+        return {**_elapsed(t0), "form": "asyncio.timeout(None)"}
     CancelScope = api.CancelScope
-    t0 = perf_counter()
+    t0 = _start()
     for _ in range(n):
         with CancelScope():
             pass
-    return {"seconds": perf_counter() - t0, "form": "CancelScope()"}
+    return {**_elapsed(t0), "form": "CancelScope()"}
 
 
 async def _sleeping_group(api: API, n: int, measure_rss: bool) -> dict:
@@ -124,7 +133,7 @@ async def _sleeping_group(api: API, n: int, measure_rss: bool) -> dict:
                 while started < n:
                     await sleep(0)
                 out["rss_kib"] = _maxrss_kib() - base
-                t0 = perf_counter()
+                t0 = _start()
                 raise _Stop
         except* _Stop:
             pass
@@ -136,9 +145,9 @@ async def _sleeping_group(api: API, n: int, measure_rss: bool) -> dict:
             while started < n:
                 await sleep(0)
             out["rss_kib"] = _maxrss_kib() - base
-            t0 = perf_counter()
+            t0 = _start()
             tg.cancel()
-    out["seconds"] = perf_counter() - t0
+    out.update(_elapsed(t0))
     if not measure_rss:
         del out["rss_kib"]
     return out
@@ -190,14 +199,14 @@ async def tcp_echo(api: API, size: tuple[int, int]) -> dict:
         writer.close()
         await writer.wait_closed()
 
-    t0 = perf_counter()
+    t0 = _start()
     async with api.TaskGroup() as tg:
         for _ in range(clients):
             tg.create_task(client())
-    elapsed = perf_counter() - t0
+    elapsed = _elapsed(t0)
     server.close()
     await server.wait_closed()
-    return {"seconds": elapsed}
+    return elapsed
 
 
 CASES = {

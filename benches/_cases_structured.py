@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import gc
 import resource
-from time import perf_counter
+from time import perf_counter, process_time
 
 ECHO_PAYLOAD = b"x" * 64
 
@@ -32,6 +32,15 @@ class API:
         self.CancelScope = self.mod.CancelScope
 
 
+def _start() -> tuple[float, float]:
+    return perf_counter(), process_time()
+
+
+def _elapsed(t0: tuple[float, float]) -> dict:
+    """Wall time and CPU time (user+sys of this process) since _start()."""
+    return {"seconds": perf_counter() - t0[0], "cpu_seconds": process_time() - t0[1]}
+
+
 def _maxrss_kib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
@@ -41,38 +50,38 @@ async def spawn(api: API, n: int) -> dict:
         pass
 
     open_group = api.open_group
-    t0 = perf_counter()
+    t0 = _start()
     async with open_group() as group:
         start_soon = group.start_soon
         for _ in range(n):
             start_soon(child)
-    return {"seconds": perf_counter() - t0}
+    return _elapsed(t0)
 
 
 async def sleep0(api: API, n: int) -> dict:
     sleep = api.sleep
-    t0 = perf_counter()
+    t0 = _start()
     for _ in range(n):
         await sleep(0)
-    return {"seconds": perf_counter() - t0}
+    return _elapsed(t0)
 
 
 async def nested_timeouts(api: API, n: int) -> dict:
     fail_after = api.fail_after
-    t0 = perf_counter()
+    t0 = _start()
     for _ in range(n):
         with fail_after(10), fail_after(10):
             pass
-    return {"seconds": perf_counter() - t0, "form": "fail_after(10)"}
+    return {**_elapsed(t0), "form": "fail_after(10)"}
 
 
 async def bare_scopes(api: API, n: int) -> dict:
     CancelScope = api.CancelScope
-    t0 = perf_counter()
+    t0 = _start()
     for _ in range(n):
         with CancelScope():
             pass
-    return {"seconds": perf_counter() - t0, "form": "CancelScope()"}
+    return {**_elapsed(t0), "form": "CancelScope()"}
 
 
 async def _sleeping_group(api: API, n: int, measure_rss: bool) -> dict:
@@ -95,9 +104,9 @@ async def _sleeping_group(api: API, n: int, measure_rss: bool) -> dict:
             await sleep(0)
         if measure_rss:
             out["rss_kib"] = _maxrss_kib() - base
-        t0 = perf_counter()
+        t0 = _start()
         group.cancel_scope.cancel()
-    out["seconds"] = perf_counter() - t0
+    out.update(_elapsed(t0))
     return out
 
 
@@ -145,13 +154,13 @@ async def _tcp_echo_trio(api: API, clients: int, rounds: int) -> dict:
         serve = functools.partial(trio.serve_tcp, handle, 0, host="127.0.0.1")
         listeners = await server_group.start(serve)
         port = listeners[0].socket.getsockname()[1]
-        t0 = perf_counter()
+        t0 = _start()
         async with trio.open_nursery() as group:
             for _ in range(clients):
                 group.start_soon(client, port)
-        elapsed = perf_counter() - t0
+        elapsed = _elapsed(t0)
         server_group.cancel_scope.cancel()
-    return {"seconds": elapsed}
+    return elapsed
 
 
 async def _tcp_echo_anyio(api: API, clients: int, rounds: int) -> dict:
@@ -185,14 +194,14 @@ async def _tcp_echo_anyio(api: API, clients: int, rounds: int) -> dict:
     port = listener.extra(SocketAttribute.local_port)
     async with anyio.create_task_group() as server_group:
         server_group.start_soon(listener.serve, handle)
-        t0 = perf_counter()
+        t0 = _start()
         async with anyio.create_task_group() as group:
             for _ in range(clients):
                 group.start_soon(client, port)
-        elapsed = perf_counter() - t0
+        elapsed = _elapsed(t0)
         server_group.cancel_scope.cancel()
     await listener.aclose()
-    return {"seconds": elapsed}
+    return elapsed
 
 
 async def tcp_echo(api: API, size: tuple[int, int]) -> dict:

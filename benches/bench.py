@@ -68,6 +68,7 @@ CASE_BY_ID = {c.id: c for c in CASES}
 @dataclass
 class Cell:
     samples: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
     loads: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
@@ -75,6 +76,10 @@ class Cell:
     @property
     def median(self) -> float | None:
         return statistics.median(self.samples) if self.samples else None
+
+    @property
+    def cpu_median(self) -> float | None:
+        return statistics.median(self.cpu) if self.cpu else None
 
 
 def parse_list(value: str | None, known: list[str], what: str) -> list[str]:
@@ -246,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     value = res[case.metric]
                     cell.samples.append(value)
+                    if case.metric == "seconds" and "cpu_seconds" in res:
+                        cell.cpu.append(res["cpu_seconds"])
                     cell.loads.append(os.getloadavg()[0])
                     for key in ("form", "task_type", "loop_type"):
                         if key in res:
@@ -261,9 +268,10 @@ def main(argv: list[str] | None = None) -> int:
     suite_seconds = time.perf_counter() - t_suite
     load_end = os.getloadavg()
 
-    def ratio(case_id: str, rt: str) -> float | None:
+    def ratio(case_id: str, rt: str, cpu: bool = False) -> float | None:
         base = RUNTIMES[rt][0] or rt
-        m, b = cells[(case_id, rt)].median, cells.get((case_id, base), Cell()).median
+        this, other = cells[(case_id, rt)], cells.get((case_id, base), Cell())
+        m, b = (this.cpu_median, other.cpu_median) if cpu else (this.median, other.median)
         if m is None or b is None or b == 0:
             return None
         return m / b
@@ -323,6 +331,25 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("spread (max-min)/median:")
     print(render_table(header, spread_rows))
+    cpu_rows = []
+    for c in cases:
+        if c.metric != "seconds":
+            continue
+        row = [c.title(ns.quick)]
+        for rt in runtimes:
+            cell = cells[(c.id, rt)]
+            if rt not in available or cell.cpu_median is None:
+                row.append("-")
+            else:
+                row.append(
+                    f"{fmt_value(cell.cpu_median, 'seconds')} {fmt_ratio(ratio(c.id, rt, True))}"
+                )
+        cpu_rows.append(row)
+    if cpu_rows:
+        print()
+        print("CPU time of the measured section (process_time, user+sys; less disturbed by")
+        print("other load than wall time, but blind to time spent waiting), medians and ratios:")
+        print(render_table(header, cpu_rows))
     types, warnings = [], []
     for rt in available:
         seen = {
@@ -394,6 +421,9 @@ def main(argv: list[str] | None = None) -> int:
                             "loadavg1": cells[(c.id, rt)].loads,
                             "median": cells[(c.id, rt)].median,
                             "ratio": ratio(c.id, rt),
+                            "cpu_samples": cells[(c.id, rt)].cpu,
+                            "cpu_median": cells[(c.id, rt)].cpu_median,
+                            "cpu_ratio": ratio(c.id, rt, True),
                             "errors": cells[(c.id, rt)].errors,
                             **cells[(c.id, rt)].extra,
                         }
