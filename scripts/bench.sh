@@ -17,6 +17,9 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="${PYTHON:-python3}"
 VENV="${BENCH_VENV:-$ROOT/.venv-bench}"
+# cargo's cache for the release build lives beside the venv, so that recreating the
+# venv (another PYTHON) does not throw the compiled dependencies away
+TARGET="$VENV-target"
 
 log() { printf 'bench.sh: %s\n' "$*" >&2; }
 
@@ -63,7 +66,7 @@ else
         log "building asyncbis (release) from $ROOT; log in $VENV/build.log"
         rm -rf "$VENV/wheels"
         # own target dir: never disturbs (or waits on) the developers' debug builds
-        if (cd "$ROOT" && CARGO_TARGET_DIR="$VENV/target" "$VENV/bin/maturin" build \
+        if (cd "$ROOT" && CARGO_TARGET_DIR="$TARGET" "$VENV/bin/maturin" build \
             --release --interpreter "$VPY" --out "$VENV/wheels") >"$VENV/build.log" 2>&1 &&
             "$VPY" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps \
                 "$VENV"/wheels/asyncbis-*.whl >>"$VENV/build.log" 2>&1; then
