@@ -19,6 +19,9 @@ import zipfile
 
 import pytest
 
+# Each run makes venvs and reruns the fixture's hanging test once per switch: minutes, not seconds.
+pytestmark = pytest.mark.timeout(900)
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 FIXTURE = REPO / "tests" / "fixtures" / "compat_project"
 TEST_FILE = "tests/test_fixture.py"

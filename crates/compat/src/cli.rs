@@ -10,6 +10,7 @@ USAGE:
     asyncbis-compat check PATH [OPTIONS]    the same comparison on a local project
     asyncbis-compat list [--corpus FILE]    validate a manifest and list its projects
     asyncbis-compat render --from report.json [--out DIR]   re-render a report
+    asyncbis-compat services NAME...        start servers (redis, postgres, memcached) on 127.0.0.1
 
 OPTIONS:
     --corpus FILE|quick|default   corpus manifest (default: quick, the built-in quick subset)
@@ -40,6 +41,7 @@ pub enum Command {
     Check(PathBuf),
     List,
     Render(PathBuf),
+    Services(Vec<String>),
     Help,
     Version,
 }
@@ -167,7 +169,7 @@ pub fn parse_args(args: &[String]) -> Result<Options, String> {
             }
             word if command_word.is_none()
                 && positional.is_empty()
-                && ["run", "check", "list", "render", "help"].contains(&word) =>
+                && ["run", "check", "list", "render", "services", "help"].contains(&word) =>
             {
                 command_word = Some(word.to_string())
             }
@@ -192,6 +194,10 @@ pub fn parse_args(args: &[String]) -> Result<Options, String> {
             _ => return Err(format!("check takes one directory, got {positional:?}")),
         },
         Some("list") => Command::List,
+        Some("services") if positional.is_empty() => {
+            return Err("services needs names: redis, postgres, memcached".into())
+        }
+        Some("services") => Command::Services(positional.clone()),
         Some("render") => Command::Render(render_from.ok_or("render needs --from report.json")?),
         Some(_) => Command::Help,
     };
@@ -252,6 +258,10 @@ mod tests {
             Command::Render(PathBuf::from("r.json"))
         );
         assert_eq!(parse("--help").unwrap().command, Command::Help);
+        assert_eq!(
+            parse("services redis postgres").unwrap().command,
+            Command::Services(vec!["redis".into(), "postgres".into()])
+        );
     }
 
     #[test]
@@ -267,6 +277,7 @@ mod tests {
             ("stray", "unexpected argument"),
             ("render", "--from"),
             ("check p --shard 1/2", "corpus runs"),
+            ("services", "needs names"),
         ] {
             let err = parse(line).unwrap_err();
             assert!(err.contains(expected), "{line}: {err}");

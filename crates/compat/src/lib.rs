@@ -46,6 +46,7 @@ pub fn main_with_args(args: Vec<String>) -> i32 {
         }
         Command::List => list(&options),
         Command::Render(from) => render(&from, &options.out),
+        Command::Services(names) => start_services(&names, &options),
         Command::Run => run_corpus(&options),
         Command::Check(path) => check(&path, &options),
     };
@@ -85,6 +86,26 @@ fn list(options: &Options) -> Result<i32, String> {
         println!("{}=={}{services}{skip}", entry.name, entry.version);
     }
     eprintln!("{} projects", corpus.projects.len());
+    Ok(0)
+}
+
+fn start_services(names: &[String], options: &Options) -> Result<i32, String> {
+    for name in names {
+        if services::spec(name).is_none() {
+            return Err(format!(
+                "unknown service {name} (known: {})",
+                manifest::KNOWN_SERVICES.join(", ")
+            ));
+        }
+    }
+    let env = services::Services::new(!options.no_services).ensure(names)?;
+    for (key, value) in env {
+        println!("export {key}={value}");
+    }
+    eprintln!(
+        "asyncbis-compat: running on 127.0.0.1: {}",
+        names.join(", ")
+    );
     Ok(0)
 }
 

@@ -10,12 +10,32 @@ pub struct Finished {
     pub code: Option<i32>,
     /// The cap was reached and the whole process group was killed.
     pub killed_at_cap: bool,
+    /// The work was done (the marker appeared) but the process would not exit.
+    pub lingered: bool,
     pub wall_seconds: f64,
 }
+
+/// How long a process may linger after reporting it is done (e.g. joining leftover
+/// multiprocessing workers at exit) before it is interrupted.
+pub const LINGER_GRACE: Duration = Duration::from_secs(30);
+/// After the interrupt, how long exit handlers (asyncbis's stats file) get before the kill.
+const INTERRUPT_GRACE: Duration = Duration::from_secs(10);
 
 /// Runs `command` with stdout and stderr appended to `log`, killing its whole process group
 /// (servers and workers it started included) once `cap` has passed.
 pub fn run_capped(command: &mut Command, log: &Path, cap: Duration) -> Result<Finished, String> {
+    run_capped_with_marker(command, log, cap, None, LINGER_GRACE)
+}
+
+/// Like `run_capped`; once `done_marker` exists, a process still running after a grace period
+/// gets SIGINT (so exit handlers still run), then the group is killed.
+pub fn run_capped_with_marker(
+    command: &mut Command,
+    log: &Path,
+    cap: Duration,
+    done_marker: Option<&Path>,
+    linger_grace: Duration,
+) -> Result<Finished, String> {
     let describe = format!("{:?}", command.get_program());
     let log_file = std::fs::OpenOptions::new()
         .create(true)
@@ -35,6 +55,9 @@ pub fn run_capped(command: &mut Command, log: &Path, cap: Duration) -> Result<Fi
         .map_err(|err| format!("cannot start {describe}: {err}"))?;
     let group = child.id() as i32;
     let mut killed_at_cap = false;
+    let mut lingered = false;
+    let mut done_since: Option<Instant> = None;
+    let mut interrupted_at: Option<Instant> = None;
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,
@@ -43,23 +66,39 @@ pub fn run_capped(command: &mut Command, log: &Path, cap: Duration) -> Result<Fi
         }
         if !killed_at_cap && started.elapsed() > cap {
             killed_at_cap = true;
-            kill_group(group);
+            signal(-group, libc::SIGKILL);
+        }
+        if done_since.is_none() && done_marker.is_some_and(Path::exists) {
+            done_since = Some(Instant::now());
+        }
+        match (done_since, interrupted_at) {
+            (Some(done), None) if done.elapsed() > linger_grace => {
+                lingered = true;
+                interrupted_at = Some(Instant::now());
+                signal(group, libc::SIGINT);
+            }
+            (_, Some(interrupted)) if interrupted.elapsed() > INTERRUPT_GRACE => {
+                signal(-group, libc::SIGKILL)
+            }
+            _ => {}
         }
         std::thread::sleep(Duration::from_millis(100));
     };
     // Leftovers (test servers, xdist workers) must not outlive the run.
-    kill_group(group);
+    signal(-group, libc::SIGKILL);
     Ok(Finished {
         code: status.code(),
         killed_at_cap,
+        lingered,
         wall_seconds: started.elapsed().as_secs_f64(),
     })
 }
 
-fn kill_group(group: i32) {
-    // SAFETY: kill(2) with a negative pid signals the process group we created; no memory involved.
+/// Signals a process (pid > 0) or a process group (pid < 0).
+fn signal(pid: i32, signal: i32) {
+    // SAFETY: kill(2) only sends a signal to processes we started; no memory is involved.
     unsafe {
-        libc::kill(-group, libc::SIGKILL);
+        libc::kill(pid, signal);
     }
 }
 
@@ -123,6 +162,23 @@ mod tests {
             Duration::from_secs(1)
         )
         .is_err());
+        // Done (marker present) but lingering: interrupted after the grace period, not at the cap.
+        let marker = dir.join("done");
+        std::fs::write(&marker, "").unwrap();
+        let mut lingering = Command::new("sh");
+        lingering.args(["-c", "trap 'exit 7' INT; while true; do sleep 0.1; done"]);
+        let started = std::time::Instant::now();
+        let finished = run_capped_with_marker(
+            &mut lingering,
+            &log,
+            Duration::from_secs(120),
+            Some(&marker),
+            Duration::from_millis(200),
+        )
+        .unwrap();
+        assert!(finished.lingered && !finished.killed_at_cap);
+        assert_eq!(finished.code, Some(7));
+        assert!(started.elapsed() < Duration::from_secs(20));
         let _ = std::fs::remove_dir_all(dir);
         assert_eq!(tail("héllo", 3), "llo");
     }

@@ -153,7 +153,10 @@ pub fn culprit_frame<'f>(
         .iter()
         .rev()
         .map(|frame| (frame, classify_frame(&frame.file, context)))
-        .find(|(_, owner)| !owner.is_machinery() && !(stuck && *owner == Owner::Harness))
+        .find(|(_, owner)| {
+            let skipped = owner.is_machinery() || (stuck && *owner == Owner::Harness);
+            !skipped
+        })
         .or_else(|| {
             frames
                 .last()

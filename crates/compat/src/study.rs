@@ -4,7 +4,7 @@ use crate::analysis::{self, Attribution, RerunOutcomes, SWITCHES};
 use crate::cache::{short_hash, Cache, Mode, RunKey};
 use crate::environment::{self, Python, Venv};
 use crate::manifest::ProjectEntry;
-use crate::process::{read_tail, run_capped};
+use crate::process::{read_tail, run_capped_with_marker, LINGER_GRACE};
 use crate::progress::Progress;
 use crate::results::{parse_junit, parse_recorder, Counts, Outcome, TestRecord};
 use crate::services::Services;
@@ -79,6 +79,9 @@ pub struct SuiteRun {
     pub tests: BTreeMap<String, TestRecord>,
     pub exit_status: Option<i32>,
     pub killed_at_cap: bool,
+    /// pytest finished but the process had to be interrupted to exit (leftover workers).
+    #[serde(default)]
+    pub lingered: bool,
     pub wall_seconds: f64,
     pub activation: Option<Activation>,
     /// Where the tests ran (frames under it are the project's tree).
@@ -503,7 +506,7 @@ fn entry_fingerprint(entry: &ProjectEntry, source: &Source) -> String {
         &env.join("\u{1}"),
         &local,
         // bump when the recorder or the way runs are made changes
-        "runner-v1",
+        "runner-v2",
     ])
 }
 
@@ -565,6 +568,9 @@ impl SuiteRunner<'_> {
         std::fs::create_dir_all(&stats_dir)
             .map_err(|err| format!("cannot create {}: {err}", stats_dir.display()))?;
         let record_path = run_dir.join("record.jsonl");
+        // Written by the recorder when the pytest session ends (see asyncbis_compat_recorder).
+        let finished_marker = run_dir.join("record.jsonl.finished");
+        let mut lingered = false;
         let log = run_dir.join("output.log");
         let batches: Vec<Vec<String>> = if selection.is_empty() {
             vec![self.entry.tests.clone()]
@@ -579,11 +585,16 @@ impl SuiteRunner<'_> {
             let junit = run_dir.join(format!("junit-{index}.xml"));
             let mut command =
                 self.pytest_command(mode, targets, &junit, &record_path, &stats_dir, &tree);
-            let finished = run_capped(
+            let _ = std::fs::remove_file(&finished_marker);
+            let cap = Duration::from_secs(self.entry.suite_timeout);
+            let finished = run_capped_with_marker(
                 &mut command,
                 &log,
-                Duration::from_secs(self.entry.suite_timeout),
+                cap,
+                Some(&finished_marker),
+                LINGER_GRACE,
             )?;
+            lingered |= finished.lingered;
             wall_seconds += finished.wall_seconds;
             killed_at_cap |= finished.killed_at_cap;
             exit_status = exit_status.max(finished.code);
@@ -608,6 +619,7 @@ impl SuiteRunner<'_> {
             tests,
             exit_status,
             killed_at_cap,
+            lingered,
             wall_seconds,
             activation,
             tree: tree.to_string_lossy().into_owned(),
@@ -635,12 +647,13 @@ impl SuiteRunner<'_> {
         command
             .args(&self.entry.pytest_args)
             .args(targets)
+            // One module failing to import must not abort the whole session.
             .args([
                 "-p",
                 "asyncbis_compat_recorder",
-                "-o",
-                "junit_family=xunit1",
+                "--continue-on-collection-errors",
             ])
+            .args(["-o", "junit_family=xunit1"])
             .arg(format!("--junitxml={}", junit.display()))
             .arg(format!("--timeout={}", self.entry.timeout))
             .current_dir(tree);

@@ -120,3 +120,12 @@ def pytest_collectreport(report):
 def pytest_sessionfinish(session, exitstatus):
     if not _is_xdist_worker(session.config):
         _write({"event": "finish", "exitstatus": int(exitstatus)})
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    # Tells the study the session is over: a process that then lingers (joining leftover
+    # workers at exit) can be interrupted without losing results.
+    if _RECORD_PATH and not _is_xdist_worker(config):
+        with open(_RECORD_PATH + ".finished", "w"):
+            pass

@@ -12,6 +12,8 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import re
+import urllib.parse
 import urllib.request
 import zipfile
 
@@ -19,8 +21,13 @@ name, version, archive_dir, unpack_dir = sys.argv[1:5]
 os.makedirs(archive_dir, exist_ok=True)
 
 
+def normalise(text):
+    return re.sub(r"[-_.]+", "-", text).lower()
+
+
 def from_json_api():
-    with urllib.request.urlopen(f"https://pypi.org/pypi/{name}/json", timeout=120) as resp:
+    api = f"https://pypi.org/pypi/{name}/json"
+    with urllib.request.urlopen(api, timeout=120) as resp:
         data = json.load(resp)
     files = [f for f in data.get("releases", {}).get(version, []) if f.get("packagetype") == "sdist"]
     if not files:
@@ -28,7 +35,9 @@ def from_json_api():
     info = files[0]
     target = os.path.join(archive_dir, info["filename"])
     if not os.path.exists(target):
-        with urllib.request.urlopen(info["url"], timeout=600) as resp:
+        # Mirrors may answer with URLs relative to the API endpoint.
+        url = urllib.parse.urljoin(api, info["url"])
+        with urllib.request.urlopen(url, timeout=600) as resp:
             payload = resp.read()
         expected = info.get("digests", {}).get("sha256")
         if expected and hashlib.sha256(payload).hexdigest() != expected:
@@ -40,14 +49,18 @@ def from_json_api():
 
 
 def from_pip():
-    before = set(os.listdir(archive_dir))
+    # A private directory: other projects may be downloading into archive_dir concurrently.
+    private = tempfile.mkdtemp(prefix="pip-", dir=archive_dir)
     subprocess.run(
         [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-         f"{name}=={version}", "-d", archive_dir],
+         f"{name}=={version}", "-d", private],
         check=True, stdout=sys.stderr,
     )
-    new = sorted(set(os.listdir(archive_dir)) - before) or sorted(os.listdir(archive_dir))
-    return os.path.join(archive_dir, new[-1])
+    (filename,) = os.listdir(private)
+    target = os.path.join(archive_dir, filename)
+    os.replace(os.path.join(private, filename), target)
+    os.rmdir(private)
+    return target
 
 
 try:
@@ -68,6 +81,12 @@ else:
             tf.extractall(staging)
 entries = os.listdir(staging)
 root = os.path.join(staging, entries[0]) if len(entries) == 1 else staging
+pkg_info = os.path.join(root, "PKG-INFO")
+if os.path.exists(pkg_info):
+    with open(pkg_info, encoding="utf-8", errors="replace") as fh:
+        declared = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("Name:")), name)
+    if normalise(declared) != normalise(name):
+        sys.exit(f"{os.path.basename(archive)} is {declared}, not {name}")
 if os.path.exists(unpack_dir):
     shutil.rmtree(unpack_dir)
 shutil.move(root, unpack_dir)
