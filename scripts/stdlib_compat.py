@@ -14,12 +14,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 import unittest
 
 MODULE_TIMEOUT = 900
+TEST_TIMEOUT = 60  # per test (SIGALRM): a hanging test becomes an error, the module goes on
+
+
+class TestTimedOut(BaseException):
+    pass
+
+
+def _alarm(signum, frame):
+    raise TestTimedOut(f"test ran longer than {TEST_TIMEOUT}s")
 
 
 def list_modules() -> list[str]:
@@ -44,6 +54,14 @@ class _Recorder(unittest.TextTestResult):
 
     def _tid(self, test) -> str:
         return test.id()
+
+    def startTest(self, test):
+        super().startTest(test)
+        signal.alarm(TEST_TIMEOUT)
+
+    def stopTest(self, test):
+        signal.alarm(0)
+        super().stopTest(test)
 
     def addSuccess(self, test):
         super().addSuccess(test)
@@ -94,6 +112,7 @@ def run_one(module: str, mode: str, disable: str | None) -> dict:
     from test import support
 
     support.verbose = 0
+    signal.signal(signal.SIGALRM, _alarm)
     suite = unittest.defaultTestLoader.loadTestsFromName(f"test.test_asyncio.{module}")
     with open(os.devnull, "w") as sink:
         runner = unittest.TextTestRunner(stream=sink, resultclass=_Recorder, verbosity=0)

@@ -297,7 +297,7 @@ def test_uvloop_loop_factory():
 
     async def main():
         assert isinstance(asyncio.get_running_loop(), uvloop.Loop)
-        t = asyncio.create_task(child())
+        asyncio.create_task(child())
         async with asyncbis.timeout(0.01):
             with pytest.raises(asyncio.CancelledError):
                 await asyncio.sleep(1)

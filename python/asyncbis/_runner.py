@@ -196,6 +196,27 @@ class Runner(_stock.Runner):
         super().__init__(debug=debug, loop_factory=loop_factory)
         self._signal_received: int | None = None
         self._root_task: asyncio.Future | None = None
+        self._hard_shutdown = False
+
+    def close(self) -> None:
+        """Shut down and close the loop (stock); after a hard shutdown (second signal), close
+        it without waiting for tasks that are still finalising."""
+        if not self._hard_shutdown:
+            return super().close()
+        loop = self._loop  # type: ignore[attr-defined]
+        if loop is None:
+            return None
+        try:
+            for t in asyncio.all_tasks(loop):
+                t._log_destroy_pending = False  # type: ignore[attr-defined]
+        finally:
+            if self._set_event_loop:  # type: ignore[attr-defined]
+                asyncio.set_event_loop(None)
+            loop.close()
+            self._loop = None
+            # the stock Runner's private state (3.11-3.13): closed
+            self._state = asyncio.runners._State.CLOSED  # type: ignore[attr-defined]
+        return None
 
     def _lazy_init(self) -> None:
         super()._lazy_init()  # type: ignore[misc]
@@ -275,6 +296,7 @@ class Runner(_stock.Runner):
             loop.call_soon_threadsafe(self._cancel_root, signum)
             return
         # The second signal: hard shutdown.
+        self._hard_shutdown = True
         if signum == signal.SIGTERM:
             self._die_by_sigterm()
         raise KeyboardInterrupt()

@@ -1,0 +1,225 @@
+"""patch_asyncio(): existing asyncio code runs on asyncbis (DESIGN §4.3, §4.7)."""
+
+from __future__ import annotations
+
+import asyncio
+import asyncio.runners
+import asyncio.taskgroups
+import asyncio.tasks
+import asyncio.timeouts
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import unittest
+
+import pytest
+
+import asyncbis
+from asyncbis import switches
+
+
+@pytest.fixture(autouse=True)
+def _patched():
+    state = switches.snapshot()
+    asyncbis.patch_asyncio()
+    yield
+    asyncbis.unpatch_asyncio()
+    switches.restore(state)
+
+
+def test_names_are_patched_where_they_are_looked_up():
+    assert asyncio.Task is asyncio.tasks.Task is asyncbis.Task
+    assert asyncio.TaskGroup is asyncio.taskgroups.TaskGroup is asyncbis.TaskGroup
+    assert asyncio.shield is asyncio.tasks.shield is asyncbis.shield
+    assert asyncio.wait_for is asyncio.tasks.wait_for is asyncbis.wait_for
+    assert asyncio.timeout is asyncio.timeouts.timeout is asyncbis.timeout
+    assert asyncio.timeout_at is asyncio.timeouts.timeout_at is asyncbis.timeout_at
+    assert asyncio.Timeout is asyncio.timeouts.Timeout is asyncbis.Timeout
+    assert asyncio.run is asyncio.runners.run is asyncbis.run
+    assert asyncio.Runner is asyncio.runners.Runner is asyncbis.Runner
+
+
+def test_idempotent_and_unpatch_restores_stock():
+    stock_shield = asyncbis._stock.shield
+    asyncbis.patch_asyncio()
+    asyncbis.patch_asyncio()
+    asyncbis.unpatch_asyncio()
+    assert asyncio.shield is stock_shield
+    assert asyncio.Task is asyncbis._stock.Task
+    assert "create_task" not in vars(asyncio.BaseEventLoop) or (
+        asyncio.BaseEventLoop.create_task is asyncbis._stock.loop_create_task
+    )
+    asyncbis.unpatch_asyncio()  # twice is fine
+    asyncbis.patch_asyncio()
+    assert asyncio.shield is asyncbis.shield
+
+
+def _probe():
+    loop = asyncio.get_running_loop()
+    return (
+        isinstance(asyncio.current_task(), asyncio.Task),
+        type(asyncio.current_task()) is asyncbis.Task,
+        asyncbis.root_group(loop) is not None,
+    )
+
+
+def test_asyncio_run_gets_asyncbis_tasks_and_a_root_group():
+    async def main():
+        t = asyncio.create_task(asyncio.sleep(0))
+        assert isinstance(t, asyncio.Task) and type(t) is asyncbis.Task
+        await t
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(asyncio.sleep(0))
+        async with asyncio.timeout(1):
+            await asyncio.shield(asyncio.sleep(0))
+        return _probe()
+
+    assert asyncio.run(main()) == (True, True, True)
+
+
+def test_asyncio_runner_gets_a_root_group():
+    async def main():
+        return _probe()
+
+    with asyncio.Runner() as runner:
+        assert runner.run(main()) == (True, True, True)
+
+
+def test_new_event_loop_run_until_complete_gets_a_root_group():
+    async def main():
+        return _probe(), asyncio.get_running_loop().get_task_factory()
+
+    loop = asyncio.new_event_loop()
+    try:
+        assert loop.run_until_complete(main()) == ((True, True, True), None)
+        fut = loop.create_future()
+        loop.call_soon(fut.set_result, 3)
+        assert loop.run_until_complete(fut) == 3
+    finally:
+        loop.close()
+
+
+def test_stock_wait_for_and_timeouts_module_use_scoped_timeouts():
+    # 3.12+'s stock wait_for reads asyncio.timeouts.timeout; the prototype missed that.
+    async def main():
+        async with asyncio.timeouts.timeout(0.01) as t:
+            assert isinstance(t, asyncbis.Timeout)
+            with pytest.raises(asyncio.CancelledError):
+                await asyncio.sleep(1)
+            await asyncio.sleep(0)
+
+    with pytest.raises(TimeoutError):
+        asyncio.run(main())
+
+
+def test_isolated_async_test_case_runs_on_asyncbis():
+    results = []
+
+    class T(unittest.IsolatedAsyncioTestCase):
+        async def asyncSetUp(self):
+            results.append(("setup", _probe()))
+
+        async def test_it(self):
+            results.append(("test", _probe()))
+
+    outcome = unittest.TestResult()
+    unittest.defaultTestLoader.loadTestsFromTestCase(T).run(outcome)
+    assert outcome.wasSuccessful(), outcome.errors + outcome.failures
+    assert results == [("setup", (True, True, True)), ("test", (True, True, True))]
+
+
+def test_loop_set_task_factory_refused_while_patched():
+    loop = asyncio.new_event_loop()
+    try:
+        with pytest.raises(RuntimeError, match="no-task-factory"):
+            loop.set_task_factory(
+                asyncio.eager_task_factory if sys.version_info >= (3, 12) else print
+            )
+        switches.disable("no-task-factory")
+        loop.set_task_factory(lambda lp, coro, **kw: asyncio.tasks._PyTask(coro, loop=lp, **kw))
+        assert loop.get_task_factory() is not None
+    finally:
+        loop.close()
+
+
+def _run_py(code: str, *args: str, env: dict[str, str] | None = None, cwd=None):
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, *args, "-c", code] if not args else [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=60,
+        cwd=cwd,
+    )
+
+
+SCRIPT = textwrap.dedent(
+    """
+    import asyncio, sys
+    async def main():
+        t = asyncio.create_task(asyncio.sleep(0))
+        await t
+        print(type(t).__module__, type(asyncio.current_task()).__name__, sys.argv[1:])
+    asyncio.run(main())
+    """
+)
+
+
+def test_python_dash_m_asyncbis_runs_a_script_patched(tmp_path):
+    script = tmp_path / "prog.py"
+    script.write_text(SCRIPT)
+    proc = _run_py("", "-m", "asyncbis", str(script), "a", "b")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["asyncbis._task", "Task", "['a',", "'b']"]
+    usage = _run_py("", "-m", "asyncbis")
+    assert usage.returncode == 2 and "usage" in usage.stderr
+
+
+def test_autopatch_and_stats_file(tmp_path):
+    # Like the .pth file does at start-up (it is installed with the wheel; an editable
+    # install may lack it, so the test imports the hook the .pth imports).
+    code = "import asyncbis._autopatch\n" + SCRIPT
+    stats = tmp_path / "stats"
+    proc = _run_py(code, env={"ASYNCBIS_AUTOPATCH": "1", "ASYNCBIS_STATS_DIR": str(stats)})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split()[0] == "asyncbis._task"
+    (file,) = stats.iterdir()
+    data = json.loads(file.read_text())
+    assert data["pid"] == int(file.stem)
+    assert data["tasks"] >= 2 and data["loops"] == 1
+    assert data["disabled"] == [] and data["asyncbis"] == asyncbis.__version__
+    assert data["python"] == ".".join(map(str, sys.version_info[:3]))
+
+
+def test_autopatch_is_inert_without_the_variable(tmp_path):
+    code = "import asyncbis._autopatch, asyncbis.pytest_plugin\n" + SCRIPT
+    env = {"ASYNCBIS_AUTOPATCH": "", "ASYNCBIS_STATS_DIR": str(tmp_path / "s")}
+    proc = _run_py(code, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split()[0] == "_asyncio"
+    assert not (tmp_path / "s").exists()
+
+
+def test_pth_file_activates_when_installed(tmp_path):
+    pth = os.path.join(os.path.dirname(asyncbis.__file__), os.pardir, "asyncbis-autopatch.pth")
+    line = open(pth).read()
+    code = "import site, sys\n" + f"exec({line!r})\n" + SCRIPT
+    proc = _run_py(code, env={"ASYNCBIS_AUTOPATCH": "1"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split()[0] == "asyncbis._task"
+
+
+def test_pytest_plugin_patches_with_autopatch(tmp_path):
+    (tmp_path / "test_x.py").write_text(
+        "import asyncio\n"
+        "def test_x():\n"
+        "    async def main():\n"
+        "        return type(asyncio.current_task()).__module__\n"
+        "    assert asyncio.run(main()) == 'asyncbis._task'\n"
+    )
+    args = ["-m", "pytest", "-q", "-p", "no:cacheprovider"]  # the entry point loads it
+    proc = _run_py("", *args, str(tmp_path), env={"ASYNCBIS_AUTOPATCH": "1"}, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
