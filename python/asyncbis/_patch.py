@@ -49,6 +49,7 @@ def _run_until_complete(self: Any, future: Any) -> Any:
         asyncio.iscoroutine(future)
         and switches.enabled("root-task-group")
         and _runner.root_group(self) is None
+        and not _runner.runner_managed(self)
         and not self.is_running()
     ):
         self._check_closed()

@@ -22,6 +22,7 @@ import os
 import signal
 import sys
 import threading
+import weakref
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
@@ -99,9 +100,22 @@ def _refuse_task_factory(loop: Any, factory: Any) -> None:
     )
 
 
+# loops driven by a Runner: their run_until_complete() calls are not root-group wrapped
+_runner_loops: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def runner_managed(loop: Any) -> bool:
+    try:
+        return loop in _runner_loops
+    except TypeError:
+        return False
+
+
 def install_on_loop(loop: asyncio.AbstractEventLoop) -> None:
     """Give ``loop`` the asyncbis task machinery (idempotent)."""
     _stats.count_loop(loop)
+    with contextlib.suppress(TypeError):
+        _runner_loops.add(loop)
     if _patched_active() and isinstance(loop, _stock.BaseEventLoop):
         # The patched BaseEventLoop.create_task already makes asyncbis tasks, and the loop's
         # get_task_factory() keeps answering None like a stock loop.
