@@ -243,7 +243,11 @@ class Interpreter:
                 raise
             self.record(task, "group_exit", s.id, self.group_caught(group_scope), canonical(exc))
             raise
+        self.after_clean_group_exit(s.id)
         self.record(task, "group_exit", s.id, self.group_caught(group_scope), None)
+
+    def after_clean_group_exit(self, group_id: int) -> None:
+        """Hook: the group ``group_id`` exited without an exception."""
 
     def group_caught(self, group_scope: Any) -> bool | None:
         if "group-cancelled-caught" in mapping.TOLERATED_CORE_BUGS:
@@ -378,6 +382,16 @@ def run_on_trio(program: Program, order: str = "forward") -> Trace:
 class AsyncbisInterpreter(Interpreter):
     """asyncbis on :class:`VirtualClockLoop`."""
 
+    def __init__(self, program: Program) -> None:
+        super().__init__(program)
+        self.groups_with_children: set[int] = set()
+
+    def after_clean_group_exit(self, group_id: int) -> None:
+        core = asyncbis._core.current_task_core()
+        if group_id in self.groups_with_children and core is not None:
+            if core.effectively_cancelled:
+                self.trace.conditions.add("group-exit-not-a-cancel-point")
+
     def now(self) -> float:
         return asyncio.get_running_loop().time()
 
@@ -403,8 +417,10 @@ class AsyncbisInterpreter(Interpreter):
 
     def spawn(self, group: Any, stmt: Spawn) -> None:
         group.create_task(self.child(task_name(stmt.id), stmt.body))
+        self.groups_with_children.add(stmt.group)
 
     async def start(self, group: Any, stmt: Start) -> Any:
+        self.groups_with_children.add(stmt.group)
         try:
             return await group.start(self.started_child, stmt)
         except asyncio.CancelledError:

@@ -140,3 +140,69 @@ def test_child_before_started_is_cancelled_with_its_starter():
 
     asyncbis.run(main())
     assert log == ["child cancelled"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="core bug: leaving a group that still has children, in a host cancelled by an "
+    "outer scope, is not a cancel point: the group exits cleanly and the code after it runs",
+)
+def test_exit_of_a_group_with_children_delivers_an_outer_cancellation():
+    # Trio: the nursery's wait for its children takes the Cancelled and re-raises it once
+    # they are done, so "after the group" is not reached and the outer scope catches it
+    log = []
+
+    async def main():
+        with CancelScope() as outer:
+            async with TaskGroup() as tg:
+                tg.create_task(asyncio.sleep(1))
+                outer.cancel()
+            log.append("after the group")
+        assert outer.cancelled_caught
+
+    asyncbis.run(main())
+    assert log == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="core bug: Task.cancel() of a task waiting at the end of a group is absorbed by "
+    "the group; the task returns normally instead of ending cancelled",
+)
+def test_task_cancel_while_waiting_for_a_group_ends_the_task_cancelled():
+    # Stock asyncio, AnyIO (test_propagate_native_cancellation_from_taskgroup): CancelledError
+    async def runs_a_group():
+        async with TaskGroup() as tg:
+            tg.create_task(asyncio.sleep(2))
+
+    async def main():
+        task = asyncio.get_running_loop().create_task(runs_a_group())
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncbis.run(main())
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="core bug: a child that fails right after started(value), without yielding, "
+    "cancels the group before start() returns, so start() raises instead of returning",
+)
+def test_start_returns_the_value_when_the_child_fails_right_after_started():
+    # Trio and AnyIO (test_start_crash_after_started_call): start() returns 2, the group
+    # then raises ExceptionGroup([the child's error])
+    values = []
+
+    async def child(*, task_status):
+        task_status.started(2)
+        raise BodyError()
+
+    async def main():
+        with pytest.raises(BaseExceptionGroup):
+            async with TaskGroup() as tg:
+                values.append(await tg.start(child))
+
+    asyncbis.run(main())
+    assert values == [2]
