@@ -171,8 +171,6 @@ pub fn fetch_sdist(
 pub struct Venv {
     pub dir: PathBuf,
     pub python: PathBuf,
-    /// Installed distributions and versions (`uv pip freeze`).
-    pub installed: BTreeMap<String, String>,
 }
 
 impl Venv {
@@ -250,26 +248,31 @@ pub fn prepare_venv(
             "pytest-timeout".into(),
         ];
         step(extras, "installing pytest-timeout")?;
-        let purelib = output_of(Command::new(&venv_python).args([
-            "-c",
-            "import sysconfig; print(sysconfig.get_paths()['purelib'])",
-        ]))?;
-        let plugin = Path::new(purelib.trim()).join("asyncbis_compat_recorder.py");
-        std::fs::write(&plugin, RECORDER_PLUGIN)
-            .map_err(|err| format!("cannot write {}: {err}", plugin.display()))?;
         std::fs::write(&marker, fingerprint)
             .map_err(|err| format!("cannot write {}: {err}", marker.display()))?;
     }
-    let freeze = output_of(
-        Command::new(uv)
-            .args(["pip", "freeze", "--python"])
-            .arg(&venv_python),
-    )?;
+    // Rewritten every time: a venv made by an older asyncbis-compat gets the current recorder.
+    let purelib = output_of(Command::new(&venv_python).args([
+        "-c",
+        "import sysconfig; print(sysconfig.get_paths()['purelib'])",
+    ]))?;
+    let plugin = Path::new(purelib.trim()).join("asyncbis_compat_recorder.py");
+    std::fs::write(&plugin, RECORDER_PLUGIN)
+        .map_err(|err| format!("cannot write {}: {err}", plugin.display()))?;
     Ok(Venv {
         dir: venv_dir.to_path_buf(),
         python: venv_python,
-        installed: parse_freeze(&freeze),
     })
+}
+
+/// Installed distributions and versions (`uv pip freeze`).
+pub fn freeze(uv: &Path, venv: &Venv) -> Result<BTreeMap<String, String>, String> {
+    let text = output_of(
+        Command::new(uv)
+            .args(["pip", "freeze", "--python"])
+            .arg(&venv.python),
+    )?;
+    Ok(parse_freeze(&text))
 }
 
 /// Installs the asyncbis wheel into the venv unless this very wheel is already there.

@@ -292,7 +292,7 @@ pub fn render_markdown(report: &Report) -> String {
     );
     let _ = writeln!(
         md,
-        "| tests passing on stock asyncio | {} |",
+        "| tests passing on stock asyncio (first run) | {} |",
         s.stock_passing_tests
     );
     let _ = writeln!(md, "| flaky on stock (ignored) | {} |", s.flaky_tests);
@@ -425,9 +425,10 @@ fn escape(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// Nine switch colours, then the verdicts: combination, unattributed, not reproducible, pending.
 const PALETTE: &[&str] = &[
     "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
-    "#9c755f", "#bab0ac", "#555555", "#cccccc",
+    "#9c755f", "#8c8c8c", "#222222", "#d0d0d0", "#f0e442",
 ];
 
 /// A horizontal stacked bar chart as inline SVG; `series` names the stacked parts.
@@ -564,7 +565,7 @@ pub fn render_html(report: &Report) -> String {
     }
     let _ = write!(
         html,
-        "<table><tr><th>projects compared</th><td>{} of {} ({})</td></tr><tr><th>tests passing on stock asyncio</th><td>{}</td></tr><tr><th>flaky on stock (ignored)</th><td>{}</td></tr><tr><th>newly failing under asyncbis</th><td>{}</td></tr><tr><th>newly passing</th><td>{}</td></tr><tr><th>verdicts</th><td>{}</td></tr><tr><th>attributed</th><td>{:.1}% of reproducible failures</td></tr><tr><th>raised by</th><td>{}</td></tr></table>",
+        "<table><tr><th>projects compared</th><td>{} of {} ({})</td></tr><tr><th>tests passing on stock asyncio (first run)</th><td>{}</td></tr><tr><th>flaky on stock (ignored)</th><td>{}</td></tr><tr><th>newly failing under asyncbis</th><td>{}</td></tr><tr><th>newly passing</th><td>{}</td></tr><tr><th>verdicts</th><td>{}</td></tr><tr><th>attributed</th><td>{:.1}% of reproducible failures</td></tr><tr><th>raised by</th><td>{}</td></tr></table>",
         s.compared,
         s.projects,
         escape(&format_counts(&s.by_status)),

@@ -257,7 +257,10 @@ impl Study {
             }
         }
         let mut result = result;
-        result.installed = venv.installed.clone();
+        result.installed = match environment::freeze(&self.uv, &venv) {
+            Ok(installed) => installed,
+            Err(reason) => return result.stop(Status::SetupFailed, reason),
+        };
         let runner = SuiteRunner {
             study: self,
             entry,
