@@ -11,6 +11,7 @@ import asyncio as _asyncio
 from asyncio import *  # noqa: F403  (stock asyncio for every name we do not change)
 
 from . import (
+    _anyio_alias,
     _core,  # noqa: F401  (asyncbis._core is part of the public surface)
     switches,
 )
@@ -30,6 +31,9 @@ from ._runner import Runner, create_task, root_group, run
 from ._task import Task
 from ._taskgroup import TaskGroup, TaskStatus
 from ._timeouts import Timeout, shield, timeout, timeout_at, wait_for
+
+# anyio.run(..., backend="asyncbis") finds the AnyIO backend (anyio is imported only on demand)
+_anyio_alias.install()
 
 __version__ = "0.1.0"
 

@@ -1,8 +1,10 @@
-"""Keep AnyIO working while sniffio reports "asyncbis".
+"""Make ``anyio._backends._asyncbis`` importable: AnyIO's backend "asyncbis".
 
-AnyIO picks its backend module from sniffio's answer (``anyio._backends._<name>``). Until
-asyncbis ships its own AnyIO backend, ``anyio._backends._asyncbis`` is AnyIO's asyncio backend
-(which then runs on asyncbis tasks).
+AnyIO picks its backend module from the backend name (``anyio.run(..., backend="asyncbis")``)
+or from sniffio's answer (``anyio._backends._<name>``); inside asyncbis loops sniffio reports
+"asyncbis" (switch sniffio-name). ``install()`` (called when asyncbis is imported) adds a
+meta-path finder that answers that one module name with ``asyncbis._anyio_backend``; AnyIO
+itself is imported only when something asks for the backend.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ import sys
 from typing import Any
 
 _NAME = "anyio._backends._asyncbis"
+_IMPLEMENTATION = "asyncbis._anyio_backend"
 
 
 class _Loader(importlib.abc.Loader):
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> Any:
-        return importlib.import_module("anyio._backends._asyncio")
+        return importlib.import_module(_IMPLEMENTATION)
 
     def exec_module(self, module: Any) -> None:
         pass
@@ -35,5 +38,6 @@ _finder = _Finder()
 
 
 def install() -> None:
+    """Register the finder (idempotent)."""
     if _finder not in sys.meta_path:
         sys.meta_path.append(_finder)
