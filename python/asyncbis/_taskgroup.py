@@ -12,19 +12,22 @@ from . import _core
 class TaskStatus:
     """Handed to a task started with ``TaskGroup.start()``; call ``started(value)`` once."""
 
-    __slots__ = ("_future", "_task")
+    __slots__ = ("_future", "_task", "_called")
 
     def __init__(self, future: asyncio.Future) -> None:
         self._future = future
         self._task: Any = None
+        self._called = False
 
     def started(self, value: Any = None) -> None:
-        if self._future.done():
+        if self._called:
             raise RuntimeError("task_status.started() was called twice for the same task")
+        self._called = True
         if self._task is not None:
             # From now on the task is an ordinary member of the group.
             self._task._core.starting = False
-        self._future.set_result(value)
+        if not self._future.done():  # the starter may have been cancelled meanwhile
+            self._future.set_result(value)
 
 
 class TaskGroup(_core.TaskGroup):
@@ -67,7 +70,17 @@ class TaskGroup(_core.TaskGroup):
         try:
             return await started
         except asyncio.CancelledError:
-            # The starter was cancelled: the child has not started, so it goes too.
-            if not started.done():
-                task.cancel()
+            if started.done() and not started.cancelled() and started.exception() is None:
+                # The value arrived before the cancellation: hand it over; the cancellation is
+                # delivered again at the caller's next yield point (level cancellation).
+                return started.result()
+            if status._called:
+                raise
+            # The starter was cancelled before started(): the child is cancelled with it (it
+            # has not joined the group yet) and whatever it raises reaches the starter.
+            task.cancel()
+            with _core.CancelScope(shield=True):
+                await asyncio.wait([task])
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception() from None
             raise

@@ -10,7 +10,7 @@ use pyo3::types::PyList;
 
 use crate::scope::CancelScope;
 use crate::task::{current_core, TaskCore};
-use crate::util::{cached, runtime_error, tree, GilCell};
+use crate::util::{cached, new_marked_cancelled_error, runtime_error, tree, GilCell};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 enum GroupState {
@@ -31,6 +31,9 @@ pub struct TaskGroup {
     errors: GilCell<Vec<Py<PyAny>>>,
     base_error: GilCell<Option<Py<PyAny>>>,
     waiter: GilCell<Option<Py<PyAny>>>,
+    /// A child ended cancelled: its cancellation stands for the group's exit (Trio's nursery
+    /// raises its children's Cancelled), so the exit is a cancel point then.
+    cancelled_children: GilCell<bool>,
 }
 
 impl TaskGroup {
@@ -67,6 +70,7 @@ impl TaskGroup {
             .call_method0(pyo3::intern!(py, "cancelled"))?
             .is_truthy()?
         {
+            this.cancelled_children.set(true);
             return Ok(());
         }
         // exception() also marks it retrieved, so no "never retrieved" log.
@@ -149,43 +153,55 @@ impl TaskGroup {
         Ok(task)
     }
 
+    /// Decides what leaves the group once every child is done. Ok(true): the body's exception
+    /// was absorbed (by the group's own cancellation).
     fn finish(slf: &Bound<'_, Self>, body_exc: Option<Py<PyAny>>) -> PyResult<bool> {
         let py = slf.py();
         let this = slf.get();
-        if let Some(host) = this.host.get_ref(py) {
-            if let Some(t) = host.get().tree_id() {
-                tree().set_delivery_suppressed(t, false);
-            }
+        let host = this.host.take();
+        let host_id = host.as_ref().and_then(|h| h.get().tree_id());
+        if let Some(t) = host_id {
+            tree().set_delivery_suppressed(t, false);
         }
         this.state.set(GroupState::Exited);
-        this.host.set(None);
         let scope = this.scope.bind(py);
         let c = cached(py);
         let body_exc = body_exc.map(|e| e.into_bound(py));
+        // Children that ended cancelled count as cancellations reaching the group's scope.
+        let absorbed = this.cancelled_children.get();
         if let Some(base) = this.base_error.take() {
             let base = base.into_bound(py);
-            CancelScope::exit_impl(scope, Some(&base))?;
+            CancelScope::exit_impl(scope, Some(&base), absorbed)?;
             return Err(PyErr::from_value(base));
         }
         let errors = this.errors.take();
         if !errors.is_empty() {
-            let mut all: Vec<Py<PyAny>> = Vec::with_capacity(errors.len() + 1);
-            if let Some(b) = &body_exc {
-                if !b.is_instance(c.cancelled_error.bind(py))? {
-                    all.push(b.clone().unbind());
-                }
-            }
-            all.extend(errors);
-            let list = PyList::new(py, all)?;
+            let list = PyList::new(py, errors)?;
             let group = c
                 .base_exception_group
                 .bind(py)
                 .call1(("unhandled errors in a TaskGroup", list))?;
-            CancelScope::exit_impl(scope, Some(&group))?;
+            CancelScope::exit_impl(scope, Some(&group), absorbed)?;
             return Err(PyErr::from_value(group));
         }
-        let caught = CancelScope::exit_impl(scope, body_exc.as_ref())?;
-        Ok(caught)
+        if body_exc.is_none() && absorbed {
+            // The children were cancelled by a cancellation that also reaches the host: leaving
+            // the group is a cancel point (Trio raises the children's Cancelled here).
+            let reaching = scope
+                .get()
+                .node()
+                .is_some_and(|n| tree().is_effectively_cancelled(n));
+            if let (true, Some(tid)) = (reaching, host_id) {
+                let reason = tree().delivery_reason(tid);
+                let msg = reason.map(|r| pyo3::types::PyString::new(py, &r).into_any());
+                let ce = new_marked_cancelled_error(py, msg.as_ref(), tid.as_u64())?;
+                if CancelScope::exit_impl(scope, Some(&ce), false)? {
+                    return Ok(false);
+                }
+                return Err(PyErr::from_value(ce));
+            }
+        }
+        CancelScope::exit_impl(scope, body_exc.as_ref(), absorbed)
     }
 }
 
@@ -205,6 +221,7 @@ impl TaskGroup {
             errors: GilCell::new(Vec::new()),
             base_error: GilCell::new(None),
             waiter: GilCell::new(None),
+            cancelled_children: GilCell::new(false),
         })
     }
 
@@ -390,7 +407,18 @@ impl GroupExit {
             let exc = exc.bind(py);
             let c = cached(py);
             if !exc.is_instance(c.cancelled_error.bind(py))? {
-                // The body failed: cancel the children; the error joins the group's.
+                // The body failed: cancel the children; the error joins the group's (as in
+                // asyncio.TaskGroup, Trio and AnyIO, even with no failing child).
+                if exc.is_instance(c.keyboard_interrupt.bind(py))?
+                    || exc.is_instance(c.system_exit.bind(py))?
+                {
+                    if !g.base_error.is_some() {
+                        g.base_error.set(Some(exc.clone().unbind()));
+                    }
+                } else {
+                    g.errors.push(exc.clone().unbind());
+                }
+                self.body_exc.set(None);
                 TaskGroup::cancel_scope_now(group, None)?;
             }
         }

@@ -249,7 +249,13 @@ impl CancelScope {
     }
 
     /// Exits the scope with the exception leaving it. Ok(true) when the scope absorbed it.
-    pub fn exit_impl(slf: &Bound<'_, Self>, exc: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
+    /// `absorbed`: a cancellation already ended inside (a task group's cancelled children); if
+    /// this scope is the one that catches, it counts as caught.
+    pub fn exit_impl(
+        slf: &Bound<'_, Self>,
+        exc: Option<&Bound<'_, PyAny>>,
+        absorbed: bool,
+    ) -> PyResult<bool> {
         let py = slf.py();
         let this = slf.get();
         if this.state.get() != ScopeState::Active {
@@ -277,6 +283,9 @@ impl CancelScope {
         this.thread.set(None);
         let mark = host.get().mark();
         this.host.set(None);
+        if catches && absorbed {
+            this.cancelled_caught.set(true);
+        }
         let Some(exc) = exc.filter(|e| !e.is_none()) else {
             return Ok(false);
         };
@@ -342,7 +351,7 @@ impl CancelScope {
         exc: Option<Bound<'_, PyAny>>,
         _tb: Option<Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
-        Self::exit_impl(slf, exc.as_ref())
+        Self::exit_impl(slf, exc.as_ref(), false)
     }
 
     /// Cancels the scope (idempotent; the first reason given is kept).

@@ -620,6 +620,13 @@ impl TaskCore {
         Ok(())
     }
 
+    /// The task this core steps: asyncio's handle formatting (`_format_handle`, slow-callback
+    /// logs) looks for a task in the callback's `__self__`.
+    #[getter(__self__)]
+    fn owner_task(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.task.get_ref(py)
+    }
+
     #[getter]
     fn coro(&self, py: Python<'_>) -> Option<Py<PyAny>> {
         self.coro.get_ref(py)

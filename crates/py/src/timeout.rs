@@ -158,7 +158,7 @@ impl Timeout {
         exc: Option<Bound<'_, PyAny>>,
         _tb: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Py<Ready>> {
-        let caught = CancelScope::exit_impl(self.scope.bind(py), exc.as_ref())?;
+        let caught = CancelScope::exit_impl(self.scope.bind(py), exc.as_ref(), false)?;
         Ready::new(
             py,
             caught.then(|| {
