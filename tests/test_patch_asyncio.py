@@ -221,5 +221,44 @@ def test_pytest_plugin_patches_with_autopatch(tmp_path):
         "    assert asyncio.run(main()) == 'asyncbis._task'\n"
     )
     args = ["-m", "pytest", "-q", "-p", "no:cacheprovider"]  # the entry point loads it
-    proc = _run_py("", *args, str(tmp_path), env={"ASYNCBIS_AUTOPATCH": "1"}, cwd=tmp_path)
+    # pytest-asyncio, when installed, reads the loop policy (DESIGN §4.2): keep the harness going
+    env = {"ASYNCBIS_AUTOPATCH": "1", "ASYNCBIS_DISABLE": "no-loop-policies"}
+    proc = _run_py("", *args, str(tmp_path), env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_pytest_asyncio_runs_on_asyncbis(tmp_path):
+    pytest.importorskip("pytest_asyncio")
+    (tmp_path / "test_y.py").write_text(
+        "import asyncio, pytest\n"
+        "import asyncbis\n"
+        "@pytest.mark.asyncio\n"
+        "async def test_y():\n"
+        "    assert type(asyncio.current_task()).__module__ == 'asyncbis._task'\n"
+        "    assert asyncbis.root_group(asyncio.get_running_loop()) is not None\n"
+        "    async with asyncio.timeout(1):\n"
+        "        await asyncio.sleep(0)\n"
+    )
+    env = {"ASYNCBIS_AUTOPATCH": "1", "ASYNCBIS_DISABLE": "no-loop-policies"}
+    args = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "ignore::DeprecationWarning"]
+    proc = _run_py("", *args, str(tmp_path), env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "1 passed" in proc.stdout
+
+
+def test_rebind_names_imported_before_patching():
+    import types
+
+    asyncbis.unpatch_asyncio()
+    mod = types.ModuleType("early_importer")
+    mod.Runner, mod.timeout, mod.sleep = asyncio.Runner, asyncio.timeout, asyncio.sleep
+    sys.modules["early_importer"] = mod
+    try:
+        asyncbis.patch_asyncio()
+        assert asyncbis._patch.rebind_imported() >= 2
+        assert mod.Runner is asyncbis.Runner and mod.timeout is asyncbis.timeout
+        assert mod.sleep is asyncio.sleep  # unchanged names stay
+        asyncbis.unpatch_asyncio()
+        assert mod.Runner is asyncbis._stock.Runner and mod.timeout is asyncbis._stock.timeout
+    finally:
+        del sys.modules["early_importer"]

@@ -11,9 +11,11 @@ def activate() -> bool:
     """Patch asyncio if ASYNCBIS_AUTOPATCH=1; returns whether it did."""
     if os.environ.get("ASYNCBIS_AUTOPATCH") != "1":
         return False
-    from . import _stats, patch_asyncio
+    from . import _patch, _stats, patch_asyncio
 
     patch_asyncio()
+    # Modules imported before us (other pytest plugins) may hold stock names already.
+    _patch.rebind_imported()
     if os.environ.get("ASYNCBIS_STATS_DIR"):
         _stats.enable_at_exit()
     return True

@@ -18,6 +18,7 @@ import asyncio.runners
 import asyncio.taskgroups
 import asyncio.tasks
 import asyncio.timeouts
+import sys
 from typing import Any
 
 from . import _core, _loops, _runner, _stats, _stock, _timeouts, switches
@@ -106,6 +107,36 @@ def patch_asyncio() -> None:
         _saved.append((owner, attr, owner.__dict__.get(attr, _MISSING)))
         setattr(owner, attr, value)
     _patched = True
+
+
+def rebind_imported() -> int:
+    """After patch_asyncio(): rebind module globals that already hold a stock object under
+    the same name (``from asyncio import Runner`` run before patching, as pytest plugins
+    loaded ahead of ours do). Returns how many were rebound; unpatch_asyncio() undoes them."""
+    if not _patched:
+        return 0
+    replace: dict[tuple[str, int], Any] = {}
+    for owner, attr, value in _names():
+        if isinstance(owner, type):
+            continue
+        stock = getattr(_stock, attr, None)
+        if stock is not None and stock is not value:
+            replace[(attr, id(stock))] = value
+    count = 0
+    for name, mod in list(sys.modules.items()):
+        if mod is None or name == "asyncio" or name.startswith(("asyncio.", "asyncbis")):
+            continue
+        try:
+            ns = vars(mod)
+        except TypeError:
+            continue
+        for (attr, stock_id), value in replace.items():
+            current = ns.get(attr)
+            if current is not None and id(current) == stock_id:
+                _saved.append((mod, attr, current))
+                setattr(mod, attr, value)
+                count += 1
+    return count
 
 
 def unpatch_asyncio() -> None:
