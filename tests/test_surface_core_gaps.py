@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import asyncio.base_events
+import sys
 
 import pytest
 
 import asyncbis
+from asyncbis import switches
 
 
 @pytest.fixture(autouse=True)
@@ -42,3 +44,37 @@ def test_step_handle_names_its_task():
         loop.close()
     assert getattr(handle._callback, "__self__", None) is task
     assert formatted == expected
+
+
+@pytest.mark.skipif(sys.version_info < (3, 13), reason="3.13+ contract")
+@pytest.mark.xfail(
+    strict=True,
+    reason="core bug: on 3.13 awaiting a task that ended in CancelledError must re-raise the "
+    "very instance the coroutine raised (stock sets the future's cancelled exception; "
+    "test_locks.ConditionTests.test_cancelled_error_wakeup/_re_aquire)",
+)
+def test_awaiting_a_cancelled_task_reraises_its_own_cancelled_error():
+    raised = []
+
+    async def child():
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError as exc:
+            raised.append(exc)
+            raise
+
+    async def main():
+        t = asyncio.create_task(child())
+        await asyncio.sleep(0)
+        t.cancel("foo")
+        try:
+            await t
+        except asyncio.CancelledError as exc:
+            return exc
+
+    switches.disable(*switches.NAMES)
+    try:
+        exc = asyncio.run(main())
+    finally:
+        switches.enable(*switches.NAMES)
+    assert exc is raised[0]
