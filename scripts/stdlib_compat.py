@@ -98,7 +98,17 @@ class _Recorder(unittest.TextTestResult):
             self.details[self._tid(test)] = self._exc_info_to_string(err, test)[-1500:]
 
 
-def run_one(module: str, mode: str, disable: str | None) -> dict:
+def _load(module: str, tests: list[str] | None) -> unittest.TestSuite:
+    loader = unittest.defaultTestLoader
+    prefix = f"test.test_asyncio.{module}."
+    wanted = [t for t in tests or [] if t.startswith(prefix)]
+    if not wanted or len(wanted) != len([t for t in tests or [] if module in t]):
+        # no list, or module-level fixtures (setUpModule/tearDownModule) failed: whole module
+        return loader.loadTestsFromName(f"test.test_asyncio.{module}")
+    return loader.loadTestsFromNames(wanted)
+
+
+def run_one(module: str, mode: str, disable: str | None, tests: list[str] | None = None) -> dict:
     """In this process: (patch and) run one test module; return its outcomes."""
     if mode != "stock":
         from asyncbis import switches
@@ -113,7 +123,7 @@ def run_one(module: str, mode: str, disable: str | None) -> dict:
 
     support.verbose = 0
     signal.signal(signal.SIGALRM, _alarm)
-    suite = unittest.defaultTestLoader.loadTestsFromName(f"test.test_asyncio.{module}")
+    suite = _load(module, tests)
     with open(os.devnull, "w") as sink:
         runner = unittest.TextTestRunner(stream=sink, resultclass=_Recorder, verbosity=0)
         result = runner.run(suite)
@@ -127,21 +137,37 @@ def run_one(module: str, mode: str, disable: str | None) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--mode", choices=["stock", "off", "default"], required=True)
+    ap.add_argument("--mode", choices=["stock", "off", "default"], default="default")
     ap.add_argument("--disable", help="with --mode off: only these switches off")
     ap.add_argument("--only", help="comma-separated module names (test_tasks,...)")
-    ap.add_argument("--tests", help="with --one: only these test ids (comma-separated)")
+    ap.add_argument("--report", metavar="DIR", help="Markdown tables from DIR/*-<ver>.json")
+    ap.add_argument("--tests-file", help="only these test ids (a JSON list)")
+    ap.add_argument(
+        "--attribute",
+        metavar="DEFAULT_JSON",
+        help="rerun the failures of a --mode default run with each switch off alone; "
+        "writes {test: [switches whose being off makes it pass]} to --out",
+    )
     ap.add_argument("--one", help=argparse.SUPPRESS)
     ap.add_argument("--out")
     args = ap.parse_args()
 
+    tests = None
+    if args.tests_file:
+        with open(args.tests_file) as f:
+            tests = json.load(f)
     if args.one:
-        res = run_one(args.one, args.mode, args.disable)
+        res = run_one(args.one, args.mode, args.disable, tests)
         sys.stdout.write("\n@@RESULT@@" + json.dumps(res) + "\n")
+        return 0
+    if args.attribute:
+        return attribute(args.attribute, args.out)
+    if args.report:
+        print(report(args.report))
         return 0
 
     modules = args.only.split(",") if args.only else list_modules()
-    report: dict = {
+    result: dict = {
         "python": sys.version.split()[0],
         "mode": args.mode,
         "disable": args.disable,
@@ -153,6 +179,8 @@ def main() -> int:
         cmd = [sys.executable, __file__, "--mode", args.mode, "--one", mod]
         if args.disable:
             cmd += ["--disable", args.disable]
+        if args.tests_file:
+            cmd += ["--tests-file", args.tests_file]
         start = time.monotonic()
         try:
             proc = subprocess.run(
@@ -170,25 +198,129 @@ def main() -> int:
         except subprocess.TimeoutExpired:
             entry = {"timeout": True}
         entry["seconds"] = round(time.monotonic() - start, 1)
-        report["modules"][mod] = entry
+        result["modules"][mod] = entry
         outcomes = entry.get("outcomes", {})
         bad = sorted(t for t, o in outcomes.items() if o in ("fail", "error"))
         if entry.get("crashed") or entry.get("timeout"):
             why = "timed out" if entry.get("timeout") else "crashed"
             bad.append(f"test.test_asyncio.{mod} (module {why})")
-        report["failed"].extend(bad)
+        result["failed"].extend(bad)
         n = len(outcomes)
         print(f"{mod:28s} {n:5d} tests {len(bad):4d} bad {entry['seconds']:7.1f}s", flush=True)
-    report["seconds"] = round(time.monotonic() - t0, 1)
-    report["total"] = sum(len(m.get("outcomes", {})) for m in report["modules"].values())
+    result["seconds"] = round(time.monotonic() - t0, 1)
+    result["total"] = sum(len(m.get("outcomes", {})) for m in result["modules"].values())
     print(
-        f"total {report['total']} tests, {len(report['failed'])} failed/errored, "
-        f"{report['seconds']}s"
+        f"total {result['total']} tests, {len(result['failed'])} failed/errored, "
+        f"{result['seconds']}s"
     )
     if args.out:
         with open(args.out, "w") as f:
-            json.dump(report, f, indent=1, sort_keys=True)
+            json.dump(result, f, indent=1, sort_keys=True)
     return 0
+
+
+def _run_child(module: str, mode: str, disable: str | None, tests_file: str | None) -> dict:
+    cmd = [sys.executable, __file__, "--mode", mode, "--one", module]
+    if disable:
+        cmd += ["--disable", disable]
+    if tests_file:
+        cmd += ["--tests-file", tests_file]
+    try:
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=MODULE_TIMEOUT, stdin=subprocess.DEVNULL
+        )
+    except subprocess.TimeoutExpired:
+        return {"timeout": True}
+    marker = proc.stdout.rfind("@@RESULT@@")
+    if marker < 0:
+        return {"crashed": True, "stderr": proc.stderr[-3000:]}
+    return json.loads(proc.stdout[marker + len("@@RESULT@@") :])
+
+
+def attribute(default_json: str, out: str | None) -> int:
+    import tempfile
+
+    with open(default_json) as f:
+        failed = json.load(f)["failed"]
+    from asyncbis import switches
+
+    by_module: dict[str, list[str]] = {}
+    for t in failed:
+        mod = next((p for p in t.replace("(", " ").replace(")", " ").split() if "test_" in p), "")
+        mod = mod.split("test.test_asyncio.")[-1].split(".")[0]
+        by_module.setdefault(mod, []).append(t)
+    fixes: dict[str, list[str]] = {t: [] for t in failed}
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as tf:
+        json.dump(failed, tf)
+    for name in switches.NAMES:
+        for mod, tests in sorted(by_module.items()):
+            entry = _run_child(mod, "off", name, tf.name)
+            outcomes = entry.get("outcomes", {})
+            for t in tests:
+                if outcomes.get(t) in ("ok", "skip", "xfail"):
+                    fixes[t].append(name)
+                elif "(module" in t and not (entry.get("timeout") or entry.get("crashed")):
+                    fixes[t].append(name)
+        print(f"{name:20s} fixes {sum(name in v for v in fixes.values()):4d}", flush=True)
+    os.unlink(tf.name)
+    if out:
+        with open(out, "w") as f:
+            json.dump(fixes, f, indent=1, sort_keys=True)
+    return 0
+
+
+def report(directory: str) -> str:
+    """Markdown: per Python, stock vs all-off vs defaults; then defaults' failures by switch."""
+    import glob
+
+    def load(kind: str, ver: str) -> dict | None:
+        path = os.path.join(directory, f"{kind}-{ver}.json")
+        if not os.path.exists(path):
+            return None
+        with open(path) as f:
+            return json.load(f)
+
+    vers = sorted(
+        {p.rsplit("-", 1)[1][:-5] for p in glob.glob(os.path.join(directory, "*-*.json"))}
+    )
+    lines = [
+        "| Python | tests | stock failed | all switches off: failed | beyond stock | "
+        "defaults: failed | beyond stock |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    details: list[str] = []
+    for ver in vers:
+        stock, off, default = load("stock", ver), load("off", ver), load("default", ver)
+        if stock is None:
+            continue
+        base = set(stock["failed"])
+        row = [ver, str(stock["total"]), str(len(base))]
+        for run in (off, default):
+            if run is None:
+                row += ["-", "-"]
+            else:
+                row += [str(len(run["failed"])), str(len(set(run["failed"]) - base))]
+        lines.append("| " + " | ".join(row) + " |")
+        if off is not None and set(off["failed"]) - base:
+            details.append(f"\n### Python {ver}: failures with every switch off\n")
+            for t in sorted(set(off["failed"]) - base):
+                details.append(f"- `{t}`")
+        attribution = load("attribution", ver)
+        if default is not None and attribution is not None:
+            by_switch: dict[str, list[str]] = {}
+            for t in sorted(set(default["failed"]) - base):
+                key = ", ".join(attribution.get(t, [])) or "(no single switch)"
+                by_switch.setdefault(key, []).append(t)
+            details.append(f"\n### Python {ver}: failures with the defaults, by switch\n")
+            details.append("| switch(es) whose being off alone fixes it | failures |")
+            details.append("|---|---|")
+            for key, ts in sorted(by_switch.items(), key=lambda kv: -len(kv[1])):
+                details.append(f"| {key} | {len(ts)} |")
+            for key, ts in sorted(by_switch.items(), key=lambda kv: -len(kv[1])):
+                details.append(f"\n<details><summary>{key} ({len(ts)})</summary>\n")
+                details += [f"- `{t}`" for t in ts]
+                details.append("\n</details>")
+    return "\n".join(lines + details)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Runs CPython's own test_asyncio on each Python three ways: stock; under patch_asyncio() with
+# every asyncbis switch off (must equal stock); with the defaults, whose failures are then
+# attributed to switches (each failing test rerun with one switch off at a time).
+#
+#   bash scripts/stdlib_compat.sh [OUTDIR]          (default OUTDIR: .stdlib-compat)
+#
+# Interpreters: ASYNCBIS_PYTHONS (space-separated) or the venvs scripts/test.sh made
+# (.venv-test/<ver>/bin/python); each must have asyncbis installed. One Python at a time,
+# one test module per process (per-module limit 15 min, per-test 60 s).
+# Writes OUTDIR/{stock,off,default,attribution}-<ver>.json and OUTDIR/report.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-.stdlib-compat}
+mkdir -p "$out"
+pythons=()
+if [[ -n "${ASYNCBIS_PYTHONS:-}" ]]; then
+  read -r -a pythons <<<"$ASYNCBIS_PYTHONS"
+else
+  for v in 3.11 3.12 3.13; do
+    [[ -x ".venv-test/$v/bin/python" ]] && pythons+=(".venv-test/$v/bin/python")
+  done
+fi
+[[ ${#pythons[@]} -gt 0 ]] || { echo "no interpreters: run scripts/test.sh first or set ASYNCBIS_PYTHONS" >&2; exit 2; }
+for py in "${pythons[@]}"; do
+  ver=$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+  "$py" -c 'import asyncbis' || { echo "asyncbis is not installed for $py" >&2; exit 2; }
+  for mode in stock off default; do
+    echo "== Python $ver: $mode"
+    timeout 7200 "$py" scripts/stdlib_compat.py --mode "$mode" --out "$out/$mode-$ver.json"
+  done
+  echo "== Python $ver: attributing the defaults' failures to switches"
+  timeout 7200 "$py" scripts/stdlib_compat.py --attribute "$out/default-$ver.json" \
+    --out "$out/attribution-$ver.json"
+done
+"${pythons[0]}" scripts/stdlib_compat.py --report "$out" | tee "$out/report.md"
