@@ -116,6 +116,9 @@ def run_one(module: str, mode: str, disable: str | None, tests: list[str] | None
         if mode == "off":
             names = disable.split(",") if disable else list(switches.NAMES)
             switches.disable(*names)
+        elif mode == "harness":
+            # the test harness's needs (DESIGN §4.2): loop policies and custom task factories
+            switches.disable(*HARNESS)
         import asyncbis
 
         asyncbis.patch_asyncio()
@@ -137,7 +140,7 @@ def run_one(module: str, mode: str, disable: str | None, tests: list[str] | None
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--mode", choices=["stock", "off", "default"], default="default")
+    ap.add_argument("--mode", choices=["stock", "off", "default", "harness"], default="default")
     ap.add_argument("--disable", help="with --mode off: only these switches off")
     ap.add_argument("--only", help="comma-separated module names (test_tasks,...)")
     ap.add_argument("--report", metavar="DIR", help="Markdown tables from DIR/*-<ver>.json")
@@ -237,24 +240,45 @@ def _run_child(module: str, mode: str, disable: str | None, tests_file: str | No
     return json.loads(proc.stdout[marker + len("@@RESULT@@") :])
 
 
-def attribute(default_json: str, out: str | None) -> int:
+HARNESS = ("no-loop-policies", "no-task-factory")
+
+
+def attribute(run_json: str, out: str | None) -> int:
+    """Attribute each failure of a ``default`` or ``harness`` run to the switches whose being
+    off (alone, on top of the run's own settings) makes it pass. A failure whose error is
+    asyncbis refusing something "(switch NAME)" is attributed to NAME from its message."""
+    import re
     import tempfile
 
-    with open(default_json) as f:
-        failed = json.load(f)["failed"]
+    with open(run_json) as f:
+        run = json.load(f)
+    failed = run["failed"]
+    base_off = list(HARNESS) if run["mode"] == "harness" else []
+    details: dict[str, str] = {}
+    for entry in run["modules"].values():
+        details.update(entry.get("details", {}))
     from asyncbis import switches
 
-    by_module: dict[str, list[str]] = {}
+    fixes: dict[str, list[str]] = {t: [] for t in failed}
+    rerun: list[str] = []
     for t in failed:
+        named = re.findall(r"\(switch ([a-z-]+)\)", details.get(t, ""))
+        if named and named[-1] in switches.NAMES:
+            fixes[t].append(named[-1])
+        else:
+            rerun.append(t)
+    by_module: dict[str, list[str]] = {}
+    for t in rerun:
         mod = next((p for p in t.replace("(", " ").replace(")", " ").split() if "test_" in p), "")
         mod = mod.split("test.test_asyncio.")[-1].split(".")[0]
         by_module.setdefault(mod, []).append(t)
-    fixes: dict[str, list[str]] = {t: [] for t in failed}
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as tf:
-        json.dump(failed, tf)
+        json.dump(rerun, tf)
     for name in switches.NAMES:
+        if name in base_off:
+            continue
         for mod, tests in sorted(by_module.items()):
-            entry = _run_child(mod, "off", name, tf.name)
+            entry = _run_child(mod, "off", ",".join([*base_off, name]), tf.name)
             outcomes = entry.get("outcomes", {})
             for t in tests:
                 if outcomes.get(t) in ("ok", "skip", "xfail"):
@@ -270,7 +294,7 @@ def attribute(default_json: str, out: str | None) -> int:
 
 
 def report(directory: str) -> str:
-    """Markdown: per Python, stock vs all-off vs defaults; then defaults' failures by switch."""
+    """Markdown: per Python, stock vs all-off vs defaults vs harness; failures by switch."""
     import glob
 
     def load(kind: str, ver: str) -> dict | None:
@@ -280,43 +304,44 @@ def report(directory: str) -> str:
         with open(path) as f:
             return json.load(f)
 
-    vers = sorted(
-        {p.rsplit("-", 1)[1][:-5] for p in glob.glob(os.path.join(directory, "*-*.json"))}
-    )
+    paths = glob.glob(os.path.join(directory, "stock-*.json"))
+    vers = sorted(p.rsplit("-", 1)[1][: -len(".json")] for p in paths)
     lines = [
-        "| Python | tests | stock failed | all switches off: failed | beyond stock | "
-        "defaults: failed | beyond stock |",
-        "|---|---|---|---|---|---|---|",
+        "| Python | tests | stock: failed | all switches off: failed (beyond stock) | "
+        "defaults: failed (beyond stock) | harness: failed (beyond stock) |",
+        "|---|---|---|---|---|---|",
     ]
     details: list[str] = []
     for ver in vers:
-        stock, off, default = load("stock", ver), load("off", ver), load("default", ver)
-        if stock is None:
-            continue
+        stock = load("stock", ver)
+        assert stock is not None
         base = set(stock["failed"])
         row = [ver, str(stock["total"]), str(len(base))]
-        for run in (off, default):
+        for kind in ("off", "default", "harness"):
+            run = load(kind, ver)
             if run is None:
-                row += ["-", "-"]
+                row.append("-")
             else:
-                row += [str(len(run["failed"])), str(len(set(run["failed"]) - base))]
+                row.append(f"{len(run['failed'])} ({len(set(run['failed']) - base)})")
         lines.append("| " + " | ".join(row) + " |")
+        off = load("off", ver)
         if off is not None and set(off["failed"]) - base:
             details.append(f"\n### Python {ver}: failures with every switch off\n")
-            for t in sorted(set(off["failed"]) - base):
-                details.append(f"- `{t}`")
-        attribution = load("attribution", ver)
-        if default is not None and attribution is not None:
+            details += [f"- `{t}`" for t in sorted(set(off["failed"]) - base)]
+        for kind, title in (("default", "the defaults"), ("harness", "harness switches off")):
+            run, attribution = load(kind, ver), load(f"attribution-{kind}", ver)
+            if run is None or attribution is None:
+                continue
             by_switch: dict[str, list[str]] = {}
-            for t in sorted(set(default["failed"]) - base):
+            for t in sorted(set(run["failed"]) - base):
                 key = ", ".join(attribution.get(t, [])) or "(no single switch)"
                 by_switch.setdefault(key, []).append(t)
-            details.append(f"\n### Python {ver}: failures with the defaults, by switch\n")
-            details.append("| switch(es) whose being off alone fixes it | failures |")
+            ordered = sorted(by_switch.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+            details.append(f"\n### Python {ver}: failures with {title}, by switch\n")
+            details.append("| switch(es) whose being off (alone) makes it pass | failures |")
             details.append("|---|---|")
-            for key, ts in sorted(by_switch.items(), key=lambda kv: -len(kv[1])):
-                details.append(f"| {key} | {len(ts)} |")
-            for key, ts in sorted(by_switch.items(), key=lambda kv: -len(kv[1])):
+            details += [f"| {key} | {len(ts)} |" for key, ts in ordered]
+            for key, ts in ordered:
                 details.append(f"\n<details><summary>{key} ({len(ts)})</summary>\n")
                 details += [f"- `{t}`" for t in ts]
                 details.append("\n</details>")

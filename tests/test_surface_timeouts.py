@@ -235,3 +235,19 @@ def test_shield_in_a_cancelled_task_still_completes():
 
     with pytest.raises(asyncio.CancelledError):
         run(main())
+
+
+def test_timeout_error_chains_the_cancellation_and_expiring_timeout_is_frozen():
+    async def main():
+        try:
+            async with asyncbis.timeout(0.01) as t:
+                try:
+                    await asyncio.sleep(1)
+                finally:
+                    assert t.expired()
+                    with pytest.raises(RuntimeError, match="expiring"):
+                        t.reschedule(None)
+        except TimeoutError as exc:
+            return type(exc.__cause__), type(exc.__context__)
+
+    assert run(main()) == (asyncio.CancelledError, asyncio.CancelledError)

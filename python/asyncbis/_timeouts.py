@@ -77,6 +77,7 @@ class Timeout:
         if self._stock is not None:
             self._stock.reschedule(when)
             return
+        self._sync_state()
         if self._state is not _State.ENTERED:
             if self._state is _State.CREATED:
                 raise RuntimeError("Timeout has not been entered")
@@ -135,8 +136,11 @@ class Timeout:
         self._sync_state()
         try:
             caught = self._scope.__exit__(exc_type, exc, tb)
-        except TimeoutError:
+        except TimeoutError as timeout_error:
             self._state = _State.EXPIRED
+            if timeout_error.__context__ is None:
+                # like stock (`raise TimeoutError from exc`): the cancellation is the context
+                timeout_error.__context__ = exc
             raise
         self._state = _State.EXITED if self._state is _State.ENTERED else _State.EXPIRED
         return caught
