@@ -272,12 +272,15 @@ class TrioInterpreter(Interpreter):
         # the deadline passed while the scope was active and before any explicit cancel().
         self.explicitly_cancelled: set[int] = set()
         self.deadline_expired: set[int] = set()
+        # scopes whose deadline was at or before "now" at some point while active (mapping 6)
+        self.deadline_passed: set[int] = set()
 
     def note_deadline(self, scope_id: int) -> None:
         scope = self.scopes.get(scope_id)
-        if scope is None or scope_id in self.explicitly_cancelled:
+        if scope is None or scope.deadline > trio.current_time():
             return
-        if scope.deadline <= trio.current_time():
+        self.deadline_passed.add(scope_id)
+        if scope_id not in self.explicitly_cancelled:
             self.deadline_expired.add(scope_id)
 
     def now(self) -> float:
@@ -290,7 +293,8 @@ class TrioInterpreter(Interpreter):
         await trio.lowlevel.checkpoint()
 
     def cancel_called(self, scope: Any) -> bool:
-        return trio_cancel_called(scope)
+        passed = any(self.scopes.get(i) is scope for i in self.deadline_passed)
+        return trio_cancel_called(scope, deadline_passed=passed)
 
     def cancel_scope_explicitly(self, scope: Any, scope_id: int) -> None:
         self.note_deadline(scope_id)

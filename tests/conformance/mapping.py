@@ -18,8 +18,9 @@ docs/conformance.md, "Mappings"):
 5. The program's own errors, ``ProgramError(n)`` -> ``"E<n>"``.
 6. ``cancel_called`` after a deadline was moved into the past: asyncbis cancels the scope at
    once; Trio only when its run loop next looks at deadlines, so a scope exited before that
-   reads ``cancel_called == False`` although its deadline had passed. Trio's value is read as
-   ``cancel_called or deadline <= now`` (:func:`trio_cancel_called`).
+   reads ``cancel_called == False`` although its deadline had passed (also when the deadline
+   was moved back later before Trio noticed). Trio's value is read as ``cancel_called`` or
+   "the deadline was at or before now at some moment while active" (:func:`trio_cancel_called`).
 
 Known core bugs (docs/conformance.md, "Core bugs") are tolerated by the normalisations listed
 in :data:`TOLERATED_CORE_BUGS`, each pinned by a strict-xfail regression test, so that the
@@ -44,7 +45,8 @@ class ProgramError(Exception):
 
 CANCELLED = "Cancelled"
 
-# Each name is a core bug pinned by a strict xfail in tests/conformance/test_core_bugs.py.
+# Names of core bugs, each pinned by a strict xfail in tests/conformance/test_core_bugs.py,
+# that the comparison tolerates. The ones found so far, now fixed, and how they were tolerated:
 #   "body-error-not-grouped": a group whose body raised (and no child failed) lets the error
 #       out bare instead of in an exception group. Tolerated: a one-error group reads as the
 #       error itself.
@@ -57,13 +59,13 @@ CANCELLED = "Cancelled"
 #       waits for them and then exits cleanly although its host is cancelled by an outer
 #       scope; Trio raises Cancelled there. Tolerated: a divergence in a run where such a
 #       group exited cleanly in a cancelled host is classified as this bug.
+#   (the five above were fixed in deaff30; this one remains:)
+#   "start-cancelled-starter" (again): a start() child that cancels its starter's group and
+#       returns without started() — start() raises CancelledError; Trio: RuntimeError.
+#   "group-cancelled-caught" (again): the body's own cancellation, caused by a failing child,
+#       is not counted: cancelled_caught stays False when only the body was cancelled.
 TOLERATED_CORE_BUGS: frozenset[str] = frozenset(
-    {
-        "body-error-not-grouped",
-        "group-cancelled-caught",
-        "start-cancelled-starter",
-        "group-exit-not-a-cancel-point",
-    }
+    {"start-cancelled-starter", "group-cancelled-caught"}
 )
 TIMEOUT = "Timeout"
 
@@ -106,6 +108,8 @@ def catches(kind: str, outcome: Outcome) -> bool:
     raise ValueError(kind)
 
 
-def trio_cancel_called(scope: trio.CancelScope) -> bool:
-    """Trio's ``cancel_called`` as asyncbis defines it (mapping 6)."""
-    return scope.cancel_called or scope.deadline <= trio.current_time()
+def trio_cancel_called(scope: trio.CancelScope, *, deadline_passed: bool = False) -> bool:
+    """Trio's ``cancel_called`` as asyncbis defines it (mapping 6). ``deadline_passed``: the
+    deadline was at or before "now" at some moment while the scope was active (it may have
+    been moved later again before Trio's run loop noticed)."""
+    return scope.cancel_called or deadline_passed or scope.deadline <= trio.current_time()

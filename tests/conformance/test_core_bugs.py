@@ -1,9 +1,9 @@
-"""Core bugs the differential test found, each as its minimal program (strict xfail).
+"""Regression tests for the core bugs the differential test (and the AnyIO scenarios) found,
+each as its minimal program; all fixed in the core (commit deaff30).
 
-Each test states Trio's behaviour (what asyncbis should do per DESIGN §3); the xfail reason
-says what asyncbis does instead. The differential test tolerates these through
-``mapping.TOLERATED_CORE_BUGS``: when a fix makes a test here pass (XPASS fails the run),
-remove the xfail and the name from that set.
+Each test states Trio's behaviour, which asyncbis now matches. docs/conformance.md lists what
+asyncbis did before the fix. If one of them comes back, pin it with a strict xfail here and
+tolerate it in ``mapping.TOLERATED_CORE_BUGS`` so the fuzzer keeps looking for new ones.
 """
 
 from __future__ import annotations
@@ -20,11 +20,6 @@ class BodyError(Exception):
     pass
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: a group whose body raised, with no failing child, lets the body's error "
-    "out bare (ValueError) instead of in an exception group",
-)
 def test_body_error_alone_leaves_the_group_in_an_exception_group():
     # Trio (strict_exception_groups), AnyIO and asyncio.TaskGroup: ExceptionGroup([BodyError])
     async def main():
@@ -36,11 +31,6 @@ def test_body_error_alone_leaves_the_group_in_an_exception_group():
     asyncbis.run(main())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: group.cancel_scope.cancelled_caught stays False although the group "
-    "absorbed its children's cancellations",
-)
 def test_group_scope_reports_the_children_cancellations_it_absorbed():
     # Trio: nursery.cancel_scope.cancelled_caught is True (the sleeper's Cancelled was caught)
     async def fail():
@@ -58,11 +48,6 @@ def test_group_scope_reports_the_children_cancellations_it_absorbed():
     asyncbis.run(main())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: when the start() caller is cancelled, the child's error raised before "
-    "started() is lost (only logged as 'exception never retrieved')",
-)
 def test_error_before_started_reaches_a_cancelled_starter():
     # Trio: start() raises the child's error (unwrapped); the cancelled scope does not absorb it
     async def child(*, task_status):
@@ -85,11 +70,6 @@ def test_error_before_started_reaches_a_cancelled_starter():
     assert outcome == [BodyError]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: once the start() caller is cancelled, the child's task_status.started() "
-    "raises RuntimeError('called twice'), and that error is lost",
-)
 def test_started_does_not_raise_when_the_starter_is_cancelled():
     # Trio: started() succeeds, start() returns the value, the child goes on in the group
     log = []
@@ -112,11 +92,6 @@ def test_started_does_not_raise_when_the_starter_is_cancelled():
     assert "after started()" in log
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: a child not yet started() is not cancelled with its cancelled starter; "
-    "it runs on past its checkpoints",
-)
 def test_child_before_started_is_cancelled_with_its_starter():
     # Trio: before started() the child runs under the caller's cancel scopes, so its first
     # checkpoint raises Cancelled and start() raises Cancelled, absorbed by the caller's scope
@@ -142,11 +117,6 @@ def test_child_before_started_is_cancelled_with_its_starter():
     assert log == ["child cancelled"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: leaving a group that still has children, in a host cancelled by an "
-    "outer scope, is not a cancel point: the group exits cleanly and the code after it runs",
-)
 def test_exit_of_a_group_with_children_delivers_an_outer_cancellation():
     # Trio: the nursery's wait for its children takes the Cancelled and re-raises it once
     # they are done, so "after the group" is not reached and the outer scope catches it
@@ -164,11 +134,6 @@ def test_exit_of_a_group_with_children_delivers_an_outer_cancellation():
     assert log == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: Task.cancel() of a task waiting at the end of a group is absorbed by "
-    "the group; the task returns normally instead of ending cancelled",
-)
 def test_task_cancel_while_waiting_for_a_group_ends_the_task_cancelled():
     # Stock asyncio, AnyIO (test_propagate_native_cancellation_from_taskgroup): CancelledError
     async def runs_a_group():
@@ -185,11 +150,6 @@ def test_task_cancel_while_waiting_for_a_group_ends_the_task_cancelled():
     asyncbis.run(main())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: a child that fails right after started(value), without yielding, "
-    "cancels the group before start() returns, so start() raises instead of returning",
-)
 def test_start_returns_the_value_when_the_child_fails_right_after_started():
     # Trio and AnyIO (test_start_crash_after_started_call): start() returns 2, the group
     # then raises ExceptionGroup([the child's error])
@@ -206,3 +166,48 @@ def test_start_returns_the_value_when_the_child_fails_right_after_started():
 
     asyncbis.run(main())
     assert values == [2]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="core bug: a start() child that cancels the caller's group and returns without "
+    "started() makes start() raise CancelledError (absorbed by the group) instead of the "
+    "RuntimeError for a child that never called started()",
+)
+def test_child_cancelling_the_starters_group_without_started_is_a_runtime_error():
+    # Trio: the child finished before the caller could take the cancellation, so start()
+    # raises RuntimeError("child exited without calling task_status.started()")
+    async def child(*, task_status):
+        tg.cancel_scope.cancel()
+
+    async def main():
+        nonlocal tg
+        with pytest.raises(BaseExceptionGroup) as info:
+            async with TaskGroup() as tg:
+                await tg.start(child)
+        assert [type(e) for e in info.value.exceptions] == [RuntimeError]
+
+    tg = None
+    asyncbis.run(main())
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="core bug: group.cancel_scope.cancelled_caught stays False when the group "
+    "absorbed only its body's cancellation (caused by a failing child)",
+)
+def test_group_scope_reports_the_body_cancellation_it_absorbed():
+    # Trio: nursery.cancel_scope.cancelled_caught is True (it stripped the body's Cancelled)
+    async def fail():
+        raise BodyError()
+
+    async def main():
+        try:
+            async with TaskGroup() as tg:
+                tg.create_task(fail())
+                await asyncio.sleep(1)
+        except* BodyError:
+            pass
+        assert tg.cancel_scope.cancelled_caught
+
+    asyncbis.run(main())
