@@ -262,3 +262,19 @@ def test_rebind_names_imported_before_patching():
         assert mod.Runner is asyncbis._stock.Runner and mod.timeout is asyncbis._stock.timeout
     finally:
         del sys.modules["early_importer"]
+
+
+def test_patched_asyncio_run_with_uvloop():
+    uvloop = pytest.importorskip("uvloop")
+
+    async def main():
+        assert isinstance(asyncio.get_running_loop(), uvloop.Loop)
+        t = asyncio.create_task(asyncio.sleep(0))
+        await t
+        return type(t), _probe()
+
+    # asyncio.run() of 3.11 has no loop_factory; the patched one (asyncbis.run) has
+    assert asyncio.run(main(), loop_factory=uvloop.new_event_loop) == (
+        asyncbis.Task,
+        (True, True, True),
+    )
