@@ -332,22 +332,25 @@ class TaskGroup(_core.TaskGroup, _AnyIOTaskGroup):
 
 
 # -- worker threads ---------------------------------------------------------------------------
+class _ThreadCancelled(asyncio.CancelledError):
+    """Raised by ``from_thread.check_cancelled()`` in a worker whose caller is cancelled."""
+
+
 class _CallerState:
-    """What a worker thread sees of the task that called ``to_thread.run_sync()``."""
+    """What a worker thread sees of the task that called ``to_thread.run_sync()``: a native
+    task group opened around the call, so ``from_thread.run()`` tasks join the caller's scope
+    tree (and are cancelled with it), and whose scope tells the worker whether the caller is
+    cancelled (from outside the shield that keeps a non-abandoning call waiting)."""
 
-    __slots__ = ("abandoned", "scope")
+    __slots__ = ("abandoned", "group")
 
-    def __init__(self, scope: _core.CancelScope) -> None:
-        self.scope = scope
+    def __init__(self, group: _core.TaskGroup) -> None:
+        self.group = group
         self.abandoned = False
 
     @property
     def cancelled(self) -> bool:
-        return self.abandoned or self.scope.effectively_cancelled
-
-
-def _cancelled_in_thread() -> asyncio.CancelledError:
-    return asyncio.CancelledError("the task that started this worker thread was cancelled")
+        return self.abandoned or self.group.cancel_scope.effectively_cancelled
 
 
 class _TaskInfo(_base.AsyncIOTaskInfo):
@@ -458,27 +461,54 @@ class AsyncbisBackend(_base.AsyncIOBackend):
     ) -> Any:
         await cls.checkpoint()
         async with limiter or cls.current_default_thread_limiter():
-            # The unshielded outer scope mirrors the caller's cancellation state for the worker
-            # (from_thread.check_cancelled()); the inner one keeps a non-abandoning call waiting.
-            with _core.CancelScope() as outer:
-                caller = _CallerState(outer)
-                with _core.CancelScope(shield=not abandon_on_cancel):
-                    future = asyncio.get_running_loop().create_future()
-                    worker = cls._worker()
-                    context = copy_context()
-                    context.run(set_current_async_library, None)
-                    worker.queue.put_nowait((context, func, args, future, caller))
-                    try:
-                        return await future
-                    except asyncio.CancelledError:
-                        caller.abandoned = True
-                        raise
+            group = _core.TaskGroup()
+            failure: BaseException | None = None
+            value: Any = None
+            async with group:
+                caller = _CallerState(group)
+                try:
+                    value = await cls._call_in_worker(func, args, abandon_on_cancel, caller)
+                except (_ThreadCancelled, concurrent.futures.CancelledError) as exc:
+                    # The thread noticed that we are cancelled (check_cancelled(), or a
+                    # from_thread.run() call cancelled with us): raise that cancellation here,
+                    # where the scope that caused it will catch it.
+                    if group.cancel_scope.effectively_cancelled:
+                        await _core.checkpoint()
+                    failure = exc
+                except asyncio.CancelledError:
+                    raise
+                except BaseException as exc:
+                    failure = exc  # raised below, not grouped by this internal task group
+            if failure is not None:
+                try:
+                    raise failure
+                finally:
+                    failure = None
+            return value
+
+    @classmethod
+    async def _call_in_worker(
+        cls, func: Callable[..., Any], args: tuple[Any, ...], abandon: bool, caller: _CallerState
+    ) -> Any:
+        with _core.CancelScope(shield=not abandon):
+            future = asyncio.get_running_loop().create_future()
+            worker = cls._worker()
+            context = copy_context()
+            context.run(set_current_async_library, None)
+            worker.queue.put_nowait((context, func, args, future, caller))
+            try:
+                return await future
+            except _ThreadCancelled:
+                raise
+            except asyncio.CancelledError:
+                caller.abandoned = True
+                raise
 
     @classmethod
     def check_cancelled(cls) -> None:
         caller = getattr(threadlocals, "current_cancel_scope", None)
         if caller is not None and caller.cancelled:
-            raise _cancelled_in_thread()
+            raise _ThreadCancelled("the task that started this worker thread was cancelled")
 
     @classmethod
     def run_async_from_thread(
@@ -491,6 +521,7 @@ class AsyncbisBackend(_base.AsyncIOBackend):
         if loop.is_closed():
             raise RunFinishedError
         result: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        caller = getattr(threadlocals, "current_cancel_scope", None)
 
         async def call() -> None:
             if not result.set_running_or_notify_cancel():
@@ -509,7 +540,12 @@ class AsyncbisBackend(_base.AsyncIOBackend):
         def spawn() -> None:
             # The task reports to the calling thread only: it never fails, so it cannot cancel
             # the root task group it joins.
-            task = loop.create_task(call(), context=context)
+            # In the calling task's scope tree when called from a to_thread worker (so the
+            # caller's cancellation reaches it), else a task of the loop.
+            if caller is not None and caller.group.accepts_tasks:
+                task = caller.group.create_task(call(), context=context)
+            else:
+                task = loop.create_task(call(), context=context)
 
             def never_ran(t: asyncio.Future[Any]) -> None:
                 if not result.done():
