@@ -1,7 +1,5 @@
-"""Stock contracts the surface relies on that the native core does not meet yet.
-
-Each is strict-xfail: when the core is fixed the test passes, fails as XPASS, and the marker
-must go. Found by running CPython's test_asyncio with every switch off (docs/stdlib-compat.md).
+"""Stock contracts the surface relies on, found by running CPython's test_asyncio with every
+switch off (docs/stdlib-compat.md). Each was a core gap, fixed; these are the regressions.
 """
 
 from __future__ import annotations
@@ -23,12 +21,6 @@ def _patched():
     asyncbis.unpatch_asyncio()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: the scheduled step (TaskCore) has no __self__ pointing at the task, so "
-    "slow-callback logs and handle reprs show '<asyncbis._core.TaskCore object>' instead of "
-    "the task (test_base_events.test_log_slow_callbacks)",
-)
 def test_step_handle_names_its_task():
     async def work():
         await asyncio.sleep(0)
@@ -47,12 +39,6 @@ def test_step_handle_names_its_task():
 
 
 @pytest.mark.skipif(sys.version_info < (3, 13), reason="3.13+ contract")
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: on 3.13 awaiting a task that ended in CancelledError must re-raise the "
-    "very instance the coroutine raised (stock sets the future's cancelled exception; "
-    "test_locks.ConditionTests.test_cancelled_error_wakeup/_re_aquire)",
-)
 def test_awaiting_a_cancelled_task_reraises_its_own_cancelled_error():
     raised = []
 

@@ -42,6 +42,18 @@ pub(crate) fn new_task_object<'py>(
     Ok(task)
 }
 
+/// If `fut` is an asyncbis task that ended cancelled, the CancelledError its coroutine raised.
+pub(crate) fn own_cancelled_exc<'py>(fut: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
+    let py = fut.py();
+    let cls = TASK_CLASS.get(py)?;
+    if !fut.get_type().is(cls.bind(py)) {
+        return None;
+    }
+    let core = fut.getattr(pyo3::intern!(py, "_core")).ok()?;
+    let core = core.cast::<TaskCore>().ok()?;
+    core.get().take_cancelled_exc().map(|e| e.into_bound(py))
+}
+
 #[pyfunction]
 fn _register_task_class(py: Python<'_>, cls: Bound<'_, PyAny>) -> PyResult<()> {
     let future = cached(py).future_type.bind(py);

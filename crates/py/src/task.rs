@@ -45,6 +45,11 @@ pub struct TaskCore {
     group: GilCell<Option<Py<TaskGroup>>>,
     cancel_message: GilCell<Option<Py<PyAny>>>,
     name: GilCell<Option<Py<PyAny>>>,
+    /// The CancelledError the coroutine ended with: a task awaiting this one gets this very
+    /// instance (as with stock C tasks, which keep it in the future), not a copy.
+    cancelled_exc: GilCell<Option<Py<PyAny>>>,
+    /// A weak reference to the task once it finished (the strong one is dropped then).
+    finished_task: GilCell<Option<Py<PyAny>>>,
     tree_id: GilCell<Option<TaskId>>,
     root_node: GilCell<Option<NodeId>>,
     started: GilCell<bool>,
@@ -58,6 +63,11 @@ pub struct TaskCore {
 }
 
 impl TaskCore {
+    /// Hands out the saved CancelledError once (later awaiters get a fresh one, as in stock).
+    pub fn take_cancelled_exc(&self) -> Option<Py<PyAny>> {
+        self.cancelled_exc.take()
+    }
+
     pub fn tree_id(&self) -> Option<TaskId> {
         self.tree_id.get()
     }
@@ -116,6 +126,11 @@ impl TaskCore {
         // alone, so the cyclic GC does not have to trace every finished task (that made
         // spawning superlinear in the number of tasks).
         let task = this.task.take();
+        if let Some(t) = &task {
+            if let Ok(w) = pyo3::types::PyWeakrefReference::new(t.bind(py)) {
+                this.finished_task.set(Some(w.into_any().unbind()));
+            }
+        }
         if let (Some(group), Some(task)) = (this.group.take(), task) {
             TaskGroup::child_done(group.bind(py), task.bind(py), this.starting.get());
         }
@@ -262,6 +277,8 @@ impl TaskCore {
                         None
                     };
                     c.future_cancel.bind(py).call1((task, msg))?;
+                    this.cancelled_exc
+                        .set(Some(value.clone().into_any().unbind()));
                     Self::finish(slf);
                     Ok(())
                 } else if value.is_instance(c.keyboard_interrupt.bind(py))?
@@ -425,6 +442,8 @@ impl TaskCore {
                 group: GilCell::new(group.map(|g| g.clone().unbind())),
                 cancel_message: GilCell::new(None),
                 name: GilCell::new(name),
+                cancelled_exc: GilCell::new(None),
+                finished_task: GilCell::new(None),
                 tree_id: GilCell::new(None),
                 root_node: GilCell::new(None),
                 started: GilCell::new(false),
@@ -533,6 +552,9 @@ impl TaskCore {
             Some(fut) => {
                 // Wake-up: the awaited future is done.
                 slf.get().fut_waiter.set(None);
+                if let Some(exc) = crate::own_cancelled_exc(&fut) {
+                    return Self::step_inner(slf, Some(exc));
+                }
                 match fut.call_method0(pyo3::intern!(py, "result")) {
                     Ok(_) => Self::step_inner(slf, None),
                     Err(e) => Self::step_inner(slf, Some(e.value(py).clone().into_any())),
@@ -624,7 +646,12 @@ impl TaskCore {
     /// logs) looks for a task in the callback's `__self__`.
     #[getter(__self__)]
     fn owner_task(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.task.get_ref(py)
+        if let Some(t) = self.task.get_ref(py) {
+            return Some(t);
+        }
+        let weak = self.finished_task.get_ref(py)?;
+        let task = weak.bind(py).call0().ok()?;
+        (!task.is_none()).then(|| task.unbind())
     }
 
     #[getter]
@@ -680,6 +707,8 @@ impl TaskCore {
         self.fut_waiter.visit(&visit)?;
         self.cancel_message.visit(&visit)?;
         self.name.visit(&visit)?;
+        self.cancelled_exc.visit(&visit)?;
+        self.finished_task.visit(&visit)?;
         self.group.visit(&visit)
     }
 
@@ -689,6 +718,7 @@ impl TaskCore {
         self.context.set(None);
         self.fut_waiter.set(None);
         self.cancel_message.set(None);
+        self.cancelled_exc.set(None);
         self.group.set(None);
     }
 }
