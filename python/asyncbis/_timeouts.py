@@ -9,6 +9,7 @@ scopes need an asyncbis task.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import enum
 import math
@@ -43,7 +44,7 @@ class _State(enum.Enum):
     EXITED = "finished"
 
 
-class Timeout:
+class Timeout(metaclass=abc.ABCMeta):  # noqa: B024  (ABC only to register the native class)
     """``asyncio.Timeout`` built on a cancel scope.
 
     Once the deadline has passed, every yield point inside raises CancelledError (level
@@ -146,6 +147,11 @@ class Timeout:
         return caught
 
 
+def _native_ok() -> bool:
+    # The native Timeout (Rust) is the fast path: scoped timeouts on, in an asyncbis task.
+    return switches.enabled("scoped-timeouts") and _scopes_usable()
+
+
 def timeout(delay: float | None, *, shield: bool = False) -> Timeout:
     """``async with timeout(5):`` — TimeoutError if the block is still running after 5 s.
 
@@ -153,15 +159,26 @@ def timeout(delay: float | None, *, shield: bool = False) -> Timeout:
     """
     loop = asyncio.get_running_loop()
     if delay is None:
-        return Timeout(None, shield=shield)
-    if isinstance(delay, bool) or not isinstance(delay, (int, float)):
+        when = None
+    elif isinstance(delay, bool) or not isinstance(delay, (int, float)):
         raise TypeError(f"the delay must be a number or None, got {type(delay).__name__}")
-    return Timeout(loop.time() + delay, shield=shield)
+    else:
+        when = loop.time() + delay
+    if _native_ok():
+        return _core.timeout_at(when, shield=shield)  # type: ignore[return-value]
+    return Timeout(when, shield=shield)
 
 
 def timeout_at(when: float | None, *, shield: bool = False) -> Timeout:
     """``async with timeout_at(loop.time() + 5):`` — like timeout() with an absolute deadline."""
+    if _native_ok():
+        _to_deadline(when)
+        return _core.timeout_at(when, shield=shield)  # type: ignore[return-value]
     return Timeout(when, shield=shield)
+
+
+# timeout()/timeout_at() return the native class on the fast path; it is a Timeout too.
+Timeout.register(_core.Timeout)
 
 
 async def wait_for(fut: Awaitable[T], timeout: float | None) -> T:

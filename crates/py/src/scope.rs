@@ -86,6 +86,10 @@ impl CancelScope {
         self.node.get()
     }
 
+    pub fn shield_value(&self) -> bool {
+        self.shield.get()
+    }
+
     pub fn deadline_value(&self) -> f64 {
         self.deadline.get()
     }
@@ -311,7 +315,10 @@ impl CancelScope {
                     .timeout_error
                     .bind(py)
                     .call1(("deadline exceeded",))?;
+                // `raise TimeoutError from exc`, as stock asyncio.timeout does (PyO3 raises
+                // without the interpreter's implicit chaining, so set both links).
                 te.setattr(pyo3::intern!(py, "__cause__"), exc)?;
+                te.setattr(pyo3::intern!(py, "__context__"), exc)?;
                 return Err(PyErr::from_value(te));
             }
         }

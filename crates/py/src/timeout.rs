@@ -72,6 +72,20 @@ fn deadline_of(when: Option<&Bound<'_, PyAny>>) -> PyResult<f64> {
     }
 }
 
+impl Timeout {
+    /// stock asyncio.Timeout's state names
+    fn state(&self, py: Python<'_>) -> &'static str {
+        let s = self.scope.bind(py).get();
+        match (s.was_entered(), s.is_active(), s.deadline_expired_value()) {
+            (false, _, _) => "created",
+            (true, true, false) => "active",
+            (true, true, true) => "expiring",
+            (true, false, true) => "expired",
+            (true, false, false) => "finished",
+        }
+    }
+}
+
 #[pymethods]
 impl Timeout {
     #[new]
@@ -98,18 +112,18 @@ impl Timeout {
         (d != f64::INFINITY).then_some(d)
     }
 
-    /// Moves the deadline (None: no deadline). Only while the timeout is active.
+    /// Moves the deadline (None: no deadline). Only while the timeout is active and has not
+    /// expired (stock asyncio's rule and messages).
     fn reschedule(&self, py: Python<'_>, when: Option<Bound<'_, PyAny>>) -> PyResult<()> {
         let scope = self.scope.bind(py);
-        if !scope.get().is_active() {
-            let state = if scope.get().cancel_called_value() {
-                "expired"
-            } else {
-                "not entered or already exited"
-            };
-            return Err(runtime_error(format!(
-                "this Timeout is {state}; only an active timeout can be rescheduled"
-            )));
+        match self.state(py) {
+            "active" => {}
+            "created" => return Err(runtime_error("Timeout has not been entered")),
+            state => {
+                return Err(runtime_error(format!(
+                    "Cannot change state of {state} Timeout"
+                )))
+            }
         }
         let value = match &when {
             Some(w) => w.clone(),
@@ -124,28 +138,28 @@ impl Timeout {
     }
 
     fn __repr__(&self, py: Python<'_>) -> String {
-        let s = self.scope.bind(py).get();
-        let state = if s.is_active() {
-            if s.cancel_called_value() {
-                "expiring"
-            } else {
-                "active"
+        let state = self.state(py);
+        let info = if state == "active" {
+            match self.when(py) {
+                Some(w) => format!(" when={}", (w * 1000.0).round() / 1000.0),
+                None => " when=None".to_string(),
             }
-        } else if s.deadline_expired_value() {
-            "expired"
-        } else if s.was_entered() {
-            "finished"
         } else {
-            "created"
+            String::new()
         };
-        match self.when(py) {
-            Some(w) => format!("<Timeout [{state}] when={w}>"),
-            None => format!("<Timeout [{state}] when=None>"),
-        }
+        let shield = if self.scope.bind(py).get().shield_value() {
+            " shield=True"
+        } else {
+            ""
+        };
+        format!("<Timeout [{state}]{info}{shield}>")
     }
 
     fn __aenter__(slf: &Bound<'_, Self>) -> PyResult<Py<Ready>> {
         let py = slf.py();
+        if slf.get().scope.bind(py).get().was_entered() {
+            return Err(runtime_error("Timeout has already been entered"));
+        }
         CancelScope::enter_impl(slf.get().scope.bind(py))?;
         Ready::new(py, Some(slf.clone().into_any().unbind()))
     }
