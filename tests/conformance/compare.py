@@ -20,6 +20,7 @@ SAME = "same"
 SCHEDULE_DEPENDENT = "schedule-dependent"
 DIVERGENT = "divergent"
 KNOWN_BUG = "known core bug"
+INTENDED = "intended divergence"
 
 ASYNCBIS_SHUFFLES = 8
 
@@ -34,7 +35,7 @@ class Verdict:
 
     def report(self) -> str:
         lines = ["program:", render(self.program), ""]
-        if self.kind in (DIVERGENT, KNOWN_BUG):
+        if self.kind in (DIVERGENT, KNOWN_BUG, INTENDED):
             assert self.asyncbis is not None
             lines.append("first divergence: " + first_divergence(self.trio, self.asyncbis))
             lines += ["", "trio:", format_trace(self.trio), "", "asyncbis:"]
@@ -75,6 +76,8 @@ def compare(program: Program) -> Verdict:
             return Verdict(SAME, program, reference, asyncbis=ours)
     if ours.conditions & mapping.TOLERATED_CORE_BUGS:
         return Verdict(KNOWN_BUG, program, reference, asyncbis=ours)
+    if ours.conditions & mapping.INTENDED_DIVERGENCES:
+        return Verdict(INTENDED, program, reference, asyncbis=ours)
     return Verdict(DIVERGENT, program, reference, asyncbis=ours)
 
 

@@ -149,7 +149,12 @@ class Interpreter:
     async def started_child(self, stmt: Start, task_status: Any) -> None:
         name = task_name(stmt.id)
         try:
-            await self.block(stmt.before, name)
+            try:
+                await self.block(stmt.before, name)
+            except BaseException as exc:
+                if canonical(exc) == mapping.CANCELLED:
+                    self.trace.conditions.add("start-child-placement")
+                raise
             if stmt.calls_started:
                 self.record(name, "started", stmt.id)
                 task_status.started(stmt.id)
