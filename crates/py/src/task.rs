@@ -15,7 +15,7 @@ use asyncbis_scopes::{NodeId, TaskId, Wake};
 use pyo3::exceptions::{PyAttributeError, PyStopIteration, PyTypeError};
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString};
+use pyo3::types::PyString;
 use pyo3::{PyTraverseError, PyVisit};
 
 use crate::group::TaskGroup;
@@ -90,13 +90,19 @@ impl TaskCore {
         exc: Option<Bound<'py, PyAny>>,
     ) -> PyResult<()> {
         let py = slf.py();
-        let kwargs = PyDict::new(py);
-        kwargs.set_item(pyo3::intern!(py, "context"), slf.get().context.get_ref(py))?;
-        match exc {
-            Some(e) => loop_.call_method(pyo3::intern!(py, "call_soon"), (slf, e), Some(&kwargs)),
-            None => loop_.call_method(pyo3::intern!(py, "call_soon"), (slf,), Some(&kwargs)),
-        }?;
-        Ok(())
+        let ctx = slf
+            .get()
+            .context
+            .get_ref(py)
+            .ok_or_else(|| runtime_error("task has no context"))?
+            .into_bound(py);
+        call_with_context(
+            loop_,
+            pyo3::intern!(py, "call_soon"),
+            slf.as_any(),
+            exc.as_ref(),
+            &ctx,
+        )
     }
 
     /// Wakes a blocked task so that its next step delivers a cancellation.
@@ -345,12 +351,17 @@ impl TaskCore {
                             );
                         }
                         result.setattr(pyo3::intern!(py, "_asyncio_future_blocking"), false)?;
-                        let kwargs = PyDict::new(py);
-                        kwargs.set_item(pyo3::intern!(py, "context"), this.context.get_ref(py))?;
-                        result.call_method(
+                        let ctx = this
+                            .context
+                            .get_ref(py)
+                            .ok_or_else(|| runtime_error("task has no context"))?
+                            .into_bound(py);
+                        call_with_context(
+                            &result,
                             pyo3::intern!(py, "add_done_callback"),
-                            (slf,),
-                            Some(&kwargs),
+                            slf.as_any(),
+                            None,
+                            &ctx,
                         )?;
                         this.fut_waiter.set(Some(result.clone().unbind()));
                         // Level: a yield inside a cancelled scope is cancelled at once.
@@ -487,6 +498,49 @@ impl TaskCore {
         }
         Ok(core)
     }
+}
+
+static CONTEXT_KWNAMES: pyo3::sync::PyOnceLock<Py<pyo3::types::PyTuple>> =
+    pyo3::sync::PyOnceLock::new();
+
+/// `obj.method(cb[, arg], context=ctx)` by vectorcall: no kwargs dict, no bound method (this is
+/// on every step: `loop.call_soon(core, context=...)`, `fut.add_done_callback(core, context=...)`).
+pub fn call_with_context<'py>(
+    obj: &Bound<'py, PyAny>,
+    method: &Bound<'py, PyString>,
+    cb: &Bound<'py, PyAny>,
+    arg: Option<&Bound<'py, PyAny>>,
+    ctx: &Bound<'py, PyAny>,
+) -> PyResult<()> {
+    let py = obj.py();
+    let kwnames = CONTEXT_KWNAMES.get_or_init(py, || {
+        pyo3::types::PyTuple::new(py, ["context"])
+            .expect("a tuple of one str")
+            .unbind()
+    });
+    let (args, nargs): ([*mut ffi::PyObject; 4], usize) = match arg {
+        Some(a) => ([obj.as_ptr(), cb.as_ptr(), a.as_ptr(), ctx.as_ptr()], 3),
+        None => (
+            [
+                obj.as_ptr(),
+                cb.as_ptr(),
+                ctx.as_ptr(),
+                std::ptr::null_mut(),
+            ],
+            2,
+        ),
+    };
+    // SAFETY: every pointer is a live object borrowed for the call; args[0] is self, the
+    // positional args follow, then one keyword value named by `kwnames`.
+    let ret = unsafe {
+        ffi::PyObject_VectorcallMethod(method.as_ptr(), args.as_ptr(), nargs, kwnames.as_ptr())
+    };
+    if ret.is_null() {
+        return Err(PyErr::fetch(py));
+    }
+    // SAFETY: a new reference returned by the call.
+    drop(unsafe { Bound::from_owned_ptr(py, ret) });
+    Ok(())
 }
 
 enum Sent<'py> {
