@@ -233,6 +233,15 @@ class TaskGroup(_core.TaskGroup, _AnyIOTaskGroup):
             self.cancel_scope.cancel(_cancel_message(self.cancel_scope, reason))
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        try:
+            return await self._exit(exc_type, exc, tb)
+        except BaseExceptionGroup as group:
+            group.__suppress_context__ = True  # AnyIO raises its groups "from None"
+            raise
+        finally:
+            del exc, tb
+
+    async def _exit(self, exc_type: Any, exc: Any, tb: Any) -> bool:
         waited = self.live_tasks > 0
         if exc is None or isinstance(exc, asyncio.CancelledError):
             caught = await _core.TaskGroup.__aexit__(self, exc_type, exc, tb)
@@ -247,11 +256,12 @@ class TaskGroup(_core.TaskGroup, _AnyIOTaskGroup):
         except BaseException as raised:
             if raised is not exc:
                 raise
+            del raised
         # The body's own exception, with no child failure: AnyIO raises it grouped.
         try:
-            raise BaseExceptionGroup("unhandled errors in a TaskGroup", [exc]) from None
+            raise BaseExceptionGroup("unhandled errors in a TaskGroup", [exc])
         finally:
-            del exc, tb
+            del exc, tb  # no frame keeps the exception alive (reference cycles)
 
     def create_task(
         self,
@@ -342,11 +352,13 @@ class _CallerState:
     tree (and are cancelled with it), and whose scope tells the worker whether the caller is
     cancelled (from outside the shield that keeps a non-abandoning call waiting)."""
 
-    __slots__ = ("abandoned", "group")
+    __slots__ = ("abandoned", "group", "spawn_here")
 
-    def __init__(self, group: _core.TaskGroup) -> None:
+    def __init__(self, group: _core.TaskGroup, spawn_here: bool) -> None:
         self.group = group
         self.abandoned = False
+        # An abandoning call does not wait for from_thread.run() tasks (AnyIO lets them run on)
+        self.spawn_here = spawn_here
 
     @property
     def cancelled(self) -> bool:
@@ -465,7 +477,7 @@ class AsyncbisBackend(_base.AsyncIOBackend):
             failure: BaseException | None = None
             value: Any = None
             async with group:
-                caller = _CallerState(group)
+                caller = _CallerState(group, spawn_here=not abandon_on_cancel)
                 try:
                     value = await cls._call_in_worker(func, args, abandon_on_cancel, caller)
                 except (_ThreadCancelled, concurrent.futures.CancelledError) as exc:
@@ -542,7 +554,7 @@ class AsyncbisBackend(_base.AsyncIOBackend):
             # the root task group it joins.
             # In the calling task's scope tree when called from a to_thread worker (so the
             # caller's cancellation reaches it), else a task of the loop.
-            if caller is not None and caller.group.accepts_tasks:
+            if caller is not None and caller.spawn_here and caller.group.accepts_tasks:
                 task = caller.group.create_task(call(), context=context)
             else:
                 task = loop.create_task(call(), context=context)
