@@ -162,7 +162,8 @@ def _assert_attributed(done, report):
     for nodeid, switch in EXPECTED_SWITCH.items():
         assert nodeid in failures, f"{nodeid} did not newly fail under asyncbis"
         attribution = failures[nodeid]["attribution"]
-        assert attribution["verdict"] == "switch", (nodeid, attribution, failures[nodeid]["traceback"][-1500:])
+        detail = (nodeid, attribution, failures[nodeid]["reruns"], failures[nodeid]["traceback"][-1500:])
+        assert attribution["verdict"] == "switch", detail
         assert switch in attribution["fixed_by"], (nodeid, attribution)
     hang = failures[f"{TEST_FILE}::test_background_task_cancelled_at_exit"]
     assert hang["outcome"] in ("timeout", "hung")

@@ -210,7 +210,9 @@ pub fn prepare_venv(
             command
                 .args(&args)
                 .current_dir(tree)
-                .env_remove("VIRTUAL_ENV");
+                .env_remove("VIRTUAL_ENV")
+                // Only interpreters on this machine: uv must never try to download one.
+                .env("UV_PYTHON_DOWNLOADS", "never");
             let finished = run_capped(&mut command, &log, INSTALL_CAP)?;
             if finished.code != Some(0) {
                 return Err(format!(
@@ -296,7 +298,9 @@ pub fn ensure_wheel(uv: &Path, venv: &Path, wheel: &Path, fingerprint: &str) -> 
         ])
         .arg(venv.join("bin/python"))
         .arg(wheel)
-        .env_remove("VIRTUAL_ENV");
+        .env_remove("VIRTUAL_ENV")
+        // Only interpreters on this machine: uv must never try to download one.
+        .env("UV_PYTHON_DOWNLOADS", "never");
     let finished = run_capped(&mut command, &log, INSTALL_CAP)?;
     if finished.code != Some(0) {
         return Err(format!(
