@@ -171,6 +171,9 @@ class CancelScope(_core.CancelScope, _AnyIOCancelScope):
 _NOT_ACTIVE = "This task group is not active; no new tasks can be started."
 
 
+_SPAWNING: Any = object()
+
+
 class _TaskStatus(anyio.abc.TaskStatus):
     """``task_status`` handed to a task started with ``TaskGroup.start()``."""
 
@@ -186,7 +189,9 @@ class _TaskStatus(anyio.abc.TaskStatus):
             if self._future.cancelled():
                 return  # the caller of start() was cancelled: nothing is waiting
             raise RuntimeError("called 'started' twice on the same task status")
-        task = self._task if self._task is not None else asyncio.current_task()
+        task = self._task
+        if task is _SPAWNING:  # started() during the child's eager first step: it is running
+            task = asyncio.current_task()
         if task is not None:
             core = getattr(task, "_core", None)
             if core is not None:
@@ -301,6 +306,7 @@ class TaskGroup(_core.TaskGroup, _AnyIOTaskGroup):
         coro = call_for_coroutine(func, args, task_status=status)
         handle: TaskHandle[Any] = TaskHandle(coro, get_callable_name(func, name))
         wrapper = handle._run_coro()
+        status._task = _SPAWNING
         try:
             task = self._spawn_starting(wrapper, handle.name)
         except BaseException:

@@ -72,6 +72,21 @@ def main(argv: list[str]) -> int:
             continue
         short = name.split("::", 1)[1] if "::" in name else name
         (expected if (name in known or short in known) else regressions).append(name)
+    only_reference = 0
+    for name, status in results.items():
+        if backend_of(name) != REFERENCE or status != "passed":
+            continue
+        twins = [
+            name[: m.start()] + CANDIDATE + name[m.end() :]
+            for m in _TOKEN.finditer(name)
+            if m.group(1) == REFERENCE
+        ]
+        if not any(t in results for t in twins):
+            only_reference += 1
+    print(
+        f"passed on {REFERENCE} in tests that exist only for it (e.g. anyio_backend fixed to "
+        f"'asyncio', asyncio-native behaviour): {only_reference}"
+    )
     print(
         f"passed on {REFERENCE} but not on {CANDIDATE}: {len(regressions) + len(expected)} "
         f"({len(expected)} listed as known differences)"
