@@ -37,6 +37,13 @@ from types import ModuleType
 from typing import Any
 
 import anyio
+
+if not hasattr(anyio, "TaskHandle"):  # pragma: no cover - depends on the installed AnyIO
+    raise ImportError(
+        "the asyncbis AnyIO backend needs anyio >= 4.14 (tested with 4.16.0); "
+        "upgrade with: pip install -U anyio"
+    )
+
 import anyio._backends._asyncio as _stock_backend
 from anyio import RunFinishedError, TaskHandle
 from anyio._core._eventloop import set_current_async_library, threadlocals
