@@ -74,9 +74,10 @@ def compare(program: Program) -> Verdict:
     for seed in range(ASYNCBIS_SHUFFLES):
         if _guarded(run_on_asyncbis, program, seed).comparable() == reference.comparable():
             return Verdict(SAME, program, reference, asyncbis=ours)
-    if ours.conditions & mapping.TOLERATED_CORE_BUGS:
+    conditions = ours.conditions | reference.conditions
+    if conditions & mapping.TOLERATED_CORE_BUGS:
         return Verdict(KNOWN_BUG, program, reference, asyncbis=ours)
-    if ours.conditions & mapping.INTENDED_DIVERGENCES:
+    if conditions & mapping.INTENDED_DIVERGENCES:
         return Verdict(INTENDED, program, reference, asyncbis=ours)
     return Verdict(DIVERGENT, program, reference, asyncbis=ours)
 

@@ -307,6 +307,10 @@ class TrioInterpreter(Interpreter):
         scope.cancel()
 
     def set_deadline(self, scope_id: int, deadline: float) -> None:
+        scope = self.scopes[scope_id]
+        if scope.deadline <= trio.current_time() and not scope.cancel_called:
+            # Trio has not acted on the passed deadline yet; asyncbis cancelled at once
+            self.trace.conditions.add("eager-deadline")
         self.note_deadline(scope_id)
         super().set_deadline(scope_id, deadline)
 
