@@ -192,6 +192,29 @@ pub fn needs_all_off(outcomes: &BTreeMap<String, RerunOutcomes>) -> Vec<String> 
         .collect()
 }
 
+/// What the asyncbis run's stats files prove.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActivationVerdict {
+    /// Asyncbis tasks ran.
+    Activated,
+    /// The hook ran and tests newly fail, yet no task was created: they failed before their
+    /// first task (a harness refusing a change, an import-time error). Real breakage.
+    PatchedButNoTask,
+    /// No stats at all: the activation hook never ran. An error.
+    HookNeverRan,
+    /// The hook ran, no task was created and nothing changed: not a pass, an error.
+    NoTaskNoChange,
+}
+
+pub fn judge_activation(processes: usize, tasks: u64, newly_failing: usize) -> ActivationVerdict {
+    match (processes, tasks, newly_failing) {
+        (0, _, _) => ActivationVerdict::HookNeverRan,
+        (_, 0, 0) => ActivationVerdict::NoTaskNoChange,
+        (_, 0, _) => ActivationVerdict::PatchedButNoTask,
+        _ => ActivationVerdict::Activated,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,6 +294,16 @@ mod tests {
         let comparison = compare(&first, &first, &asyncbis, false, &["t".to_string()]);
         assert_eq!(comparison.flaky, vec!["t[1]"]);
         assert!(comparison.newly_failing.is_empty());
+    }
+
+    #[test]
+    fn activation_is_proved_by_tasks_or_by_breakage() {
+        use ActivationVerdict::*;
+        assert_eq!(judge_activation(2, 10, 0), Activated);
+        assert_eq!(judge_activation(1, 0, 0), NoTaskNoChange);
+        assert_eq!(judge_activation(1, 0, 5), PatchedButNoTask);
+        assert_eq!(judge_activation(0, 0, 5), HookNeverRan);
+        assert_eq!(judge_activation(0, 0, 0), HookNeverRan);
     }
 
     #[test]

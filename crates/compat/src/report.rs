@@ -216,17 +216,32 @@ pub fn write_report(report: &Report, out: &Path) -> Result<(), String> {
 /// Versions worth naming next to each project (the rest stays in report.json).
 const KEY_PACKAGES: &[&str] = &["pytest", "pytest-asyncio", "anyio", "asyncbis"];
 
+/// A readable version from a freeze entry: installs from a path or URL (the sdist tree, the
+/// asyncbis wheel) are named by their version in the wheel file name, or `fallback`.
+fn readable_version(value: &str, fallback: &str) -> String {
+    if !value.contains("://") {
+        return value.to_string();
+    }
+    let file = value.rsplit('/').next().unwrap_or(value);
+    match file
+        .strip_suffix(".whl")
+        .and_then(|stem| stem.split('-').nth(1))
+    {
+        Some(version) => version.to_string(),
+        None => fallback.to_string(),
+    }
+}
+
 fn key_versions(project: &ProjectResult) -> String {
-    let own = project.installed.get(&project.name.to_lowercase()).cloned();
-    let mut parts = vec![format!(
-        "{} {}",
-        project.name,
-        own.unwrap_or_else(|| project.version.clone())
-    )];
+    let own = project.installed.get(&project.name.to_lowercase());
+    let own = own
+        .map(|v| readable_version(v, &project.version))
+        .unwrap_or_else(|| project.version.clone());
+    let mut parts = vec![format!("{} {own}", project.name)];
     for name in KEY_PACKAGES {
         if let Some(version) = project.installed.get(*name) {
             if *name != project.name {
-                parts.push(format!("{name} {version}"));
+                parts.push(format!("{name} {}", readable_version(version, "?")));
             }
         }
     }
@@ -360,6 +375,23 @@ pub fn render_markdown(report: &Report) -> String {
             format_counts(&switch_counts(p)),
             harness
         );
+    }
+    let notes: Vec<&ProjectResult> = report
+        .projects
+        .iter()
+        .filter(|p| p.note.is_some())
+        .collect();
+    if !notes.is_empty() {
+        let _ = writeln!(md, "\n## Notes\n");
+        for p in notes {
+            let _ = writeln!(
+                md,
+                "- {} (py{}): {}",
+                p.name,
+                p.python,
+                p.note.as_deref().unwrap_or("")
+            );
+        }
     }
     if !s.harness_only.is_empty() {
         let _ = writeln!(md, "\n## Harness-only breakage\n");
@@ -637,6 +669,15 @@ pub fn render_html(report: &Report) -> String {
         );
     }
     html.push_str("</table>");
+    for p in report.projects.iter().filter(|p| p.note.is_some()) {
+        let _ = write!(
+            html,
+            "<p><b>Note</b> on {} (py{}): {}</p>",
+            escape(&p.name),
+            escape(&p.python),
+            escape(p.note.as_deref().unwrap_or(""))
+        );
+    }
     if !s.harness_only.is_empty() {
         html.push_str("<h2>Harness-only breakage</h2><p>Failures raised in the test harness (pytest, pytest-asyncio, AnyIO's plugin, unittest).</p><ul>");
         for (project, count) in &s.harness_only {
@@ -720,6 +761,7 @@ mod tests {
             python: "3.12.1".into(),
             status: Status::Ok,
             reason: None,
+            note: None,
             installed: [
                 ("aiofoo".to_string(), "1.0".to_string()),
                 ("pytest".to_string(), "9.0".to_string()),
@@ -764,6 +806,7 @@ mod tests {
             python: "3.12.1".into(),
             status: Status::Skipped,
             reason: Some("needs postgres | no apt".into()),
+            note: None,
             installed: BTreeMap::new(),
             runs: vec![],
             flaky: vec![],
@@ -834,6 +877,19 @@ mod tests {
         let json = serde_json::to_string(&report).unwrap();
         let back: Report = serde_json::from_str(&json).unwrap();
         assert_eq!(back.projects.len(), 2);
+    }
+
+    #[test]
+    fn versions_from_paths_are_readable() {
+        assert_eq!(readable_version("3.14.5", "x"), "3.14.5");
+        assert_eq!(
+            readable_version("file:///t/asyncbis-0.1.0-cp312-cp312-linux_x86_64.whl", "x"),
+            "0.1.0"
+        );
+        assert_eq!(
+            readable_version("file:///cache/src/janus-2.0.0", "2.0.0"),
+            "2.0.0"
+        );
     }
 
     #[test]

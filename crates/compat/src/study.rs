@@ -1,6 +1,6 @@
 //! One project's study: prepare, run stock twice and under asyncbis, attribute new failures.
 
-use crate::analysis::{self, Attribution, RerunOutcomes, SWITCHES};
+use crate::analysis::{self, ActivationVerdict, Attribution, RerunOutcomes, SWITCHES};
 use crate::cache::{short_hash, Cache, Mode, RunKey};
 use crate::environment::{self, Python, Venv};
 use crate::manifest::ProjectEntry;
@@ -145,6 +145,9 @@ pub struct ProjectResult {
     pub python: String,
     pub status: Status,
     pub reason: Option<String>,
+    /// Something worth knowing about a compared project (e.g. activation without tasks).
+    #[serde(default)]
+    pub note: Option<String>,
     /// Exact versions installed in the project's venv.
     pub installed: BTreeMap<String, String>,
     pub runs: Vec<RunSummary>,
@@ -162,6 +165,7 @@ impl ProjectResult {
             python: python.version.clone(),
             status: Status::Ok,
             reason: None,
+            note: None,
             installed: BTreeMap::new(),
             runs: Vec::new(),
             flaky: Vec::new(),
@@ -311,20 +315,6 @@ impl Study {
             Err(reason) => return result.stop(Status::SetupFailed, reason),
         };
         result.runs.push(RunSummary::of(&under_asyncbis));
-        if !under_asyncbis
-            .activation
-            .as_ref()
-            .is_some_and(Activation::is_activated)
-        {
-            let reason = match &under_asyncbis.activation {
-                Some(a) if a.processes > 0 => {
-                    format!("{} Python processes reported 0 asyncbis tasks", a.processes)
-                }
-                _ => "no Python process wrote asyncbis stats (the activation hook did not run)"
-                    .to_string(),
-            };
-            return result.stop(Status::NotActivated, reason);
-        }
         let comparison = analysis::compare(
             &stock_first.tests,
             &stock_second.tests,
@@ -332,6 +322,32 @@ impl Study {
             under_asyncbis.killed_at_cap,
             &entry.flaky,
         );
+        let activation = under_asyncbis.activation.clone().unwrap_or_default();
+        match analysis::judge_activation(
+            activation.processes,
+            activation.tasks,
+            comparison.newly_failing.len(),
+        ) {
+            ActivationVerdict::Activated => {}
+            ActivationVerdict::PatchedButNoTask => {
+                result.note = Some(format!(
+                    "asyncbis was active ({} processes) but created no task: the tests failed before their first task (typically in the harness)",
+                    activation.processes
+                ));
+            }
+            ActivationVerdict::HookNeverRan => {
+                let reason =
+                    "no Python process wrote asyncbis stats (the activation hook did not run)";
+                return result.stop(Status::NotActivated, reason.to_string());
+            }
+            ActivationVerdict::NoTaskNoChange => {
+                let reason = format!(
+                    "{} Python processes reported 0 asyncbis tasks and nothing changed",
+                    activation.processes
+                );
+                return result.stop(Status::NotActivated, reason);
+            }
+        }
         result.flaky = comparison.flaky;
         result.newly_passing = comparison.newly_passing;
         let mut packages = signature::guess_packages(&entry.name);
