@@ -18,6 +18,8 @@ OPTIONS:
     --wheel PATH                  asyncbis wheel to install (repeatable, one per Python)
     --asyncbis-src DIR            build the wheel from this repository with maturin instead
     --stock-only                  baseline runs only (no asyncbis needed)
+    --keep-off SWITCH[,SWITCH]    switches off in every asyncbis run (e.g. no-loop-policies,
+                                  so harnesses keep working and deeper breakage shows)
     --out DIR                     report directory (default: report)
     --cache DIR                   cache (default: $ASYNCBIS_COMPAT_CACHE or ~/.cache/asyncbis-compat)
     --jobs N                      projects run in parallel (default: 1)
@@ -54,6 +56,7 @@ pub struct Options {
     pub wheels: Vec<PathBuf>,
     pub asyncbis_src: Option<PathBuf>,
     pub stock_only: bool,
+    pub keep_off: Vec<String>,
     pub out: PathBuf,
     pub cache: Option<PathBuf>,
     pub jobs: usize,
@@ -78,6 +81,7 @@ impl Default for Options {
             wheels: Vec::new(),
             asyncbis_src: None,
             stock_only: false,
+            keep_off: Vec::new(),
             out: PathBuf::from("report"),
             cache: None,
             jobs: 1,
@@ -142,6 +146,23 @@ pub fn parse_args(args: &[String]) -> Result<Options, String> {
                 options.asyncbis_src = Some(PathBuf::from(value("--asyncbis-src")?))
             }
             "--stock-only" => options.stock_only = true,
+            "--keep-off" => {
+                for switch in value("--keep-off")?
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                {
+                    if !crate::analysis::SWITCHES.contains(&switch) {
+                        return Err(format!(
+                            "--keep-off: unknown switch {switch:?} (known: {})",
+                            crate::analysis::SWITCHES.join(", ")
+                        ));
+                    }
+                    if !options.keep_off.iter().any(|s| s == switch) {
+                        options.keep_off.push(switch.to_string());
+                    }
+                }
+            }
             "--out" => options.out = PathBuf::from(value("--out")?),
             "--cache" => options.cache = Some(PathBuf::from(value("--cache")?)),
             "--jobs" | "-j" => options.jobs = number(value("--jobs")?, "--jobs")? as usize,
@@ -228,6 +249,9 @@ mod tests {
         assert_eq!(o.pythons, vec!["3.12", "3.13"]);
         assert_eq!((o.jobs, o.shard), (2, Some((2, 4))));
         assert_eq!(o.only, vec!["a", "b"]);
+        let kept = parse("--keep-off no-loop-policies,no-task-factory --keep-off no-loop-policies")
+            .unwrap();
+        assert_eq!(kept.keep_off, vec!["no-loop-policies", "no-task-factory"]);
         assert!(o.fresh);
         assert_eq!(parse("run").unwrap().command, Command::Run);
         assert_eq!(parse("").unwrap().corpus, "quick");
@@ -278,6 +302,7 @@ mod tests {
             ("render", "--from"),
             ("check p --shard 1/2", "corpus runs"),
             ("services", "needs names"),
+            ("--keep-off bogus", "unknown switch"),
         ] {
             let err = parse(line).unwrap_err();
             assert!(err.contains(expected), "{line}: {err}");

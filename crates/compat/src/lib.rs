@@ -224,6 +224,7 @@ fn make_study(
         services: services::Services::new(!options.no_services),
         wheels,
         stock_only: options.stock_only,
+        always_off: options.keep_off.clone(),
         progress: progress::Progress::new(projects * pythons.len(), options.quiet),
     };
     Ok((study, pythons, wheel_infos))
@@ -324,6 +325,7 @@ fn build_report(
         pythons: pythons.iter().map(|p| p.version.clone()).collect(),
         wheels,
         stock_only: options.stock_only,
+        always_off: options.keep_off.clone(),
         shard: options.shard.map(|(i, n)| format!("{i}/{n}")),
         wall_seconds,
         summary: report::summarize(&projects),

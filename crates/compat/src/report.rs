@@ -23,6 +23,9 @@ pub struct Report {
     pub pythons: Vec<String>,
     pub wheels: Vec<WheelInfo>,
     pub stock_only: bool,
+    /// Switches off in every asyncbis run of this study.
+    #[serde(default)]
+    pub always_off: Vec<String>,
     pub shard: Option<String>,
     pub wall_seconds: f64,
     pub projects: Vec<ProjectResult>,
@@ -294,6 +297,13 @@ pub fn render_markdown(report: &Report) -> String {
         let _ = writeln!(
             md,
             "**Stock-only run**: baselines without asyncbis (no comparison).\n"
+        );
+    }
+    if !report.always_off.is_empty() {
+        let _ = writeln!(
+            md,
+            "Switches kept off in every asyncbis run: {} (not attributed; their breakage is not counted).\n",
+            report.always_off.join(", ")
         );
     }
     let _ = writeln!(md, "## Summary\n");
@@ -595,6 +605,13 @@ pub fn render_html(report: &Report) -> String {
     if report.stock_only {
         html.push_str("<p><b>Stock-only run</b>: baselines without asyncbis (no comparison).</p>");
     }
+    if !report.always_off.is_empty() {
+        let _ = write!(
+            html,
+            "<p>Switches kept off in every asyncbis run: {} (not attributed; their breakage is not counted).</p>",
+            escape(&report.always_off.join(", "))
+        );
+    }
     let _ = write!(
         html,
         "<table><tr><th>projects compared</th><td>{} of {} ({})</td></tr><tr><th>tests passing on stock asyncio (first run)</th><td>{}</td></tr><tr><th>flaky on stock (ignored)</th><td>{}</td></tr><tr><th>newly failing under asyncbis</th><td>{}</td></tr><tr><th>newly passing</th><td>{}</td></tr><tr><th>verdicts</th><td>{}</td></tr><tr><th>attributed</th><td>{:.1}% of reproducible failures</td></tr><tr><th>raised by</th><td>{}</td></tr></table>",
@@ -822,6 +839,7 @@ mod tests {
             pythons: vec!["3.12.1".into()],
             wheels: vec![],
             stock_only: false,
+            always_off: vec![],
             shard: None,
             wall_seconds: 5.0,
             summary: summarize(&projects),

@@ -198,6 +198,9 @@ pub struct Study {
     /// The asyncbis wheel (and its content hash) per Python version; `None` = stock only.
     pub wheels: BTreeMap<String, (PathBuf, String)>,
     pub stock_only: bool,
+    /// Switches off in every asyncbis run (e.g. no-loop-policies, so that test harnesses keep
+    /// working and deeper breakage shows); attribution then covers the others.
+    pub always_off: Vec<String>,
     pub progress: Progress,
 }
 
@@ -308,7 +311,7 @@ impl Study {
         }
         self.progress.note(label, "asyncbis run");
         let all_on = Mode::Asyncbis {
-            disabled: Vec::new(),
+            disabled: self.always_off.clone(),
         };
         let under_asyncbis = match runner.run(&all_on, &[]) {
             Ok(run) => run,
@@ -442,7 +445,7 @@ impl Study {
         };
         self.progress.add_steps(SWITCHES.len() + 2);
         let confirm_mode = Mode::Asyncbis {
-            disabled: Vec::new(),
+            disabled: self.always_off.clone(),
         };
         runner.study.progress.note(
             runner.label,
@@ -467,9 +470,12 @@ impl Study {
             if reproducible.is_empty() {
                 break;
             }
-            let mode = Mode::Asyncbis {
-                disabled: vec![switch.to_string()],
-            };
+            if self.always_off.iter().any(|off| off == switch) {
+                continue;
+            }
+            let mut disabled = self.always_off.clone();
+            disabled.push(switch.to_string());
+            let mode = Mode::Asyncbis { disabled };
             runner.study.progress.note(
                 runner.label,
                 &format!("{} tests with {switch} off", reproducible.len()),
