@@ -318,13 +318,22 @@ impl Study {
             Err(reason) => return result.stop(Status::SetupFailed, reason),
         };
         result.runs.push(RunSummary::of(&under_asyncbis));
-        let comparison = analysis::compare(
+        let mut comparison = analysis::compare(
             &stock_first.tests,
             &stock_second.tests,
             &under_asyncbis.tests,
             under_asyncbis.killed_at_cap,
             &entry.flaky,
         );
+        // Tests that never ran because the session died: say why (it is their signature).
+        if let Some(error) = session_error(&under_asyncbis.output_tail) {
+            for record in comparison.newly_failing.iter_mut() {
+                if let Some(exc) = record.exception.as_mut().filter(|e| e.exc_type == "NotRun") {
+                    exc.message = format!("session ended early: {error}");
+                    record.longrepr = under_asyncbis.output_tail.clone();
+                }
+            }
+        }
         let activation = under_asyncbis.activation.clone().unwrap_or_default();
         match analysis::judge_activation(
             activation.processes,
@@ -514,6 +523,20 @@ impl Study {
             failure.reruns = labels.remove(&failure.nodeid).unwrap_or_default();
         }
     }
+}
+
+/// The line saying why a pytest session died (an INTERNALERROR, a usage error, a conftest
+/// import error), from the end of its output.
+pub fn session_error(output: &str) -> Option<String> {
+    output.lines().rev().map(str::trim_end).find_map(|line| {
+        let body = line
+            .strip_prefix("INTERNALERROR> ")
+            .or_else(|| line.strip_prefix("ERROR: "))
+            .or_else(|| line.strip_prefix("E   "))?;
+        let is_frame =
+            body.starts_with(' ') || body.starts_with("Traceback") || body.starts_with("File ");
+        (!is_frame && !body.trim().is_empty()).then(|| body.trim().chars().take(300).collect())
+    })
 }
 
 fn entry_fingerprint(entry: &ProjectEntry, source: &Source) -> String {
@@ -733,6 +756,20 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn session_errors_are_found_at_the_end_of_the_output() {
+        let output = "collected 0 items\nINTERNALERROR> Traceback (most recent call last):\nINTERNALERROR>   File \"x.py\", line 1\nINTERNALERROR> pytest.PytestAssertRewriteWarning: Module already imported so cannot be rewritten; asyncbis\n";
+        assert_eq!(
+            session_error(output).as_deref(),
+            Some("pytest.PytestAssertRewriteWarning: Module already imported so cannot be rewritten; asyncbis")
+        );
+        assert_eq!(
+            session_error("ERROR: usage: pytest [options]\n").as_deref(),
+            Some("usage: pytest [options]")
+        );
+        assert_eq!(session_error("5 passed in 0.1s\n"), None);
+    }
 
     #[test]
     fn activation_sums_stats_files_and_ignores_junk() {
