@@ -50,7 +50,14 @@ from .language import (
     Stmt,
     Try,
 )
-from .mapping import Outcome, ProgramError, canonical, catches, trio_cancel_called
+from .mapping import (
+    Outcome,
+    ProgramError,
+    canonical,
+    catches,
+    caught_when_leaving,
+    trio_cancel_called,
+)
 from .virtual_clock import VirtualClockLoop
 
 MAIN = "main"
@@ -227,10 +234,9 @@ class Interpreter:
         except BaseException as exc:
             if scope is None:
                 raise
-            self.record(
-                task, "scope_exit", s.id, self.cancel_called(scope), scope.cancelled_caught,
-                canonical(exc),
-            )  # fmt: skip
+            outcome = canonical(exc)
+            caught = caught_when_leaving(scope.cancelled_caught, outcome)
+            self.record(task, "scope_exit", s.id, self.cancel_called(scope), caught, outcome)
             raise
         self.record(
             task, "scope_exit", s.id, self.cancel_called(scope), scope.cancelled_caught, None

@@ -12,7 +12,10 @@ docs/conformance.md, "Mappings"):
    cancellation leaves the group as a bare ``CancelledError``, and with child failures the
    group holds only those failures (plus the body's own non-cancellation error). Canonically a
    group is ``("group", sorted leaves)`` with ``Cancelled`` leaves dropped, and a group made
-   only of cancellations is ``"Cancelled"``. Group nesting is kept.
+   only of cancellations is ``"Cancelled"``. Group nesting is kept. Consequently, when a
+   group leaves a cancelled scope, Trio's scope strips its ``Cancelled`` leaves and reports
+   ``cancelled_caught == True`` while asyncbis's group carries none (False): the flag is not
+   compared for a scope that an exception group leaves (:func:`caught_when_leaving`).
 4. ``RuntimeError`` (spawning into a closed group, ``start()`` whose child never called
    ``started()``) -> ``"RuntimeError"``; the messages differ and are not compared.
 5. The program's own errors, ``ProgramError(n)`` -> ``"E<n>"``.
@@ -104,6 +107,11 @@ def canonical(exc: BaseException | None) -> Outcome:
     if isinstance(exc, RuntimeError):
         return "RuntimeError"
     return f"unexpected {type(exc).__name__}: {exc}"
+
+
+def caught_when_leaving(cancelled_caught: bool, outcome: Outcome) -> bool | None:
+    """A scope's ``cancelled_caught`` as compared, given the exception leaving it (mapping 3)."""
+    return None if isinstance(outcome, tuple) else cancelled_caught
 
 
 def catches(kind: str, outcome: Outcome) -> bool:
