@@ -30,6 +30,23 @@ class TestTimedOut(BaseException):
     pass
 
 
+class KeyboardInterruptInTest(Exception):
+    """A KeyboardInterrupt that escaped a test: recorded as its error instead of ending the
+    whole module's run (unittest re-raises KeyboardInterrupt)."""
+
+
+def _keep_going_after_keyboard_interrupt() -> None:
+    original = unittest.TestCase._callTestMethod
+
+    def call(self, method):
+        try:
+            return original(self, method)
+        except KeyboardInterrupt as exc:
+            raise KeyboardInterruptInTest("KeyboardInterrupt escaped the test") from exc
+
+    unittest.TestCase._callTestMethod = call
+
+
 def _alarm(signum, frame):
     raise TestTimedOut(f"test ran longer than {TEST_TIMEOUT}s")
 
@@ -128,6 +145,7 @@ def run_one(module: str, mode: str, disable: str | None, tests: list[str] | None
 
     support.verbose = 0
     signal.signal(signal.SIGALRM, _alarm)
+    _keep_going_after_keyboard_interrupt()
     suite = _load(module, tests)
     with open(os.devnull, "w") as sink:
         runner = unittest.TextTestRunner(stream=sink, resultclass=_Recorder, verbosity=0)

@@ -57,7 +57,14 @@ def _run_until_complete(self: Any, future: Any) -> Any:
         _stats.count_task(self)
         task = _core.spawn(self, _runner._root_main(self, future))
         task._log_destroy_pending = False  # as stock does for the task it makes
-        future = task
+        try:
+            return _stock.loop_run_until_complete(self, task)
+        except BaseException:
+            # Like stock for the task it makes: the caller has no access to it, so consume
+            # its exception (no "exception was never retrieved" log).
+            if task.done() and not task.cancelled():
+                task.exception()
+            raise
     return _stock.loop_run_until_complete(self, future)
 
 
