@@ -41,7 +41,7 @@ for py in "${pythons[@]}"; do
   [[ -x "$venv/bin/python" ]] || "$py" -m venv "$venv"
   "$venv/bin/python" -m pip install -q --upgrade pip
   "$venv/bin/python" -m pip install -q "maturin>=1.7,<2" pytest pytest-timeout hypothesis \
-    trio anyio sniffio uvloop
+    trio anyio sniffio uvloop rloop pytest-asyncio
   VIRTUAL_ENV="$PWD/$venv" "$venv/bin/maturin" develop -q --release
   "$venv/bin/python" -m pytest -q -p no:cacheprovider tests "$@" || status=1
 done
