@@ -592,3 +592,31 @@ def test_repr_is_truthful():
         assert "exited" in repr(scope)
 
     run(main())
+
+
+def test_a_result_that_arrived_before_the_cancellation_is_not_lost():
+    """Trio/AnyIO: an operation that completed is delivered; the cancellation follows at the
+    next yield point (a memory stream must not lose an item)."""
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        got = []
+
+        async def receiver(scope_box):
+            with CancelScope() as scope:
+                scope_box.append(scope)
+                got.append(await fut)
+                await asyncio.sleep(0)
+                got.append("not reached")
+            got.append(("caught", scope.cancelled_caught))
+
+        box = []
+        t = asyncio.create_task(receiver(box))
+        await asyncio.sleep(0)
+        fut.set_result("item")
+        box[0].cancel()
+        await t
+        assert got == ["item", ("caught", True)]
+
+    run(main())

@@ -143,15 +143,19 @@ impl TaskCore {
     }
 
     fn step_inner<'py>(slf: &Bound<'py, TaskCore>, exc: Option<Bound<'py, PyAny>>) -> PyResult<()> {
-        Self::step_impl(slf, exc, false)
+        Self::step_impl(slf, exc, false, true)
     }
 
     /// One step. `eager`: the first step run synchronously by the spawner (3.12+ eager start),
     /// inside another task's step, so the current task is swapped instead of entered.
+    /// `may_deliver`: false when waking up from a future that completed on its own (its result
+    /// or error is delivered; a pending cancellation waits for the next yield point, as in Trio,
+    /// so that a completed operation's result is never lost).
     fn step_impl<'py>(
         slf: &Bound<'py, TaskCore>,
         exc: Option<Bound<'py, PyAny>>,
         eager: bool,
+        may_deliver: bool,
     ) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
@@ -202,7 +206,7 @@ impl TaskCore {
         }
         this.fut_waiter.set(None);
         // Scope cancellation: never on the first step (a task runs to its first yield point).
-        if this.started.get() {
+        if this.started.get() && may_deliver {
             if let Some(tid) = this.tree_id.get() {
                 let deliver = {
                     let mut t = tree();
@@ -610,8 +614,14 @@ impl TaskCore {
                     return Self::step_inner(slf, Some(exc));
                 }
                 match fut.call_method0(pyo3::intern!(py, "result")) {
-                    Ok(_) => Self::step_inner(slf, None),
-                    Err(e) => Self::step_inner(slf, Some(e.value(py).clone().into_any())),
+                    Ok(_) => Self::step_impl(slf, None, false, false),
+                    Err(e) => {
+                        let value = e.value(py).clone().into_any();
+                        // A cancelled future (typically cancelled by a scope to wake this task)
+                        // lets the scope's cancellation through; a real outcome goes first.
+                        let cancelled = value.is_instance(cached(py).cancelled_error.bind(py))?;
+                        Self::step_impl(slf, Some(value), false, cancelled)
+                    }
                 }
             }
         }
@@ -619,7 +629,7 @@ impl TaskCore {
 
     /// The first step of an eagerly started task (called inside the task's context).
     fn _eager_step(slf: &Bound<'_, Self>) -> PyResult<()> {
-        Self::step_impl(slf, None, true)
+        Self::step_impl(slf, None, true, true)
     }
 
     /// `Task.cancel()`: level (the task's own scope is cancelled) or stock edge semantics.
