@@ -143,6 +143,9 @@ pub struct Attribution {
     pub verdict: Verdict,
     /// Every switch that, turned off alone, made the test pass (in SWITCHES order).
     pub fixed_by: Vec<String>,
+    /// For a combination: the switches that, left on alone (all others off), break the test.
+    #[serde(default)]
+    pub involved: Vec<String>,
 }
 
 /// Outcomes of one test across the attribution reruns.
@@ -154,6 +157,8 @@ pub struct RerunOutcomes {
     pub switch_off: BTreeMap<String, Option<Outcome>>,
     /// Rerun with all switches off (only asked when no single switch fixed it).
     pub all_off: Option<Outcome>,
+    /// For combinations: rerun with only this switch on, by switch name.
+    pub only_on: BTreeMap<String, Option<Outcome>>,
 }
 
 pub fn attribute(outcomes: &RerunOutcomes) -> Attribution {
@@ -162,6 +167,7 @@ pub fn attribute(outcomes: &RerunOutcomes) -> Attribution {
         return Attribution {
             verdict: Verdict::NotReproducible,
             fixed_by: Vec::new(),
+            involved: Vec::new(),
         };
     }
     let fixed_by: Vec<String> = SWITCHES
@@ -176,7 +182,35 @@ pub fn attribute(outcomes: &RerunOutcomes) -> Attribution {
     } else {
         Verdict::Unattributed
     };
-    Attribution { verdict, fixed_by }
+    // A switch is involved when, left on with every other switch off, the test still fails.
+    let involved = if verdict == Verdict::Combination {
+        SWITCHES
+            .iter()
+            .filter(|switch| {
+                outcomes
+                    .only_on
+                    .get(**switch)
+                    .is_some_and(|o| o.is_some_and(Outcome::is_failure))
+            })
+            .map(|switch| switch.to_string())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Attribution {
+        verdict,
+        fixed_by,
+        involved,
+    }
+}
+
+/// Node ids that need the "one switch on" reruns: those only all-switches-off fixes.
+pub fn combinations(outcomes: &BTreeMap<String, RerunOutcomes>) -> Vec<String> {
+    outcomes
+        .iter()
+        .filter(|(_, o)| attribute(o).verdict == Verdict::Combination)
+        .map(|(id, _)| id.clone())
+        .collect()
 }
 
 /// Node ids still needing the all-switches-off rerun: not reproducible ones and ones a single
@@ -313,6 +347,7 @@ mod tests {
             confirm,
             switch_off: off.iter().map(|(s, o)| (s.to_string(), Some(*o))).collect(),
             all_off,
+            only_on: BTreeMap::new(),
         };
         let single = attribute(&with(
             Some(Failed),

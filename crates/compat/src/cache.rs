@@ -43,7 +43,16 @@ impl Mode {
             Mode::Stock { attempt } => format!("stock-{attempt}"),
             Mode::Asyncbis { disabled } if disabled.is_empty() => "asyncbis".to_string(),
             Mode::Asyncbis { disabled } if disabled.len() > 2 => {
-                format!("asyncbis-off-{}-switches", disabled.len())
+                let on: Vec<&str> = crate::analysis::SWITCHES
+                    .iter()
+                    .filter(|s| !disabled.iter().any(|d| d == *s))
+                    .copied()
+                    .collect();
+                match on.as_slice() {
+                    [] => "asyncbis-all-off".to_string(),
+                    [only] => format!("asyncbis-only-{only}"),
+                    _ => format!("asyncbis-off-{}-switches", disabled.len()),
+                }
             }
             Mode::Asyncbis { disabled } => {
                 let mut sorted = disabled.clone();
@@ -174,6 +183,21 @@ mod tests {
         assert_ne!(k(&all_on, &none, "w"), k(&all_on, &some, "w"));
         assert_eq!(k(&off_ab, &some, "w"), k(&off_ba, &some, "w"));
         assert!(k(&all_on, &none, "w").starts_with("janus-2.0.0/py3.12/asyncbis-"));
+        let all: Vec<String> = crate::analysis::SWITCHES
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(
+            Mode::Asyncbis {
+                disabled: all.clone()
+            }
+            .label(),
+            "asyncbis-all-off"
+        );
+        let only_root = Mode::Asyncbis {
+            disabled: all[1..].to_vec(),
+        };
+        assert_eq!(only_root.label(), "asyncbis-only-root-task-group");
         assert_ne!(short_hash(&["ab", "c"]), short_hash(&["a", "bc"]));
     }
 

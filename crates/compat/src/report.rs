@@ -158,7 +158,14 @@ pub fn summarize(projects: &[ProjectResult]) -> Summary {
             if !sig.projects.contains(&project.name) {
                 sig.projects.push(project.name.clone());
             }
-            let key = if fixed_by.is_empty() {
+            let involved = failure
+                .attribution
+                .as_ref()
+                .map(|a| a.involved.clone())
+                .unwrap_or_default();
+            let key = if !involved.is_empty() {
+                format!("combination({})", involved.join("+"))
+            } else if fixed_by.is_empty() {
                 verdict_name.to_string()
             } else {
                 fixed_by.join("+")
@@ -259,6 +266,11 @@ fn switch_counts(project: &ProjectResult) -> BTreeMap<String, usize> {
                 for s in &a.fixed_by {
                     *counts.entry(s.clone()).or_default() += 1;
                 }
+            }
+            Some(a) if !a.involved.is_empty() => {
+                *counts
+                    .entry(format!("combination({})", a.involved.join("+")))
+                    .or_default() += 1
             }
             Some(a) => *counts.entry(a.verdict.as_str().to_string()).or_default() += 1,
             None => *counts.entry("not-attributed-yet".to_string()).or_default() += 1,
@@ -765,6 +777,7 @@ mod tests {
             attribution: Some(Attribution {
                 verdict,
                 fixed_by: fixed_by.iter().map(|s| s.to_string()).collect(),
+                involved: vec![],
             }),
             reruns: BTreeMap::new(),
             traceback: "Traceback <here>".into(),

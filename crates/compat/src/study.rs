@@ -515,6 +515,33 @@ impl Study {
                 }
             }
         }
+        let combined = analysis::combinations(&outcomes);
+        for switch in SWITCHES {
+            if combined.is_empty() {
+                break;
+            }
+            if self.always_off.iter().any(|off| off == switch) {
+                continue;
+            }
+            let disabled: Vec<String> = SWITCHES
+                .iter()
+                .filter(|s| *s != switch)
+                .map(|s| s.to_string())
+                .collect();
+            let mode = Mode::Asyncbis { disabled };
+            runner.study.progress.note(
+                runner.label,
+                &format!("{} combination tests with only {switch} on", combined.len()),
+            );
+            let run = runner.run(&mode, &combined);
+            let tests = record(&mode, &run, &combined);
+            for id in &combined {
+                if let Some(o) = outcomes.get_mut(id) {
+                    o.only_on
+                        .insert(switch.to_string(), tests.get(id).map(|r| r.outcome));
+                }
+            }
+        }
         self.progress.add_done(SWITCHES.len() + 2);
         for failure in failures.iter_mut() {
             if let Some(o) = outcomes.get(&failure.nodeid) {
@@ -531,6 +558,7 @@ pub fn session_error(output: &str) -> Option<String> {
     output.lines().rev().map(str::trim_end).find_map(|line| {
         let body = line
             .strip_prefix("INTERNALERROR> ")
+            .or_else(|| line.strip_prefix("pytest: error: "))
             .or_else(|| line.strip_prefix("ERROR: "))
             .or_else(|| line.strip_prefix("E   "))?;
         let is_frame =
