@@ -12,22 +12,40 @@ from . import _core
 class TaskStatus:
     """Handed to a task started with ``TaskGroup.start()``; call ``started(value)`` once."""
 
-    __slots__ = ("_future", "_task", "_called")
+    __slots__ = ("_task", "_starter", "_called", "_value", "_reparented", "_waiters")
 
-    def __init__(self, future: asyncio.Future) -> None:
-        self._future = future
+    def __init__(self, starter: Any) -> None:
         self._task: Any = None
+        self._starter = starter  # the TaskCore of the task that called start()
         self._called = False
+        self._value: Any = None
+        self._reparented = False
+        self._waiters: list[asyncio.Future] = []
 
     def started(self, value: Any = None) -> None:
         if self._called:
             raise RuntimeError("task_status.started() was called twice for the same task")
         self._called = True
-        if self._task is not None:
-            # From now on the task is an ordinary member of the group.
-            self._task._core.starting = False
-        if not self._future.done():  # the starter may have been cancelled meanwhile
-            self._future.set_result(value)
+        self._value = value
+        # Trio: if the starter is cancelled by now, the child is not handed over to the group;
+        # it stays bound to the starter, which waits for it and shares its fate.
+        if self._starter is None or not self._starter.effectively_cancelled:
+            self._reparented = True
+            if self._task is not None:
+                self._task._core.starting = False  # an ordinary member of the group from now on
+        self._wake()
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for w in waiters:
+            if not w.done():
+                w.set_result(None)
+
+    async def _settled(self) -> None:
+        """Wait until the child called started() or finished."""
+        w = asyncio.get_running_loop().create_future()
+        self._waiters.append(w)
+        await w
 
 
 class TaskGroup(_core.TaskGroup):
@@ -43,44 +61,55 @@ class TaskGroup(_core.TaskGroup):
         """Start ``func(*args, task_status=...)`` in this group; wait for ``started(value)``.
 
         Returns the value. An exception raised before ``started()`` propagates here (not to
-        the group); returning without calling ``started()`` raises RuntimeError.
+        the group); returning without calling ``started()`` raises RuntimeError. If the caller
+        is cancelled before the hand-over, the child is cancelled with it and the caller waits
+        for it: its error, its cancellation or (if it finished after ``started()``) the value.
         """
-        loop = asyncio.get_running_loop()
-        started = loop.create_future()
-        status = TaskStatus(started)
-        coro = func(*args, task_status=status)
-        task = self._spawn_starting(coro, name)
+        status = TaskStatus(_core.current_task_core())
+        task = self._spawn_starting(func(*args, task_status=status), name)
         status._task = task
-
-        def child_done(t: asyncio.Future) -> None:
-            if started.done():
-                return
-            if t.cancelled():
-                started.set_exception(
-                    RuntimeError("the task was cancelled before calling task_status.started()")
-                )
-            elif t.exception() is not None:
-                started.set_exception(t.exception())
-            else:
-                started.set_exception(
-                    RuntimeError("the task exited without calling task_status.started()")
-                )
-
-        task.add_done_callback(child_done)
+        task.add_done_callback(lambda _t: status._wake())
         try:
-            return await started
+            if not status._called and not task.done():
+                await status._settled()
         except asyncio.CancelledError:
-            if started.done() and not started.cancelled() and started.exception() is None:
-                # The value arrived before the cancellation: hand it over; the cancellation is
-                # delivered again at the caller's next yield point (level cancellation).
-                return started.result()
-            if status._called:
-                raise
-            # The starter was cancelled before started(): the child is cancelled with it (it
-            # has not joined the group yet) and whatever it raises reaches the starter.
+            if status._reparented:
+                # Handed over first: return the value; the cancellation is delivered again at
+                # the caller's next yield point (level cancellation).
+                return status._value
+            if await self._share_fate(task, status):
+                raise  # the child ended cancelled: so does the caller
+            return status._value
+        if status._reparented:
+            return status._value
+        if status._called:  # started() while the caller was cancelled: share the child's fate
+            if await self._share_fate(task, status):
+                await _core.checkpoint_if_cancelled()  # delivers the caller's cancellation
+                raise asyncio.CancelledError("the started task was cancelled")
+            return status._value
+        if task.cancelled():
+            raise RuntimeError("the task was cancelled before calling task_status.started()")
+        _raise_start_failure(task)
+
+    @staticmethod
+    async def _share_fate(task: asyncio.Future, status: TaskStatus) -> bool:
+        """The caller was cancelled before the hand-over: cancel the child and wait for it.
+        True if it ended cancelled; raises its error, or RuntimeError if it returned without
+        started(); False if it finished normally after started() (the value stands)."""
+        if not task.done():
             task.cancel()
             with _core.CancelScope(shield=True):
-                await asyncio.wait([task])
-            if not task.cancelled() and task.exception() is not None:
-                raise task.exception() from None
-            raise
+                while not task.done():
+                    await status._settled()
+        if task.cancelled():
+            return True
+        if task.exception() is not None or not status._called:
+            _raise_start_failure(task)
+        return False
+
+
+def _raise_start_failure(task: asyncio.Future) -> None:
+    exc = task.exception()
+    if exc is not None:
+        raise exc from None
+    raise RuntimeError("the task exited without calling task_status.started()")

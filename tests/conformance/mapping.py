@@ -67,9 +67,7 @@ CANCELLED = "Cancelled"
 #       returns without started() — start() raises CancelledError; Trio: RuntimeError.
 #   "group-cancelled-caught" (again): the body's own cancellation, caused by a failing child,
 #       is not counted: cancelled_caught stays False when only the body was cancelled.
-TOLERATED_CORE_BUGS: frozenset[str] = frozenset(
-    {"start-cancelled-starter", "group-cancelled-caught"}
-)
+TOLERATED_CORE_BUGS: frozenset[str] = frozenset()
 TIMEOUT = "Timeout"
 
 

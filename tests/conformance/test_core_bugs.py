@@ -168,12 +168,6 @@ def test_start_returns_the_value_when_the_child_fails_right_after_started():
     assert values == [2]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: a start() child that cancels the caller's group and returns without "
-    "started() makes start() raise CancelledError (absorbed by the group) instead of the "
-    "RuntimeError for a child that never called started()",
-)
 def test_child_cancelling_the_starters_group_without_started_is_a_runtime_error():
     # Trio: the child finished before the caller could take the cancellation, so start()
     # raises RuntimeError("child exited without calling task_status.started()")
@@ -191,11 +185,6 @@ def test_child_cancelling_the_starters_group_without_started_is_a_runtime_error(
     asyncbis.run(main())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: group.cancel_scope.cancelled_caught stays False when the group "
-    "absorbed only its body's cancellation (caused by a failing child)",
-)
 def test_group_scope_reports_the_body_cancellation_it_absorbed():
     # Trio: nursery.cancel_scope.cancelled_caught is True (it stripped the body's Cancelled)
     async def fail():

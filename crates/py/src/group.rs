@@ -10,7 +10,9 @@ use pyo3::types::PyList;
 
 use crate::scope::CancelScope;
 use crate::task::{current_core, TaskCore};
-use crate::util::{cached, new_marked_cancelled_error, runtime_error, tree, GilCell};
+use crate::util::{
+    cached, is_marked_for, new_marked_cancelled_error, runtime_error, tree, GilCell,
+};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 enum GroupState {
@@ -167,8 +169,13 @@ impl TaskGroup {
         let scope = this.scope.bind(py);
         let c = cached(py);
         let body_exc = body_exc.map(|e| e.into_bound(py));
-        // Children that ended cancelled count as cancellations reaching the group's scope.
-        let absorbed = this.cancelled_children.get();
+        // Children that ended cancelled, and a body that was cancelled, count as cancellations
+        // reaching the group's scope (also when errors leave the group instead).
+        let body_cancelled = match (&body_exc, host_id) {
+            (Some(b), Some(tid)) => is_marked_for(b, tid.as_u64()),
+            _ => false,
+        };
+        let absorbed = this.cancelled_children.get() || body_cancelled;
         if let Some(base) = this.base_error.take() {
             let base = base.into_bound(py);
             CancelScope::exit_impl(scope, Some(&base), absorbed)?;
