@@ -323,6 +323,8 @@ def report(directory: str) -> str:
     """Markdown: per Python, stock vs all-off vs defaults vs harness; failures by switch."""
     import glob
 
+    from asyncbis import switches
+
     def load(kind: str, ver: str) -> dict | None:
         path = os.path.join(directory, f"{kind}-{ver}.json")
         if not os.path.exists(path):
@@ -358,9 +360,14 @@ def report(directory: str) -> str:
             run, attribution = load(kind, ver), load(f"attribution-{kind}", ver)
             if run is None or attribution is None:
                 continue
+            rerun_switches = len(switches.NAMES) - (len(HARNESS) if kind == "harness" else 0)
             by_switch: dict[str, list[str]] = {}
             for t in sorted(set(run["failed"]) - base):
-                key = ", ".join(attribution.get(t, [])) or "(no single switch)"
+                fixed_by = attribution.get(t, [])
+                if len(fixed_by) >= rerun_switches:
+                    key = "(passes on every rerun: timing-dependent or flaky)"
+                else:
+                    key = ", ".join(fixed_by) or "(no single switch: needs several off)"
                 by_switch.setdefault(key, []).append(t)
             ordered = sorted(by_switch.items(), key=lambda kv: (-len(kv[1]), kv[0]))
             details.append(f"\n### Python {ver}: failures with {title}, by switch\n")
