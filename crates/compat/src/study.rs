@@ -277,6 +277,7 @@ impl Study {
             service_env: &service_env,
             entry_fingerprint: entry_fingerprint(entry, source),
             wheel_fingerprint: wheel.map(|(_, hash)| hash.clone()).unwrap_or_default(),
+            rerun_timeout: std::cell::Cell::new(entry.timeout),
             label,
         };
         self.progress.note(label, "stock run 1");
@@ -285,6 +286,9 @@ impl Study {
             Err(reason) => return result.stop(Status::SetupFailed, reason),
         };
         result.runs.push(RunSummary::of(&stock_first));
+        runner
+            .rerun_timeout
+            .set(rerun_timeout(&stock_first.tests, entry.timeout));
         if stock_first.tests.is_empty() {
             let reason = format!(
                 "the stock suite recorded no tests: {}",
@@ -552,6 +556,14 @@ impl Study {
     }
 }
 
+/// Rerun timeout: ten times the slowest stock duration, at least 15 s, at most the entry's.
+pub fn rerun_timeout(stock: &BTreeMap<String, TestRecord>, entry_timeout: u64) -> u64 {
+    let slowest = stock.values().map(|r| r.duration).fold(0.0_f64, f64::max);
+    ((slowest * 10.0).ceil() as u64)
+        .clamp(15, entry_timeout.max(15))
+        .min(entry_timeout)
+}
+
 /// The line saying why a pytest session died (an INTERNALERROR, a usage error, a conftest
 /// import error), from the end of its output.
 pub fn session_error(output: &str) -> Option<String> {
@@ -586,7 +598,19 @@ fn entry_fingerprint(entry: &ProjectEntry, source: &Source) -> String {
     ])
 }
 
+/// Where one pytest invocation writes and runs.
+#[derive(Clone, Copy)]
+struct RunFiles<'p> {
+    junit: &'p Path,
+    record: &'p Path,
+    stats_dir: &'p Path,
+    tree: &'p Path,
+}
+
 struct SuiteRunner<'a> {
+    /// Per-test timeout for reruns of selected tests: a multiple of their stock duration (a
+    /// level-cancelled test that hangs should not hold every rerun for the full timeout).
+    rerun_timeout: std::cell::Cell<u64>,
     study: &'a Study,
     entry: &'a ProjectEntry,
     python: &'a Python,
@@ -601,12 +625,18 @@ struct SuiteRunner<'a> {
 impl SuiteRunner<'_> {
     /// Runs the suite (or just `selection`) in `mode`, from the cache when it has the result.
     fn run(&self, mode: &Mode, selection: &[String]) -> Result<SuiteRun, String> {
+        let timeout = self.timeout_for(selection);
+        let fingerprint = if timeout == self.entry.timeout {
+            self.entry_fingerprint.clone()
+        } else {
+            short_hash(&[&self.entry_fingerprint, &timeout.to_string()])
+        };
         let key = RunKey {
             project: &self.entry.name,
             version: &self.entry.version,
             python: &self.python.version,
             mode,
-            entry_fingerprint: &self.entry_fingerprint,
+            entry_fingerprint: &fingerprint,
             wheel_fingerprint: &self.wheel_fingerprint,
             selection,
         };
@@ -624,6 +654,14 @@ impl SuiteRunner<'_> {
         self.study.cache.store(&key, &run)?;
         self.study.progress.ran(self.label, &run, false);
         Ok(run)
+    }
+
+    fn timeout_for(&self, selection: &[String]) -> u64 {
+        if selection.is_empty() {
+            self.entry.timeout
+        } else {
+            self.rerun_timeout.get()
+        }
     }
 
     fn run_fresh(
@@ -659,8 +697,14 @@ impl SuiteRunner<'_> {
         let mut junit_tests = BTreeMap::new();
         for (index, targets) in batches.iter().enumerate() {
             let junit = run_dir.join(format!("junit-{index}.xml"));
+            let files = RunFiles {
+                junit: &junit,
+                record: &record_path,
+                stats_dir: &stats_dir,
+                tree: &tree,
+            };
             let mut command =
-                self.pytest_command(mode, targets, &junit, &record_path, &stats_dir, &tree);
+                self.pytest_command(mode, targets, self.timeout_for(selection), &files);
             let _ = std::fs::remove_file(&finished_marker);
             let cap = Duration::from_secs(self.entry.suite_timeout);
             let finished = run_capped_with_marker(
@@ -707,11 +751,15 @@ impl SuiteRunner<'_> {
         &self,
         mode: &Mode,
         targets: &[String],
-        junit: &Path,
-        record: &Path,
-        stats_dir: &Path,
-        tree: &Path,
+        timeout: u64,
+        files: &RunFiles,
     ) -> Command {
+        let RunFiles {
+            junit,
+            record,
+            stats_dir,
+            tree,
+        } = *files;
         let pytest = self.venv.bin("pytest");
         let mut command = if pytest.exists() {
             Command::new(pytest)
@@ -731,7 +779,7 @@ impl SuiteRunner<'_> {
             ])
             .args(["-o", "junit_family=xunit1"])
             .arg(format!("--junitxml={}", junit.display()))
-            .arg(format!("--timeout={}", self.entry.timeout))
+            .arg(format!("--timeout={timeout}"))
             .current_dir(tree);
         for (key, _) in std::env::vars_os() {
             let key = key.to_string_lossy();
@@ -784,6 +832,25 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rerun_timeouts_follow_stock_durations() {
+        let record = |duration: f64| TestRecord {
+            nodeid: "t".into(),
+            outcome: Outcome::Passed,
+            phase: "call".into(),
+            duration,
+            exception: None,
+            longrepr: String::new(),
+        };
+        let quick: BTreeMap<String, TestRecord> = [("a".to_string(), record(0.2))].into();
+        assert_eq!(rerun_timeout(&quick, 60), 15);
+        let slow: BTreeMap<String, TestRecord> = [("a".to_string(), record(4.5))].into();
+        assert_eq!(rerun_timeout(&slow, 60), 45);
+        let slower: BTreeMap<String, TestRecord> = [("a".to_string(), record(30.0))].into();
+        assert_eq!(rerun_timeout(&slower, 60), 60);
+        assert_eq!(rerun_timeout(&quick, 5), 5);
+    }
 
     #[test]
     fn session_errors_are_found_at_the_end_of_the_output() {
