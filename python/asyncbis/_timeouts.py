@@ -147,34 +147,28 @@ class Timeout(metaclass=abc.ABCMeta):  # noqa: B024  (ABC only to register the n
         return caught
 
 
-def _native_ok() -> bool:
-    # The native Timeout (Rust) is the fast path: scoped timeouts on, in an asyncbis task.
-    return switches.enabled("scoped-timeouts") and _scopes_usable()
-
-
-def timeout(delay: float | None, *, shield: bool = False) -> Timeout:
-    """``async with timeout(5):`` — TimeoutError if the block is still running after 5 s.
-
-    ``None`` means no deadline (set one later with ``reschedule()``).
-    """
+def _fallback_timeout(delay: float | None, *, shield: bool = False) -> Timeout:
+    """timeout() where the native scope does not apply (scoped-timeouts off, or not in an
+    asyncbis task): the Timeout class below, which runs stock asyncio.Timeout then."""
     loop = asyncio.get_running_loop()
     if delay is None:
-        when = None
-    elif isinstance(delay, bool) or not isinstance(delay, (int, float)):
+        return Timeout(None, shield=shield)
+    if isinstance(delay, bool) or not isinstance(delay, (int, float)):
         raise TypeError(f"the delay must be a number or None, got {type(delay).__name__}")
-    else:
-        when = loop.time() + delay
-    if _native_ok():
-        return _core.timeout_at(when, shield=shield)  # type: ignore[return-value]
+    return Timeout(loop.time() + delay, shield=shield)
+
+
+def _fallback_timeout_at(when: float | None, *, shield: bool = False) -> Timeout:
     return Timeout(when, shield=shield)
 
 
-def timeout_at(when: float | None, *, shield: bool = False) -> Timeout:
-    """``async with timeout_at(loop.time() + 5):`` — like timeout() with an absolute deadline."""
-    if _native_ok():
-        _to_deadline(when)
-        return _core.timeout_at(when, shield=shield)  # type: ignore[return-value]
-    return Timeout(when, shield=shield)
+# ``async with timeout(5):`` — TimeoutError if the block is still running after 5 s; ``None``
+# means no deadline (set one later with ``reschedule()``). ``timeout_at(loop.time() + 5)`` takes
+# an absolute deadline. Both are native (Rust) on the fast path, and call the fallbacks above
+# when the scoped-timeouts switch is off or the caller is not an asyncbis task.
+timeout = _core.timeout
+timeout_at = _core.timeout_at
+_core._set_timeout_fallback(_fallback_timeout, _fallback_timeout_at)
 
 
 # timeout()/timeout_at() return the native class on the fast path; it is a Timeout too.

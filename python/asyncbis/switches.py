@@ -124,6 +124,7 @@ def _on_change(fn: Callable[[], None]) -> None:
 
 def _changed() -> None:
     _core._set_core_switch("level-cancellation", enabled("level-cancellation"))
+    _core._set_core_switch("scoped-timeouts", enabled("scoped-timeouts"))
     _core._set_core_switch("task-cancel-level", _values["task-cancel-level"])
     for fn in list(_listeners):
         fn()

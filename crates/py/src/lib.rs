@@ -130,6 +130,7 @@ fn current_task_core(py: Python<'_>) -> Option<Py<TaskCore>> {
 fn _set_core_switch(name: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {
     match name {
         "level-cancellation" => util::set_level_cancellation(value.is_truthy()?),
+        "scoped-timeouts" => util::set_scoped_timeouts(value.is_truthy()?),
         "task-cancel-level" => {
             let mode = if let Ok(s) = value.extract::<String>() {
                 match s.as_str() {
@@ -187,6 +188,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<timeout::Ready>()?;
     m.add_function(wrap_pyfunction!(timeout::timeout, m)?)?;
     m.add_function(wrap_pyfunction!(timeout::timeout_at, m)?)?;
+    m.add_function(wrap_pyfunction!(timeout::_set_timeout_fallback, m)?)?;
     m.add_function(wrap_pyfunction!(scope::move_on_after, m)?)?;
     m.add_function(wrap_pyfunction!(scope::move_on_at, m)?)?;
     m.add_function(wrap_pyfunction!(scope::fail_after, m)?)?;

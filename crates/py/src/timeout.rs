@@ -3,6 +3,7 @@
 
 use pyo3::exceptions::{PyStopIteration, PyTypeError};
 use pyo3::prelude::*;
+use pyo3::types::IntoPyDict;
 
 use crate::scope::{check_deadline, CancelScope};
 use crate::util::{cached, runtime_error};
@@ -198,40 +199,82 @@ fn new_timeout(py: Python<'_>, deadline: f64, shield: bool) -> PyResult<Py<Timeo
     )
 }
 
+/// Where `timeout()`/`timeout_at()` go when the native scope does not apply (scoped-timeouts
+/// off, or not in an asyncbis task): the Python surface's stock-compatible versions.
+static FALLBACK: pyo3::sync::PyOnceLock<(Py<PyAny>, Py<PyAny>)> = pyo3::sync::PyOnceLock::new();
+
+#[pyfunction]
+pub fn _set_timeout_fallback(
+    py: Python<'_>,
+    timeout: Py<PyAny>,
+    timeout_at: Py<PyAny>,
+) -> PyResult<()> {
+    FALLBACK
+        .set(py, (timeout, timeout_at))
+        .map_err(|_| runtime_error("the timeout fallback is already set"))
+}
+
+/// The fallback to call, or None when the native Timeout applies.
+fn fallback(py: Python<'_>, at: bool) -> Option<Bound<'_, PyAny>> {
+    if crate::util::scoped_timeouts() && crate::task::current_core(py).is_some() {
+        return None;
+    }
+    FALLBACK.get(py).map(|(t, t_at)| {
+        if at {
+            t_at.bind(py).clone()
+        } else {
+            t.bind(py).clone()
+        }
+    })
+}
+
+fn number(value: &Bound<'_, PyAny>, what: &str) -> PyResult<f64> {
+    if value.is_instance_of::<pyo3::types::PyBool>() {
+        return Err(PyTypeError::new_err(format!(
+            "{what} must be a number or None, got bool"
+        )));
+    }
+    check_deadline(value, what)
+}
+
 /// `async with timeout(delay):` — TimeoutError if the block still runs after `delay` seconds
-/// (None: no deadline).
+/// (None: no deadline). Level-cancelling; `shield=True` also blocks outside cancellation.
 #[pyfunction]
 #[pyo3(signature = (delay, *, shield = false))]
-pub fn timeout(
-    py: Python<'_>,
-    delay: Option<Bound<'_, PyAny>>,
+pub fn timeout<'py>(
+    py: Python<'py>,
+    delay: Option<Bound<'py, PyAny>>,
     shield: bool,
-) -> PyResult<Py<Timeout>> {
+) -> PyResult<Bound<'py, PyAny>> {
+    if let Some(f) = fallback(py, false) {
+        return f.call((delay,), Some(&[("shield", shield)].into_py_dict(py)?));
+    }
     let deadline = match delay {
         None => f64::INFINITY,
         Some(d) => {
-            let d = check_deadline(&d, "the delay").map_err(|e| {
-                if e.is_instance_of::<PyTypeError>(py) {
-                    PyTypeError::new_err("the delay must be a number of seconds or None")
-                } else {
-                    e
-                }
-            })?;
+            let d = number(&d, "the delay")?;
             let loop_ = cached(py).get_running_loop.bind(py).call0()?;
-            let now: f64 = loop_.call_method0(pyo3::intern!(py, "time"))?.extract()?;
+            let now = crate::scope::loop_now(&loop_)?;
             now + d
         }
     };
-    new_timeout(py, deadline, shield)
+    Ok(new_timeout(py, deadline, shield)?.into_bound(py).into_any())
 }
 
 /// `async with timeout_at(when):` — like `timeout()` with an absolute loop-time deadline.
 #[pyfunction]
 #[pyo3(signature = (when, *, shield = false))]
-pub fn timeout_at(
-    py: Python<'_>,
-    when: Option<Bound<'_, PyAny>>,
+pub fn timeout_at<'py>(
+    py: Python<'py>,
+    when: Option<Bound<'py, PyAny>>,
     shield: bool,
-) -> PyResult<Py<Timeout>> {
-    new_timeout(py, deadline_of(when.as_ref())?, shield)
+) -> PyResult<Bound<'py, PyAny>> {
+    if let Some(f) = fallback(py, true) {
+        return f.call((when,), Some(&[("shield", shield)].into_py_dict(py)?));
+    }
+    let deadline = match &when {
+        None => f64::INFINITY,
+        Some(w) => number(w, "the deadline")?,
+    };
+    Ok(new_timeout(py, deadline, shield)?.into_bound(py).into_any())
 }

@@ -119,6 +119,9 @@ pub struct Cached {
     pub iscoroutine: Py<PyAny>,
     pub isgenerator: Py<PyAny>,
     pub get_running_loop: Py<PyAny>,
+    /// `asyncio.BaseEventLoop.time` (to recognise loops that keep asyncio's clock)
+    pub base_loop_time: Py<PyAny>,
+    pub monotonic: Py<PyAny>,
 }
 
 static CACHED: PyOnceLock<Cached> = PyOnceLock::new();
@@ -151,6 +154,12 @@ pub fn cached(py: Python<'_>) -> &'static Cached {
                 iscoroutine: coroutines.getattr("iscoroutine")?.unbind(),
                 isgenerator: inspect.getattr("isgenerator")?.unbind(),
                 get_running_loop: asyncio.getattr("get_running_loop")?.unbind(),
+                base_loop_time: py
+                    .import("asyncio.base_events")?
+                    .getattr("BaseEventLoop")?
+                    .getattr("time")?
+                    .unbind(),
+                monotonic: py.import("time")?.getattr("monotonic")?.unbind(),
             })
         };
         load().expect("asyncbis: the asyncio module lacks a name this Python should have")
@@ -160,6 +169,8 @@ pub fn cached(py: Python<'_>) -> &'static Cached {
 /// Behaviour switches that the core itself consults (DESIGN §2). The Python surface owns the
 /// full list and pushes these down.
 static LEVEL_CANCELLATION: AtomicBool = AtomicBool::new(true);
+/// `timeout()`/`timeout_at()` are native cancel scopes (else the Python fallback decides).
+static SCOPED_TIMEOUTS: AtomicBool = AtomicBool::new(true);
 /// 0 = edge (stock), 1 = level, 2 = level but `uncancel()` back to zero lifts it.
 static TASK_CANCEL_MODE: AtomicU8 = AtomicU8::new(1);
 
@@ -169,6 +180,14 @@ pub fn level_cancellation() -> bool {
 
 pub fn task_cancel_mode() -> u8 {
     TASK_CANCEL_MODE.load(Ordering::Relaxed)
+}
+
+pub fn scoped_timeouts() -> bool {
+    SCOPED_TIMEOUTS.load(Ordering::Relaxed)
+}
+
+pub fn set_scoped_timeouts(on: bool) {
+    SCOPED_TIMEOUTS.store(on, Ordering::Relaxed)
 }
 
 pub fn set_level_cancellation(on: bool) {
