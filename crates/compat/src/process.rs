@@ -12,6 +12,8 @@ pub struct Finished {
     pub killed_at_cap: bool,
     /// The work was done (the marker appeared) but the process would not exit.
     pub lingered: bool,
+    /// Killed because its progress file stopped growing (`killed_at_cap` is set too).
+    pub stalled: bool,
     pub wall_seconds: f64,
 }
 
@@ -24,7 +26,7 @@ const INTERRUPT_GRACE: Duration = Duration::from_secs(10);
 /// Runs `command` with stdout and stderr appended to `log`, killing its whole process group
 /// (servers and workers it started included) once `cap` has passed.
 pub fn run_capped(command: &mut Command, log: &Path, cap: Duration) -> Result<Finished, String> {
-    run_capped_with_marker(command, log, cap, None, LINGER_GRACE)
+    run_capped_with_marker(command, log, cap, None, LINGER_GRACE, None)
 }
 
 /// Like `run_capped`; once `done_marker` exists, a process still running after a grace period
@@ -35,6 +37,7 @@ pub fn run_capped_with_marker(
     cap: Duration,
     done_marker: Option<&Path>,
     linger_grace: Duration,
+    stall: Option<(&Path, Duration)>,
 ) -> Result<Finished, String> {
     let describe = format!("{:?}", command.get_program());
     let log_file = std::fs::OpenOptions::new()
@@ -58,6 +61,8 @@ pub fn run_capped_with_marker(
     let mut lingered = false;
     let mut done_since: Option<Instant> = None;
     let mut interrupted_at: Option<Instant> = None;
+    let mut stalled = false;
+    let mut last_progress = (0_u64, Instant::now());
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,
@@ -67,6 +72,18 @@ pub fn run_capped_with_marker(
         if !killed_at_cap && started.elapsed() > cap {
             killed_at_cap = true;
             signal(-group, libc::SIGKILL);
+        }
+        // A progress file that stops growing means a test is stuck beyond what its own
+        // timeout could stop (e.g. a runaway loop that swallows pytest-timeout's exception).
+        if let Some((file, limit)) = stall {
+            let size = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+            if size != last_progress.0 {
+                last_progress = (size, Instant::now());
+            } else if !killed_at_cap && done_since.is_none() && last_progress.1.elapsed() > limit {
+                killed_at_cap = true;
+                stalled = true;
+                signal(-group, libc::SIGKILL);
+            }
         }
         if done_since.is_none() && done_marker.is_some_and(Path::exists) {
             done_since = Some(Instant::now());
@@ -89,6 +106,7 @@ pub fn run_capped_with_marker(
     Ok(Finished {
         code: status.code(),
         killed_at_cap,
+        stalled,
         lingered,
         wall_seconds: started.elapsed().as_secs_f64(),
     })
@@ -174,6 +192,7 @@ mod tests {
             Duration::from_secs(120),
             Some(&marker),
             Duration::from_millis(200),
+            None,
         )
         .unwrap();
         assert!(finished.lingered && !finished.killed_at_cap);

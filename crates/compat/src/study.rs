@@ -707,12 +707,15 @@ impl SuiteRunner<'_> {
                 self.pytest_command(mode, targets, self.timeout_for(selection), &files);
             let _ = std::fs::remove_file(&finished_marker);
             let cap = Duration::from_secs(self.entry.suite_timeout);
+            // Stuck beyond the per-test timeout: nothing recorded for three timeouts and a minute.
+            let stall = Duration::from_secs(self.timeout_for(selection) * 3 + 60);
             let finished = run_capped_with_marker(
                 &mut command,
                 &log,
                 cap,
                 Some(&finished_marker),
                 LINGER_GRACE,
+                Some((&record_path, stall)),
             )?;
             lingered |= finished.lingered;
             wall_seconds += finished.wall_seconds;
