@@ -234,7 +234,7 @@ impl TaskCore {
         let prev_task = match swap {
             Some(swap) => Some(swap.bind(py).call1((&loop_, &task))?),
             None => {
-                c.enter_task.bind(py).call1((&loop_, &task))?;
+                enter_task(py, &loop_, &task)?;
                 None
             }
         };
@@ -247,7 +247,7 @@ impl TaskCore {
         drop(prev);
         let left = match (swap, prev_task) {
             (Some(swap), Some(prev_task)) => swap.bind(py).call1((&loop_, prev_task)).map(|_| ()),
-            _ => c.leave_task.bind(py).call1((&loop_, &task)).map(|_| ()),
+            _ => leave_task(py, &loop_, &task),
         };
 
         let result = Self::handle_outcome(slf, &task, &loop_, outcome);
@@ -504,6 +504,53 @@ impl TaskCore {
     }
 }
 
+/// asyncio's `_enter_task(loop, task)`, same checks and messages, on its dict when possible.
+fn enter_task<'py>(
+    py: Python<'py>,
+    loop_: &Bound<'py, PyAny>,
+    task: &Bound<'py, PyAny>,
+) -> PyResult<()> {
+    let c = cached(py);
+    let Some(current) = &c.current_tasks else {
+        c.enter_task.bind(py).call1((loop_, task))?;
+        return Ok(());
+    };
+    let current = current.bind(py);
+    if let Some(other) = current.get_item(loop_)? {
+        return Err(runtime_error(format!(
+            "Cannot enter into task {} while another task {} is being executed.",
+            task.repr()?,
+            other.repr()?
+        )));
+    }
+    current.set_item(loop_, task)
+}
+
+/// asyncio's `_leave_task(loop, task)`.
+fn leave_task<'py>(
+    py: Python<'py>,
+    loop_: &Bound<'py, PyAny>,
+    task: &Bound<'py, PyAny>,
+) -> PyResult<()> {
+    let c = cached(py);
+    let Some(current) = &c.current_tasks else {
+        c.leave_task.bind(py).call1((loop_, task))?;
+        return Ok(());
+    };
+    let current = current.bind(py);
+    match current.get_item(loop_)? {
+        Some(t) if t.is(task) => current.del_item(loop_),
+        other => Err(runtime_error(format!(
+            "Leaving task {} does not match the current task {}.",
+            task.repr()?,
+            match other {
+                Some(o) => o.repr()?.to_string(),
+                None => "None".into(),
+            }
+        ))),
+    }
+}
+
 static CONTEXT_KWNAMES: pyo3::sync::PyOnceLock<Py<pyo3::types::PyTuple>> =
     pyo3::sync::PyOnceLock::new();
 
@@ -518,7 +565,8 @@ pub fn call_with_context<'py>(
 ) -> PyResult<()> {
     let py = obj.py();
     let kwnames = CONTEXT_KWNAMES.get_or_init(py, || {
-        pyo3::types::PyTuple::new(py, ["context"])
+        // Interned, like the parameter name it must match (identity hits the fast path).
+        pyo3::types::PyTuple::new(py, [PyString::intern(py, "context")])
             .expect("a tuple of one str")
             .unbind()
     });

@@ -108,6 +108,9 @@ pub struct Cached {
     pub future_set_result: Py<PyAny>,
     pub future_set_exception: Py<PyAny>,
     pub enter_task: Py<PyAny>,
+    /// The dict `asyncio.current_task()` reads (loop -> task), when the C accelerator keeps one
+    /// (3.11-3.13): entering/leaving a task is then two dict operations, not two calls.
+    pub current_tasks: Option<Py<pyo3::types::PyDict>>,
     pub leave_task: Py<PyAny>,
     pub register_task: Py<PyAny>,
     /// 3.12+: used for eager starts, which run inside another task's step.
@@ -125,6 +128,20 @@ pub struct Cached {
 }
 
 static CACHED: PyOnceLock<Cached> = PyOnceLock::new();
+
+fn current_tasks_dict(py: Python<'_>) -> Option<Py<pyo3::types::PyDict>> {
+    let c_module = py.import("_asyncio").ok()?;
+    let dict = c_module.getattr("_current_tasks").ok()?;
+    let tasks = py.import("asyncio.tasks").ok()?;
+    // Only if asyncio's current_task() is the C one that reads this very dict.
+    let current_task = tasks.getattr("current_task").ok()?;
+    if !current_task.is(c_module.getattr("current_task").ok()?) {
+        return None;
+    }
+    dict.cast_into::<pyo3::types::PyDict>()
+        .ok()
+        .map(|d| d.unbind())
+}
 
 pub fn cached(py: Python<'_>) -> &'static Cached {
     CACHED.get_or_init(py, || {
@@ -144,6 +161,7 @@ pub fn cached(py: Python<'_>) -> &'static Cached {
                 future_set_exception: future.getattr("set_exception")?.unbind(),
                 future_type: future.unbind(),
                 enter_task: tasks.getattr("_enter_task")?.unbind(),
+                current_tasks: current_tasks_dict(py),
                 leave_task: tasks.getattr("_leave_task")?.unbind(),
                 register_task: tasks.getattr("_register_task")?.unbind(),
                 swap_current_task: tasks.getattr("_swap_current_task").ok().map(|f| f.unbind()),
