@@ -567,6 +567,26 @@ pub fn rerun_timeout(stock: &BTreeMap<String, TestRecord>, entry_timeout: u64) -
 /// The line saying why a pytest session died (an INTERNALERROR, a usage error, a conftest
 /// import error), from the end of its output.
 pub fn session_error(output: &str) -> Option<String> {
+    prefixed_error(output).or_else(|| bare_exception_line(output))
+}
+
+/// The last line of a plain Python traceback (`pkg.SomeError: message`), for sessions that
+/// died before pytest could report anything.
+fn bare_exception_line(output: &str) -> Option<String> {
+    output.lines().rev().map(str::trim_end).find_map(|line| {
+        let (head, _) = line.split_once(": ")?;
+        let is_exception = !head.is_empty()
+            && head
+                .split('.')
+                .all(|p| !p.is_empty() && p.chars().all(|c| c.is_alphanumeric() || c == '_'))
+            && ["Error", "Warning", "Exception", "Exit"]
+                .iter()
+                .any(|end| head.ends_with(end));
+        is_exception.then(|| line.chars().take(300).collect())
+    })
+}
+
+fn prefixed_error(output: &str) -> Option<String> {
     output.lines().rev().map(str::trim_end).find_map(|line| {
         let body = line
             .strip_prefix("INTERNALERROR> ")
@@ -867,6 +887,11 @@ mod tests {
             Some("usage: pytest [options]")
         );
         assert_eq!(session_error("5 passed in 0.1s\n"), None);
+        let bare = "  File \"x.py\", line 3, in f\n    warnings.warn(w)\npytest.PytestAssertRewriteWarning: Module already imported; asyncbis\n";
+        assert_eq!(
+            session_error(bare).as_deref(),
+            Some("pytest.PytestAssertRewriteWarning: Module already imported; asyncbis")
+        );
     }
 
     #[test]
