@@ -414,3 +414,20 @@ def test_group_children_do_not_leak():
     run(main())
     gc.collect()
     assert asyncbis._core._tree_stats() == before
+
+
+def test_outer_scope_reports_a_cancellation_carried_by_an_inner_groups_error():
+    """Trio: the inner nursery's exception group holds its cancelled child's Cancelled; the
+    outer (cancelled) scope strips it and reports cancelled_caught while the error goes on."""
+
+    async def main():
+        with pytest.raises(BaseExceptionGroup):
+            async with TaskGroup() as outer:
+                async with TaskGroup() as inner:
+                    outer.cancel()
+                    inner.create_task(sleep_forever())
+                    raise ValueError("body")
+        assert outer.cancel_scope.cancelled_caught
+        assert not inner.cancel_scope.cancelled_caught
+
+    run(main())

@@ -8,6 +8,10 @@ use pyo3::types::PyString;
 use crate::task::{current_core, wake_all, TaskCore};
 use crate::util::{cached, is_marked_for, runtime_error, tree, GilCell};
 
+/// Marks an exception leaving a scope that a cancellation also reached without being caught
+/// there (see `exit_impl`).
+const CARRIED_ATTR: &str = "_asyncbis_carries_cancel";
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 enum ScopeState {
     #[default]
@@ -296,10 +300,23 @@ impl CancelScope {
         this.thread.set(None);
         let mark = host.get().mark();
         this.host.set(None);
-        if catches && absorbed {
-            this.cancelled_caught.set(true);
+        let exc = exc.filter(|e| !e.is_none());
+        // An error group from an inner task group whose children were cancelled carries that
+        // cancellation outward (Trio's groups hold the Cancelled leaves; ours do not).
+        let carried = exc.is_some_and(|e| {
+            e.getattr(pyo3::intern!(py, CARRIED_ATTR))
+                .and_then(|v| v.extract::<u64>())
+                .is_ok_and(|m| m == mark)
+        });
+        if absorbed || carried {
+            if catches {
+                this.cancelled_caught.set(true);
+            } else if let Some(e) = exc {
+                // Not ours to catch: an outer scope is the one; pass the mark along.
+                let _ = e.setattr(pyo3::intern!(py, CARRIED_ATTR), mark);
+            }
         }
-        let Some(exc) = exc.filter(|e| !e.is_none()) else {
+        let Some(exc) = exc else {
             return Ok(false);
         };
         if !catches {
