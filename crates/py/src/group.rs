@@ -183,6 +183,16 @@ impl TaskGroup {
         }
         let errors = this.errors.take();
         if !errors.is_empty() {
+            // An inner group's error that carries a cancellation carries it on (see exit_impl).
+            let carried = host_id.is_some_and(|tid| {
+                errors.iter().any(|e| {
+                    e.bind(py)
+                        .getattr(pyo3::intern!(py, crate::scope::CARRIED_ATTR))
+                        .and_then(|v| v.extract::<u64>())
+                        .is_ok_and(|m| m == tid.as_u64())
+                })
+            });
+            let absorbed = absorbed || carried;
             let list = PyList::new(py, errors)?;
             let group = c
                 .base_exception_group

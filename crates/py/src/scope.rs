@@ -10,7 +10,7 @@ use crate::util::{cached, is_marked_for, runtime_error, tree, GilCell};
 
 /// Marks an exception leaving a scope that a cancellation also reached without being caught
 /// there (see `exit_impl`).
-const CARRIED_ATTR: &str = "_asyncbis_carries_cancel";
+pub const CARRIED_ATTR: &str = "_asyncbis_carries_cancel";
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 enum ScopeState {
