@@ -293,7 +293,7 @@ pub fn render_markdown(report: &Report) -> String {
     let _ = writeln!(md, "# asyncbis breakage study\n");
     let _ = writeln!(
         md,
-        "Corpus `{}`, Python {}, asyncbis-compat {}{}; {} projects, {:.0} s wall.\n",
+        "Corpus `{}`, Python {}, asyncbis-compat {}{}; {} projects, {:.0} s wall for this invocation (results already in the cache are reused, not rerun).\n",
         report.corpus,
         report.pythons.join(", "),
         report.tool_version,
@@ -602,7 +602,7 @@ pub fn render_html(report: &Report) -> String {
         html,
         r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>asyncbis breakage study</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}}table{{border-collapse:collapse;margin:1em 0;font-size:14px}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top}}pre{{background:#f6f6f6;padding:8px;overflow-x:auto;font-size:12px;max-height:30em}}code{{font-size:13px}}.bad{{color:#b00}}</style></head><body>
-<h1>asyncbis breakage study</h1><p>Corpus <code>{}</code>, Python {}, asyncbis-compat {}{}; {} projects, {:.0} s wall.</p>"#,
+<h1>asyncbis breakage study</h1><p>Corpus <code>{}</code>, Python {}, asyncbis-compat {}{}; {} projects, {:.0} s wall for this invocation (results already in the cache are reused, not rerun).</p>"#,
         escape(&report.corpus),
         escape(&report.pythons.join(", ")),
         escape(&report.tool_version),
