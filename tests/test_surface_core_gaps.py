@@ -93,3 +93,23 @@ def test_slow_step_log_names_an_unreferenced_task():
     finally:
         loop.close()
     assert any(line.startswith("Executing <Task") and "stop()" in line for line in logged), logged
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="core bug: the native Timeout's __aenter__() enters the scope when called, not when "
+    "awaited (stock: a coroutine; test_timeouts.TimeoutTests.test_timeout_without_task)",
+)
+def test_timeout_aenter_does_nothing_until_awaited():
+    async def main():
+        cm = asyncbis.timeout(10)
+        aw = cm.__aenter__()
+        try:
+            with pytest.raises(RuntimeError, match="not been entered"):
+                cm.reschedule(None)
+        finally:
+            close = getattr(aw, "close", None)
+            if close is not None:
+                close()
+
+    asyncbis.run(main())
