@@ -162,7 +162,12 @@ def _assert_attributed(done, report):
     for nodeid, switch in EXPECTED_SWITCH.items():
         assert nodeid in failures, f"{nodeid} did not newly fail under asyncbis"
         attribution = failures[nodeid]["attribution"]
-        detail = (nodeid, attribution, failures[nodeid]["reruns"], failures[nodeid]["traceback"][-1500:])
+        detail = (
+            nodeid,
+            attribution,
+            failures[nodeid]["reruns"],
+            failures[nodeid]["traceback"][-1500:],
+        )
         assert attribution["verdict"] == "switch", detail
         assert switch in attribution["fixed_by"], (nodeid, attribution)
     hang = failures[f"{TEST_FILE}::test_background_task_cancelled_at_exit"]
