@@ -95,7 +95,9 @@ def _fake_asyncbis_wheel(tmp_path):
         "asyncbis/__init__.py": source,
         "asyncbis-autopatch.pth": pth,
         f"{dist_info}/METADATA": b"Metadata-Version: 2.1\nName: asyncbis\nVersion: 0.0.0+fake\n",
-        f"{dist_info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: compat-e2e\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        f"{dist_info}/WHEEL": (
+            b"Wheel-Version: 1.0\nGenerator: compat-e2e\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        ),
     }
     record = []
     for name, data in files.items():

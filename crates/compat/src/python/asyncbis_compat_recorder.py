@@ -109,12 +109,14 @@ def pytest_runtest_logreport(report):
 def pytest_collectreport(report):
     if _config is None or _is_xdist_worker(_config) or not report.failed:
         return
-    _write({
-        "event": "collect",
-        "nodeid": report.nodeid,
-        "outcome": "failed",
-        "longrepr": str(report.longrepr)[-6000:],
-    })
+    _write(
+        {
+            "event": "collect",
+            "nodeid": report.nodeid,
+            "outcome": "failed",
+            "longrepr": str(report.longrepr)[-6000:],
+        }
+    )
 
 
 def pytest_sessionfinish(session, exitstatus):

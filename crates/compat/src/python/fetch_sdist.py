@@ -7,12 +7,12 @@ unpacked project root (the directory holding pyproject.toml / setup.py) on the l
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
-import re
 import urllib.parse
 import urllib.request
 import zipfile
@@ -29,7 +29,8 @@ def from_json_api():
     api = f"https://pypi.org/pypi/{name}/json"
     with urllib.request.urlopen(api, timeout=120) as resp:
         data = json.load(resp)
-    files = [f for f in data.get("releases", {}).get(version, []) if f.get("packagetype") == "sdist"]
+    releases = data.get("releases", {}).get(version, [])
+    files = [f for f in releases if f.get("packagetype") == "sdist"]
     if not files:
         raise LookupError(f"PyPI lists no sdist for {name}=={version}")
     info = files[0]
@@ -52,9 +53,20 @@ def from_pip():
     # A private directory: other projects may be downloading into archive_dir concurrently.
     private = tempfile.mkdtemp(prefix="pip-", dir=archive_dir)
     subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-         f"{name}=={version}", "-d", private],
-        check=True, stdout=sys.stderr,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            f"{name}=={version}",
+            "-d",
+            private,
+        ],
+        check=True,
+        stdout=sys.stderr,
     )
     (filename,) = os.listdir(private)
     target = os.path.join(archive_dir, filename)
@@ -69,7 +81,9 @@ except Exception as err:  # the JSON API may be unavailable behind a mirror
     print(f"JSON API failed ({err}); trying pip download", file=sys.stderr)
     archive = from_pip()
 
-staging = tempfile.mkdtemp(prefix="unpack-", dir=os.path.dirname(os.path.abspath(unpack_dir)) or ".")
+staging = tempfile.mkdtemp(
+    prefix="unpack-", dir=os.path.dirname(os.path.abspath(unpack_dir)) or "."
+)
 if archive.endswith(".zip"):
     with zipfile.ZipFile(archive) as zf:
         zf.extractall(staging)
@@ -84,7 +98,9 @@ root = os.path.join(staging, entries[0]) if len(entries) == 1 else staging
 pkg_info = os.path.join(root, "PKG-INFO")
 if os.path.exists(pkg_info):
     with open(pkg_info, encoding="utf-8", errors="replace") as fh:
-        declared = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("Name:")), name)
+        declared = next(
+            (line.split(":", 1)[1].strip() for line in fh if line.startswith("Name:")), name
+        )
     if normalise(declared) != normalise(name):
         sys.exit(f"{os.path.basename(archive)} is {declared}, not {name}")
 if os.path.exists(unpack_dir):
