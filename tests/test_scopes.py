@@ -620,3 +620,22 @@ def test_a_result_that_arrived_before_the_cancellation_is_not_lost():
         assert got == ["item", ("caught", True)]
 
     run(main())
+
+
+def test_a_wakeup_by_a_scope_shielded_again_before_the_step_is_still_caught():
+    """The scope cancelled the awaited future to wake the task; a shield set before the task
+    ran must not turn that wake-up into a stray, uncatchable CancelledError."""
+
+    async def main():
+        async with asyncbis.TaskGroup() as outer:
+            with CancelScope() as middle:
+
+                async def shield_middle():
+                    middle.shield = True
+
+                outer.create_task(shield_middle())
+                outer.cancel()
+                await asyncio.sleep(0.25)  # woken by the cancel; then the shield goes up
+        assert outer.cancel_scope.cancelled_caught
+
+    run(main())

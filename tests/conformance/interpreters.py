@@ -169,7 +169,15 @@ class Interpreter:
                 self.record(name, "started", stmt.id)
                 self.before_started()
                 task_status.started(stmt.id)
-            await self.block(stmt.after, name)
+                await self.block(stmt.after, name)
+            else:
+                try:
+                    await self.block(stmt.after, name)
+                except BaseException as exc:
+                    # still not started: the placement decides who cancels it
+                    if canonical(exc) == mapping.CANCELLED:
+                        self.trace.conditions.add("start-child-placement")
+                    raise
         except BaseException as exc:
             self.record(name, "task_exit", canonical(exc))
             raise

@@ -50,6 +50,9 @@ pub struct TaskCore {
     cancelled_exc: GilCell<Option<Py<PyAny>>>,
     /// A weak reference to the task once it finished (the strong one is dropped then).
     finished_task: GilCell<Option<Py<PyAny>>>,
+    /// The future this task waits on was cancelled by a scope to wake it: the CancelledError
+    /// it brings is the scope's, even if the scope was shielded again before the step ran.
+    waiter_cancelled_by_scope: GilCell<bool>,
     tree_id: GilCell<Option<TaskId>>,
     root_node: GilCell<Option<NodeId>>,
     started: GilCell<bool>,
@@ -113,8 +116,13 @@ impl TaskCore {
                 Some(m) => waiter.call_method1(pyo3::intern!(py, "cancel"), (m,)),
                 None => waiter.call_method0(pyo3::intern!(py, "cancel")),
             };
-            if let Err(e) = r {
-                e.write_unraisable(py, Some(waiter));
+            match r {
+                Ok(done) => {
+                    if done.is_truthy().unwrap_or(false) {
+                        self.waiter_cancelled_by_scope.set(true);
+                    }
+                }
+                Err(e) => e.write_unraisable(py, Some(waiter)),
             }
         }
     }
@@ -205,6 +213,7 @@ impl TaskCore {
             this.must_cancel.set(false);
         }
         this.fut_waiter.set(None);
+        let scope_woke_us = this.waiter_cancelled_by_scope.replace(false);
         // Scope cancellation: never on the first step (a task runs to its first yield point).
         if this.started.get() && may_deliver {
             if let Some(tid) = this.tree_id.get() {
@@ -216,6 +225,18 @@ impl TaskCore {
                         t.take_edge_delivery(tid)
                     }
                     .then(|| t.delivery_reason(tid))
+                };
+                let deliver = match deliver {
+                    // Woken by a scope that has been shielded (or lifted) since: the wake-up is
+                    // still that scope's cancellation, never a stray unmarked one.
+                    None if scope_woke_us
+                        && exc.as_ref().is_some_and(|e| {
+                            e.is_instance(c.cancelled_error.bind(py)).unwrap_or(false)
+                        }) =>
+                    {
+                        Some(None)
+                    }
+                    d => d,
                 };
                 if let Some(reason) = deliver {
                     let msg = reason.map(|r| PyString::new(py, &r).into_any());
@@ -459,6 +480,7 @@ impl TaskCore {
                 name: GilCell::new(name),
                 cancelled_exc: GilCell::new(None),
                 finished_task: GilCell::new(None),
+                waiter_cancelled_by_scope: GilCell::new(false),
                 tree_id: GilCell::new(None),
                 root_node: GilCell::new(None),
                 started: GilCell::new(false),
