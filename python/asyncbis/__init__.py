@@ -3,6 +3,10 @@ asyncio, with a Rust core.
 
 Import the upgraded names from here (``asyncbis.TaskGroup``, ``asyncbis.timeout``, ...); every
 other asyncio name is re-exported unchanged.
+
+PYTEST_DONT_REWRITE: the activation hook (.pth) imports asyncbis before pytest starts; pytest
+would otherwise warn that the plugin's package was imported too early to rewrite (and suites
+that turn warnings into errors, like janus's, would not start).
 """
 
 from __future__ import annotations

@@ -337,10 +337,8 @@ impl CancelScope {
         if caught {
             this.cancelled_caught.set(true);
             if this.fail_on_deadline.get() && this.deadline_expired.get() {
-                let te = cached(py)
-                    .timeout_error
-                    .bind(py)
-                    .call1(("deadline exceeded",))?;
+                // Bare, like stock asyncio.timeout's and Trio's (code compares it).
+                let te = cached(py).timeout_error.bind(py).call0()?;
                 // `raise TimeoutError from exc`, as stock asyncio.timeout does (PyO3 raises
                 // without the interpreter's implicit chaining, so set both links).
                 te.setattr(pyo3::intern!(py, "__cause__"), exc)?;
