@@ -66,12 +66,6 @@ def test_awaiting_a_cancelled_task_reraises_its_own_cancelled_error():
     assert exc is raised[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: the step's __self__ refers to the task weakly; stock's scheduled step is "
-    "a bound method that keeps the task alive, so a slow-callback log of a task nobody else "
-    "references still names it (test_base_events.test_log_slow_callbacks, all Pythons)",
-)
 def test_slow_step_log_names_an_unreferenced_task():
     logged = []
 
@@ -95,11 +89,6 @@ def test_slow_step_log_names_an_unreferenced_task():
     assert any(line.startswith("Executing <Task") and "stop()" in line for line in logged), logged
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: the native Timeout's __aenter__() enters the scope when called, not when "
-    "awaited (stock: a coroutine; test_timeouts.TimeoutTests.test_timeout_without_task)",
-)
 def test_timeout_aenter_does_nothing_until_awaited():
     async def main():
         cm = asyncbis.timeout(10)

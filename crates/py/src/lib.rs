@@ -186,6 +186,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Checkpoint>()?;
     m.add_class::<timeout::Timeout>()?;
     m.add_class::<timeout::Ready>()?;
+    m.add_class::<timeout::TimeoutEnter>()?;
     m.add_function(wrap_pyfunction!(timeout::timeout, m)?)?;
     m.add_function(wrap_pyfunction!(timeout::timeout_at, m)?)?;
     m.add_function(wrap_pyfunction!(timeout::_set_timeout_fallback, m)?)?;

@@ -139,8 +139,20 @@ impl TaskCore {
         // Break the task <-> core cycle now: a finished task is freed by reference counting
         // alone, so the cyclic GC does not have to trace every finished task (that made
         // spawning superlinear in the number of tasks).
-        let task = this.task.take();
-        if let Some(t) = &task {
+        // In debug mode the strong reference stays (the cycle is left to the GC), as stock's
+        // bound-method step keeps its task alive: slow-callback logs name the task.
+        let debug = this.loop_.get_ref(py).is_some_and(|l| {
+            l.bind(py)
+                .call_method0(pyo3::intern!(py, "get_debug"))
+                .and_then(|d| d.is_truthy())
+                .unwrap_or(false)
+        });
+        let task = if debug {
+            this.task.get_ref(py)
+        } else {
+            this.task.take()
+        };
+        if let (false, Some(t)) = (debug, &task) {
             if let Ok(w) = pyo3::types::PyWeakrefReference::new(t.bind(py)) {
                 this.finished_task.set(Some(w.into_any().unbind()));
             }

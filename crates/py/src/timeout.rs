@@ -6,7 +6,7 @@ use pyo3::prelude::*;
 use pyo3::types::IntoPyDict;
 
 use crate::scope::{check_deadline, CancelScope};
-use crate::util::{cached, runtime_error};
+use crate::util::{cached, runtime_error, GilCell};
 
 /// An already-finished awaitable: `await` returns `value` without yielding.
 #[pyclass(module = "asyncbis._core", frozen)]
@@ -156,13 +156,14 @@ impl Timeout {
         format!("<Timeout [{state}]{info}{shield}>")
     }
 
-    fn __aenter__(slf: &Bound<'_, Self>) -> PyResult<Py<Ready>> {
-        let py = slf.py();
-        if slf.get().scope.bind(py).get().was_entered() {
-            return Err(runtime_error("Timeout has already been entered"));
-        }
-        CancelScope::enter_impl(slf.get().scope.bind(py))?;
-        Ready::new(py, Some(slf.clone().into_any().unbind()))
+    /// Like stock (a coroutine), nothing happens until the result is awaited.
+    fn __aenter__(slf: &Bound<'_, Self>) -> PyResult<Py<TimeoutEnter>> {
+        Py::new(
+            slf.py(),
+            TimeoutEnter {
+                timeout: GilCell::new(Some(slf.clone().unbind())),
+            },
+        )
     }
 
     #[pyo3(signature = (_exc_type = None, exc = None, _tb = None))]
@@ -184,6 +185,60 @@ impl Timeout {
                     .unbind()
             }),
         )
+    }
+}
+
+/// What `Timeout.__aenter__()` returns: enters the timeout's scope when awaited.
+#[pyclass(module = "asyncbis._core", frozen)]
+pub struct TimeoutEnter {
+    timeout: GilCell<Option<Py<Timeout>>>,
+}
+
+#[pymethods]
+impl TimeoutEnter {
+    fn __await__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+    fn __iter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        let Some(timeout) = self.timeout.take() else {
+            return Ok(None);
+        };
+        let scope = timeout.bind(py).get().scope.bind(py);
+        if scope.get().was_entered() {
+            return Err(runtime_error("Timeout has already been entered"));
+        }
+        if crate::task::current_core(py).is_none() {
+            return Err(runtime_error("Timeout should be used inside a task"));
+        }
+        CancelScope::enter_impl(scope)?;
+        Err(PyStopIteration::new_err((timeout,)))
+    }
+    #[pyo3(signature = (_value = None))]
+    fn send(
+        &self,
+        py: Python<'_>,
+        _value: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Option<Py<PyAny>>> {
+        self.__next__(py)
+    }
+    #[pyo3(signature = (typ, val = None, _tb = None))]
+    fn throw(
+        &self,
+        typ: Bound<'_, PyAny>,
+        val: Option<Bound<'_, PyAny>>,
+        _tb: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        self.timeout.set(None);
+        Err(match val {
+            Some(v) if !v.is_none() => PyErr::from_value(v),
+            _ => PyErr::from_value(typ),
+        })
+    }
+    fn close(&self) {
+        self.timeout.set(None);
     }
 }
 
