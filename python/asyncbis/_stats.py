@@ -14,6 +14,9 @@ import weakref
 from typing import Any
 
 _tasks = 0
+# The core counts every asyncbis task (also those TaskGroup.create_task() makes); after a
+# fork the child counts from where the parent was.
+_task_base = 0
 _loops: weakref.WeakSet[Any] = weakref.WeakSet()
 _loop_ids: set[int] = set()  # loops without weakref support
 _loop_count = 0
@@ -52,7 +55,9 @@ def count_loop(loop: Any) -> None:
 
 
 def tasks_created() -> int:
-    return _tasks
+    from . import _core
+
+    return _core._task_count() - _task_base
 
 
 def loops_seen() -> int:
@@ -64,7 +69,7 @@ def snapshot() -> dict[str, Any]:
 
     return {
         "pid": os.getpid(),
-        "tasks": _tasks,
+        "tasks": tasks_created(),
         "loops": _loop_count,
         "disabled": switches.disabled(),
         "python": ".".join(map(str, sys.version_info[:3])),
@@ -89,7 +94,10 @@ def write(directory: str | None = None) -> str | None:
 
 
 def _reset_after_fork() -> None:
-    global _tasks, _loop_count, _last_loop, _written
+    global _tasks, _loop_count, _last_loop, _written, _task_base
+    from . import _core
+
+    _task_base = _core._task_count()
     _tasks = 0
     _loop_count = 0
     _last_loop = None

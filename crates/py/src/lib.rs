@@ -164,6 +164,13 @@ fn _core_switches() -> (bool, u8) {
     (util::level_cancellation(), util::task_cancel_mode())
 }
 
+/// Number of asyncbis tasks created in this process so far (every path: factories, groups,
+/// direct construction).
+#[pyfunction]
+fn _task_count() -> u64 {
+    task::tasks_created()
+}
+
 /// Live scope-tree nodes and tasks (for leak tests).
 #[pyfunction]
 fn _tree_stats() -> (usize, usize) {
@@ -204,6 +211,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_set_core_switch, m)?)?;
     m.add_function(wrap_pyfunction!(_core_switches, m)?)?;
     m.add_function(wrap_pyfunction!(_tree_stats, m)?)?;
+    m.add_function(wrap_pyfunction!(_task_count, m)?)?;
     m.add_function(wrap_pyfunction!(compat_main, m)?)?;
     m.add("MARK_ATTR", util::MARK_ATTR)?;
     Ok(())

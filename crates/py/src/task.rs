@@ -31,6 +31,11 @@ thread_local! {
     static CURRENT: RefCell<Option<Py<TaskCore>>> = const { RefCell::new(None) };
 }
 
+/// How many asyncbis tasks this process has created (the study's proof of activation).
+pub fn tasks_created() -> u64 {
+    TASK_COUNTER.load(Ordering::Relaxed)
+}
+
 pub fn current_core(py: Python<'_>) -> Option<Py<TaskCore>> {
     CURRENT.with(|c| c.borrow().as_ref().map(|t| t.clone_ref(py)))
 }
