@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import importlib
 import resource
 from time import perf_counter, process_time
 
@@ -233,10 +234,9 @@ def run(runtime: str, case: str, size) -> dict:
         return result
 
     loop_factory = None
-    if runtime.endswith("uvloop"):
-        import uvloop
-
-        loop_factory = uvloop.new_event_loop
+    loop_module = runtime.removeprefix("asyncbis").removeprefix("-")
+    if loop_module in ("uvloop", "rloop", "rsloop"):
+        loop_factory = importlib.import_module(loop_module).new_event_loop
     if flavour == "asyncbis":
         import asyncbis
 

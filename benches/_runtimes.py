@@ -17,6 +17,10 @@ RUNTIMES: dict[str, tuple[str | None, str]] = {
     "trio": ("asyncio", "trio.run + trio primitives"),
     "uvloop": ("asyncio", "stock asyncio on uvloop (asyncio.Runner loop_factory)"),
     "asyncbis-uvloop": ("uvloop", "asyncbis.run(loop_factory=uvloop.new_event_loop)"),
+    "rloop": ("asyncio", "stock asyncio on rloop (asyncio.Runner loop_factory)"),
+    "asyncbis-rloop": ("rloop", "asyncbis.run(loop_factory=rloop.new_event_loop)"),
+    "rsloop": ("asyncio", "stock asyncio on rsloop (built from its sdist; docs/loops.md)"),
+    "asyncbis-rsloop": ("rsloop", "asyncbis.run(loop_factory=rsloop.new_event_loop)"),
 }
 
 # modules each runtime needs, in import order
@@ -27,13 +31,17 @@ REQUIRES: dict[str, tuple[str, ...]] = {
     "trio": ("trio",),
     "uvloop": ("uvloop",),
     "asyncbis-uvloop": ("asyncbis", "uvloop"),
+    "rloop": ("rloop",),
+    "asyncbis-rloop": ("asyncbis", "rloop"),
+    "rsloop": ("rsloop",),
+    "asyncbis-rsloop": ("asyncbis", "rsloop"),
 }
 
 # attributes the benchmark uses from asyncbis (docs/architecture.md contract)
 ASYNCBIS_API = ("run", "TaskGroup", "CancelScope", "timeout", "sleep")
 
 # distributions whose versions are recorded
-PACKAGES = ("asyncbis", "anyio", "trio", "uvloop", "sniffio", "outcome")
+PACKAGES = ("asyncbis", "anyio", "trio", "uvloop", "rloop", "rsloop", "sniffio", "outcome")
 
 
 def package_versions() -> dict[str, str | None]:

@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
             ]
         )
     print(f"medians of {ns.repeat} and ratios (lower is better):")
-    print("  asyncbis, anyio, trio, uvloop vs asyncio; asyncbis-uvloop vs uvloop")
+    print("  every row vs asyncio, except asyncbis-<loop> vs stock asyncio on <loop>")
     print(render_table(header, rows))
     spread_rows = []
     for c in cases:

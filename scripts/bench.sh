@@ -42,9 +42,9 @@ if [[ ! -x "$VENV/bin/python" ]] || [[ "$(cat "$VENV/.bench-python" 2>/dev/null)
 fi
 VPY="$VENV/bin/python"
 
-if ! "$VPY" -m pip install -q --disable-pip-version-check maturin trio anyio uvloop; then
+if ! "$VPY" -m pip install -q --disable-pip-version-check maturin trio anyio uvloop rloop; then
     log "bulk install failed; installing one by one"
-    for pkg in maturin trio anyio uvloop; do
+    for pkg in maturin trio anyio uvloop rloop; do
         "$VPY" -m pip install -q --disable-pip-version-check "$pkg" || log "could not install $pkg (its rows will print n/a)"
     done
 fi
