@@ -506,10 +506,10 @@ impl GroupExit {
         val: Option<Bound<'_, PyAny>>,
         _tb: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Option<Py<PyAny>>> {
-        let exc = match val {
-            Some(v) if !v.is_none() => v,
-            _ => typ,
-        };
+        let exc = crate::util::thrown(typ, val)
+            .into_value(py)
+            .into_bound(py)
+            .into_any();
         if self.phase.get() != 1 {
             return Err(PyErr::from_value(exc));
         }

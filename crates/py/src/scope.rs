@@ -679,10 +679,7 @@ impl Checkpoint {
         _tb: Option<Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         self.yielded.set(true);
-        Err(match val {
-            Some(v) if !v.is_none() => PyErr::from_value(v),
-            _ => PyErr::from_value(typ),
-        })
+        Err(crate::util::thrown(typ, val))
     }
     fn close(&self) {
         self.yielded.set(true);

@@ -50,10 +50,7 @@ impl Ready {
         val: Option<Bound<'_, PyAny>>,
         _tb: Option<Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        Err(match val {
-            Some(v) if !v.is_none() => PyErr::from_value(v),
-            _ => PyErr::from_value(typ),
-        })
+        Err(crate::util::thrown(typ, val))
     }
     fn close(&self) {}
 }
@@ -232,10 +229,7 @@ impl TimeoutEnter {
         _tb: Option<Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         self.timeout.set(None);
-        Err(match val {
-            Some(v) if !v.is_none() => PyErr::from_value(v),
-            _ => PyErr::from_value(typ),
-        })
+        Err(crate::util::thrown(typ, val))
     }
     fn close(&self) {
         self.timeout.set(None);

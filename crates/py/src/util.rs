@@ -251,3 +251,12 @@ pub fn is_marked_for(exc: &Bound<'_, PyAny>, task_mark: u64) -> bool {
 pub fn runtime_error(msg: impl Into<String>) -> PyErr {
     PyRuntimeError::new_err(msg.into())
 }
+
+/// The exception an awaitable's `throw(typ, val=None, tb=None)` was given (the value when
+/// there is one, else the type or instance passed first).
+pub fn thrown(typ: Bound<'_, PyAny>, val: Option<Bound<'_, PyAny>>) -> PyErr {
+    match val {
+        Some(v) if !v.is_none() => PyErr::from_value(v),
+        _ => PyErr::from_value(typ),
+    }
+}
