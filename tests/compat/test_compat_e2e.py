@@ -180,8 +180,18 @@ def test_breakages_are_attributed_to_their_switches(tmp_path):
     missing = _activation_missing()
     if missing:
         pytest.skip(missing)
-    done, report = _check(tmp_path, "--wheel", _wheel(tmp_path))
-    _assert_attributed(done, report)
+    wheel = _wheel(tmp_path)
+    done, report = _check(tmp_path, "--wheel", wheel)
+    try:
+        _assert_attributed(done, report)
+    except AssertionError:
+        # On a loaded machine a single-switch rerun can exceed its limit and the test comes
+        # out as a "combination" (seen once in several CI runs, on 3.13): attribute once more
+        # from scratch before failing.
+        shutil.rmtree(tmp_path / "cache", ignore_errors=True)
+        shutil.rmtree(tmp_path / "report", ignore_errors=True)
+        done, report = _check(tmp_path, "--wheel", wheel)
+        _assert_attributed(done, report)
 
 
 def test_pipeline_attributes_with_a_stand_in_asyncbis(tmp_path):
