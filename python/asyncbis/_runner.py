@@ -125,7 +125,10 @@ def install_on_loop(loop: asyncio.AbstractEventLoop) -> None:
             _stock.loop_set_task_factory(loop, task_factory)
         else:
             loop.set_task_factory(task_factory)
-    if isinstance(loop, _stock.BaseEventLoop) and "set_task_factory" not in vars(loop):
+    # Not vars(loop): on 3.11/3.12 that materialises the instance dict, and every later
+    # attribute access of the loop's own code (call_soon, _run_once) loses its fast path.
+    own_method = getattr(loop.set_task_factory, "__self__", None) is loop
+    if isinstance(loop, _stock.BaseEventLoop) and own_method:
         # An unpatched stock loop: guard its set_task_factory (an instance attribute).
         def set_task_factory(factory: Any, _loop: Any = loop) -> None:
             if switches.enabled("no-task-factory"):
