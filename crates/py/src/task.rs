@@ -476,9 +476,7 @@ impl TaskCore {
         }
         let context = match context {
             Some(ctx) if !ctx.is_none() => ctx,
-            _ => py
-                .import(pyo3::intern!(py, "contextvars"))?
-                .call_method0(pyo3::intern!(py, "copy_context"))?,
+            _ => c.copy_context.bind(py).call0()?,
         };
         let name = match name {
             Some(n) if !n.is_none() => Some(n.str()?.into_any().unbind()),

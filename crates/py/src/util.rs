@@ -125,6 +125,8 @@ pub struct Cached {
     /// `asyncio.BaseEventLoop.time` (to recognise loops that keep asyncio's clock)
     pub base_loop_time: Py<PyAny>,
     pub monotonic: Py<PyAny>,
+    /// `contextvars.copy_context` (every task without an explicit context calls it)
+    pub copy_context: Py<PyAny>,
 }
 
 static CACHED: PyOnceLock<Cached> = PyOnceLock::new();
@@ -178,6 +180,7 @@ pub fn cached(py: Python<'_>) -> &'static Cached {
                     .getattr("time")?
                     .unbind(),
                 monotonic: py.import("time")?.getattr("monotonic")?.unbind(),
+                copy_context: py.import("contextvars")?.getattr("copy_context")?.unbind(),
             })
         };
         load().expect("asyncbis: the asyncio module lacks a name this Python should have")
