@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import weakref
 
 import pytest
 
@@ -431,3 +432,40 @@ def test_outer_scope_reports_a_cancellation_carried_by_an_inner_groups_error():
         assert not inner.cancel_scope.cancelled_caught
 
     run(main())
+
+
+@pytest.mark.timeout(15)
+def test_group_keeps_alive_a_child_that_only_its_future_references():
+    # Found on uvloop: a client task awaiting a connect future that nothing else referenced was
+    # collected ("Task was destroyed but it is pending!") and its group waited forever.
+    async def child() -> None:
+        await asyncio.get_running_loop().create_future()  # held by nobody but the child
+
+    async def main() -> bool:
+        async with TaskGroup() as tg:
+            ref = weakref.ref(tg.create_task(child()))
+            await asyncio.sleep(0)
+            gc.collect()
+            alive = ref() is not None
+            tg.cancel()
+        return alive
+
+    assert asyncbis.run(main()) is True
+
+
+@pytest.mark.timeout(15)
+def test_root_group_keeps_alive_a_background_task_nobody_references():
+    async def child() -> None:
+        await asyncio.get_running_loop().create_future()
+
+    async def main() -> bool:
+        ref = weakref.ref(asyncio.get_running_loop().create_task(child()))
+        await asyncio.sleep(0)
+        gc.collect()
+        task = ref()
+        if task is None:
+            return False
+        task.cancel()
+        return True
+
+    assert asyncbis.run(main()) is True

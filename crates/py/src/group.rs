@@ -30,6 +30,11 @@ pub struct TaskGroup {
     host: GilCell<Option<Py<TaskCore>>>,
     loop_: GilCell<Option<Py<PyAny>>>,
     live: GilCell<usize>,
+    /// Strong references to the live children, as a Trio nursery holds its tasks: a child
+    /// waiting on a future that nothing else references must not be collected (and never
+    /// report back) while the group waits for it. A slab: O(1) adopt and release.
+    children: GilCell<Vec<Option<Py<PyAny>>>>,
+    free_slots: GilCell<Vec<usize>>,
     errors: GilCell<Vec<Py<PyAny>>>,
     base_error: GilCell<Option<Py<PyAny>>>,
     waiter: GilCell<Option<Py<PyAny>>>,
@@ -40,9 +45,17 @@ pub struct TaskGroup {
 
 impl TaskGroup {
     /// Called by a child's step when the child finishes (its Future state is already set).
-    pub fn child_done(slf: &Bound<'_, Self>, task: &Bound<'_, PyAny>, starting: bool) {
+    pub fn child_done(
+        slf: &Bound<'_, Self>,
+        task: &Bound<'_, PyAny>,
+        starting: bool,
+        slot: Option<usize>,
+    ) {
         let py = slf.py();
         let this = slf.get();
+        if let Some(slot) = slot {
+            this.release(slot);
+        }
         this.live.set(this.live.get().saturating_sub(1));
         if !starting {
             if let Err(e) = Self::collect_failure(slf, task) {
@@ -151,8 +164,40 @@ impl TaskGroup {
             }
         };
         core.get().starting.set(starting);
+        core.get()
+            .group_slot
+            .set(Some(this.adopt(task.clone().unbind())));
         this.live.set(this.live.get() + 1);
         Ok(task)
+    }
+
+    fn adopt(&self, task: Py<PyAny>) -> usize {
+        let mut children = self.children.take();
+        let mut free = self.free_slots.take();
+        let slot = match free.pop() {
+            Some(i) => {
+                children[i] = Some(task);
+                i
+            }
+            None => {
+                children.push(Some(task));
+                children.len() - 1
+            }
+        };
+        self.children.set(children);
+        self.free_slots.set(free);
+        slot
+    }
+
+    fn release(&self, slot: usize) {
+        let mut children = self.children.take();
+        let old = children.get_mut(slot).and_then(Option::take);
+        self.children.set(children);
+        if old.is_some() {
+            self.free_slots.push_index(slot);
+        }
+        // `old` (a task the caller still holds) is dropped here, after the cells are restored.
+        drop(old);
     }
 
     /// Decides what leaves the group once every child is done. Ok(true): the body's exception
@@ -235,6 +280,8 @@ impl TaskGroup {
             host: GilCell::new(None),
             loop_: GilCell::new(None),
             live: GilCell::new(0),
+            children: GilCell::new(Vec::new()),
+            free_slots: GilCell::new(Vec::new()),
             errors: GilCell::new(Vec::new()),
             base_error: GilCell::new(None),
             waiter: GilCell::new(None),
@@ -388,7 +435,17 @@ impl TaskGroup {
         self.loop_.visit(&visit)?;
         self.errors.visit(&visit)?;
         self.base_error.visit(&visit)?;
-        self.waiter.visit(&visit)
+        self.waiter.visit(&visit)?;
+        let children = self.children.take();
+        let mut r = Ok(());
+        for c in children.iter().flatten() {
+            r = visit.call(c);
+            if r.is_err() {
+                break;
+            }
+        }
+        self.children.set(children);
+        r
     }
 
     fn __clear__(&self) {
@@ -396,6 +453,9 @@ impl TaskGroup {
         self.errors.take();
         self.base_error.set(None);
         self.waiter.set(None);
+        self.free_slots.take();
+        let children = self.children.take();
+        drop(children);
     }
 }
 

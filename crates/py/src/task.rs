@@ -67,6 +67,8 @@ pub struct TaskCore {
     /// Spawned by `TaskGroup.start()` and `task_status.started()` not called yet: a failure goes
     /// to the starter, not to the group.
     pub(crate) starting: GilCell<bool>,
+    /// Where the group holds this task (see `TaskGroup::children`).
+    pub(crate) group_slot: GilCell<Option<usize>>,
     seq: u64,
 }
 
@@ -163,7 +165,12 @@ impl TaskCore {
             }
         }
         if let (Some(group), Some(task)) = (this.group.take(), task) {
-            TaskGroup::child_done(group.bind(py), task.bind(py), this.starting.get());
+            TaskGroup::child_done(
+                group.bind(py),
+                task.bind(py),
+                this.starting.get(),
+                this.group_slot.take(),
+            );
         }
     }
 
@@ -503,6 +510,7 @@ impl TaskCore {
                 must_cancel: GilCell::new(false),
                 num_cancels: GilCell::new(0),
                 starting: GilCell::new(false),
+                group_slot: GilCell::new(None),
                 seq: TASK_COUNTER.fetch_add(1, Ordering::Relaxed) + 1,
             },
         )?;

@@ -72,6 +72,14 @@ impl<T> GilCell<Option<Py<T>>> {
     }
 }
 
+impl GilCell<Vec<usize>> {
+    pub fn push_index(&self, item: usize) {
+        let mut v = self.0.take();
+        v.push(item);
+        self.0.set(v);
+    }
+}
+
 impl GilCell<Vec<Py<PyAny>>> {
     pub fn push(&self, item: Py<PyAny>) {
         let mut v = self.0.take();
