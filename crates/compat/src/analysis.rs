@@ -17,6 +17,10 @@ pub const SWITCHES: &[&str] = &[
     "structured-exit",
 ];
 
+/// The switch behind test-harness breakage (pytest-asyncio's event-loop-policy calls): the
+/// attribution reruns try it first and settle the tests it fixes.
+pub const HARNESS_SWITCH: &str = "no-loop-policies";
+
 /// How one stock-vs-asyncbis comparison came out.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Comparison {
