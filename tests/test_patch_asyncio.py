@@ -278,3 +278,35 @@ def test_patched_asyncio_run_with_uvloop():
         asyncbis.Task,
         (True, True, True),
     )
+
+
+def test_a_loop_reused_after_an_interrupted_run_until_complete_starts_clean():
+    # A KeyboardInterrupt (or a test timeout's signal) leaves run_forever() while the root group
+    # of that run is still registered. Reusing the loop, as aiohttp's test suite does, must not
+    # put later runs and tasks into that stale group, which here fails (and is cancelled) while
+    # the later run is going on.
+    def interrupt() -> None:
+        raise KeyboardInterrupt
+
+    async def interrupted() -> None:
+        async def failing_child() -> None:
+            await asyncio.sleep(0.05)
+            raise ValueError("the interrupted run's child failed")
+
+        asyncio.create_task(failing_child())
+        asyncio.get_running_loop().call_later(0.01, interrupt)
+        await asyncio.sleep(3600)
+
+    async def later() -> str:
+        await asyncio.sleep(0.2)
+        return "ok"
+
+    loop = asyncio.new_event_loop()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            loop.run_until_complete(interrupted())
+        assert loop.run_until_complete(later()) == "ok"
+        task = loop.create_task(later())  # created while the loop is stopped
+        assert loop.run_until_complete(task) == "ok"
+    finally:
+        loop.close()

@@ -37,7 +37,15 @@ _root_groups: dict[Any, TaskGroup] = {}
 
 def root_group(loop: asyncio.AbstractEventLoop) -> TaskGroup | None:
     """The root task group of ``loop``, or None outside asyncbis.run()/Runner."""
-    return _root_groups.get(loop)
+    group = _root_groups.get(loop)
+    if group is not None and not loop.is_running():
+        # Left by a run that was interrupted before its root main could finish (a
+        # KeyboardInterrupt or a test timeout's signal out of run_forever()): that group may be
+        # cancelled, and tasks or a later run_until_complete() on the same loop must not join
+        # it (aiohttp's suite reuses one loop: every test after a timeout got cancelled).
+        del _root_groups[loop]
+        return None
+    return group
 
 
 def _patched_active() -> bool:
@@ -66,7 +74,7 @@ def new_task(loop: asyncio.AbstractEventLoop, coro: Any, name: Any = None, conte
     """An asyncbis task on ``loop``: in the loop's root group when there is one (and the
     root-task-group switch is on), else ungrouped."""
     _stats.count_task(loop)
-    group = _root_groups.get(loop)
+    group = root_group(loop)
     if group is not None and group.accepts_tasks and switches.enabled("root-task-group"):
         return group.create_task(coro, name=name, context=context)
     return _core.spawn(loop, coro, name=name, context=context)
@@ -143,7 +151,6 @@ async def _root_main(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, 
     """The root task's body: main inside the root task group."""
     group = TaskGroup()
     main_exc: BaseException | None = None
-    previous = _root_groups.get(loop)
     try:
         async with group:
             _root_groups[loop] = group
@@ -162,10 +169,10 @@ async def _root_main(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, 
             raise main_exc from None
         raise
     finally:
-        if previous is None:
-            _root_groups.pop(loop, None)
-        else:
-            _root_groups[loop] = previous
+        # Runs cannot nest on one loop; a group registered since is a later run's (this run
+        # was interrupted and resumed when the loop ran again): leave it.
+        if _root_groups.get(loop) is group:
+            del _root_groups[loop]
 
 
 @contextlib.contextmanager
