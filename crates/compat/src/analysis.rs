@@ -4,7 +4,8 @@ use crate::results::{ExceptionInfo, Outcome, TestRecord};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
-/// The behaviour switches of DESIGN §2, in the order they are tried.
+/// The behaviour switches of DESIGN §2 and the two added since (asyncbis.switches.NAMES), in the
+/// order they are tried (after the harness switch).
 pub const SWITCHES: &[&str] = &[
     "root-task-group",
     "level-cancellation",
@@ -15,6 +16,8 @@ pub const SWITCHES: &[&str] = &[
     "no-loop-policies",
     "no-task-factory",
     "structured-exit",
+    "scoped-taskgroups",
+    "sniffio-name",
 ];
 
 /// The switch behind test-harness breakage (pytest-asyncio's event-loop-policy calls): the
@@ -256,6 +259,30 @@ pub fn judge_activation(processes: usize, tasks: u64, newly_failing: usize) -> A
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_tool_tries_every_switch_the_library_has() {
+        // The names between `NAMES: tuple[str, ...] = (` and `)` in the library's switches.py.
+        let source = include_str!("../../../python/asyncbis/switches.py");
+        let start = source
+            .find("NAMES: tuple[str, ...] = (")
+            .expect("NAMES in switches.py");
+        let body = &source[start..];
+        let body = &body[..body.find("\n)").expect("end of NAMES")];
+        let names: Vec<&str> = body
+            .lines()
+            .skip(1)
+            .map(str::trim)
+            .filter(|l| l.starts_with('"'))
+            .map(|l| l.trim_end_matches(',').trim_matches('"'))
+            .collect();
+        assert!(names.len() >= 9, "{names:?}");
+        let mut ours: Vec<&str> = SWITCHES.to_vec();
+        let mut theirs = names.clone();
+        ours.sort_unstable();
+        theirs.sort_unstable();
+        assert_eq!(ours, theirs);
+    }
 
     fn rec(id: &str, outcome: Outcome) -> TestRecord {
         TestRecord {

@@ -479,10 +479,10 @@ fn escape(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// Nine switch colours, then the verdicts: combination, unattributed, not reproducible, pending.
+/// Eleven switch colours, then the verdicts: combination, unattributed, not reproducible, pending.
 const PALETTE: &[&str] = &[
     "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
-    "#9c755f", "#8c8c8c", "#222222", "#d0d0d0", "#f0e442",
+    "#9c755f", "#17becf", "#bcbd22", "#8c8c8c", "#222222", "#d0d0d0", "#f0e442",
 ];
 
 /// A horizontal stacked bar chart as inline SVG; `series` names the stacked parts.
