@@ -142,11 +142,11 @@ def main(argv: list[str]) -> int:
             ratio = value / per_unit[c][base] if base in per_unit[c] else None
             row.append(f"{value / 1000:.1f}k" + (f" {ratio:.2f}x" if ratio else ""))
         rows.append(row)
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
     print("  ".join("-" * w for w in widths))
     for row in rows:
-        print("  ".join(str(x).ljust(w) for x, w in zip(row, widths)))
+        print("  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)))
     print("instructions per unit of work (callgrind), ratio to stock asyncio on the same loop")
     if ns.json:
         ns.json.write_text(json.dumps({"per_unit": per_unit, "scale": ns.scale}, indent=2))
