@@ -191,7 +191,9 @@ mod tests {
             &log,
             Duration::from_secs(120),
             Some(&marker),
-            Duration::from_millis(200),
+            // Long enough for sh to have installed its trap even on a loaded machine (a SIGINT
+            // before that kills it by signal: no exit code 7).
+            Duration::from_secs(2),
             None,
         )
         .unwrap();
