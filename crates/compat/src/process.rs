@@ -49,6 +49,16 @@ pub fn run_capped_with_marker(
         .try_clone()
         .map_err(|err| format!("cannot open log {}: {err}", log.display()))?;
     let started = Instant::now();
+    // A tool started in the background by a non-interactive shell inherits SIGINT ignored, and
+    // so would every suite it runs: pytest then never sees the interrupt that ends a lingering
+    // session. Give the child the default disposition back.
+    // SAFETY: signal() is async-signal-safe, as required between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            Ok(())
+        });
+    }
     let mut child = command
         .stdin(Stdio::null())
         .stdout(log_file)
