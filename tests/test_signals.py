@@ -82,3 +82,78 @@ def test_switch_off_gives_stock_behaviour():
     proc.send_signal(signal.SIGINT)
     rc, out, err = finish(proc)
     assert rc == -signal.SIGINT and "KeyboardInterrupt" in err and "main: leaving" in out
+
+
+# A signal delivered to another thread than the main one (a process-directed signal may go to
+# any thread, an executor's for instance) does not interrupt the loop's select(); before the
+# runner set a wakeup fd, its handler waited for the select() timeout, i.e. the longest sleep.
+OTHER_THREAD = """
+import asyncio, signal, sys, threading, time
+import asyncbis
+
+signals = [getattr(signal, name) for name in sys.argv[2:]]
+finalising = threading.Event()
+
+def sender():
+    for n, sig in enumerate(signals):
+        if n:
+            finalising.wait()
+        time.sleep(0.3)  # the main thread is idle in select() by then
+        signal.pthread_kill(threading.get_ident(), sig)  # to this thread, not the main one
+
+async def worker():
+    try:
+        await asyncio.sleep(3600)
+    except asyncio.CancelledError:
+        with asyncbis.CancelScope(shield=True):
+            print("finalising", flush=True)
+            asyncio.get_running_loop().call_soon(finalising.set)
+            await asyncio.sleep(3600)
+        raise
+
+async def main():
+    asyncio.create_task(worker())
+    await asyncio.sleep(0.2)  # the worker is waiting; main and the loop go idle next
+    threading.Thread(target=sender).start()
+    await asyncio.sleep(3600)
+
+factory = None
+if sys.argv[1] == "uvloop":
+    import uvloop
+    factory = uvloop.new_event_loop
+asyncbis.run(main(), loop_factory=factory)
+"""
+
+
+@pytest.mark.parametrize(
+    ("signals", "expected_rc"),
+    [
+        (["SIGINT"], None),  # graceful: but the worker's shielded finaliser never ends
+        (["SIGTERM", "SIGTERM"], -signal.SIGTERM),
+        (["SIGINT", "SIGINT"], -signal.SIGINT),
+    ],
+)
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_signal_delivered_to_another_thread_wakes_the_idle_loop(loop, signals, expected_rc):
+    if loop == "uvloop":
+        pytest.importorskip("uvloop")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", OTHER_THREAD, loop, *signals],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    try:
+        line = proc.stdout.readline()  # the first signal has cancelled the root group
+        assert line == "finalising\n", line + proc.communicate(timeout=30)[1]
+        if expected_rc is None:
+            with pytest.raises(subprocess.TimeoutExpired):
+                proc.wait(timeout=0.5)  # the shielded finaliser holds the process
+            return
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == expected_rc, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()

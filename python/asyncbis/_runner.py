@@ -203,6 +203,72 @@ def _sniffio_name() -> Iterator[None]:
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+class _SignalWakeup:
+    """A wakeup fd (``signal.set_wakeup_fd``) that wakes the loop when a signal arrives.
+
+    A Python-level signal handler runs in the main thread at its next bytecode. If the main
+    thread is blocked in the loop's select() when the signal comes, that is at once only if the
+    syscall is interrupted, which it is not when the signal is delivered to another thread (a
+    process-directed signal may go to any thread: an executor's, for instance) or arrives just
+    before the main thread enters select(): then the handler waits for the select() timeout,
+    which is as long as the longest sleep (the first or second Ctrl+C seemed ignored). The C
+    handler writes the signal number to the wakeup fd; the loop reads it and the handler runs.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, rsock: Any, wsock: Any) -> None:
+        self._loop = loop
+        self._rsock = rsock
+        self._wsock = wsock
+
+    @classmethod
+    def start(cls, loop: asyncio.AbstractEventLoop) -> _SignalWakeup | None:
+        """Install one, unless a wakeup fd is set already (loop.add_signal_handler() sets the
+        loop's own, which wakes it as well) or the loop cannot watch a socket."""
+        import socket
+
+        rsock, wsock = socket.socketpair()
+        rsock.setblocking(False)
+        wsock.setblocking(False)
+        try:
+            loop.add_reader(rsock.fileno(), cls._drain, rsock)
+        except (NotImplementedError, RuntimeError, ValueError):
+            rsock.close()
+            wsock.close()
+            return None
+        try:
+            previous = signal.set_wakeup_fd(wsock.fileno(), warn_on_full_buffer=False)
+        except ValueError:  # not the main thread of the main interpreter
+            previous = -1
+            ours = False
+        else:
+            ours = previous == -1
+            if not ours:
+                signal.set_wakeup_fd(previous)
+        if not ours:
+            loop.remove_reader(rsock.fileno())
+            rsock.close()
+            wsock.close()
+            return None
+        return cls(loop, rsock, wsock)
+
+    @staticmethod
+    def _drain(rsock: Any) -> None:
+        with contextlib.suppress(OSError):
+            while rsock.recv(4096):
+                pass
+
+    def stop(self) -> None:
+        with contextlib.suppress(ValueError):
+            current = signal.set_wakeup_fd(-1)
+            if current != self._wsock.fileno():  # someone replaced ours meanwhile: keep theirs
+                signal.set_wakeup_fd(current)
+        if not self._loop.is_closed():
+            with contextlib.suppress(Exception):
+                self._loop.remove_reader(self._rsock.fileno())
+        self._rsock.close()
+        self._wsock.close()
+
+
 class Runner(_stock.Runner):
     """``asyncio.Runner`` with a root task group around each ``run()`` (switch root-task-group)
     and graceful signal handling (switch graceful-signals); see the module docstring.
@@ -221,6 +287,7 @@ class Runner(_stock.Runner):
         self._signal_received: int | None = None
         self._root_task: asyncio.Future | None = None
         self._hard_shutdown = False
+        self._wakeup: _SignalWakeup | None = None
 
     def close(self) -> None:
         """Shut down and close the loop (stock); after a hard shutdown (second signal), close
@@ -304,12 +371,17 @@ class Runner(_stock.Runner):
             except ValueError:  # embedded interpreter without signal support
                 continue
             installed[sig] = current
+        if installed:
+            self._wakeup = _SignalWakeup.start(self._loop)  # type: ignore[attr-defined]
         return installed
 
     def _restore_handlers(self, installed: dict[int, Any]) -> None:
         for sig, previous in installed.items():
             if signal.getsignal(sig) == self._on_signal:
                 signal.signal(sig, previous)
+        if self._wakeup is not None:
+            self._wakeup.stop()
+            self._wakeup = None
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         loop = self._loop  # type: ignore[attr-defined]
