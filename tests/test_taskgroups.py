@@ -469,3 +469,59 @@ def test_root_group_keeps_alive_a_background_task_nobody_references():
         return True
 
     assert asyncbis.run(main()) is True
+
+
+# Closing the abandoned parent's coroutine runs the group's __aexit__, which cannot wait for its
+# child any more: "coroutine ignored GeneratorExit", exactly as with asyncio.TaskGroup.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_garbage_group_with_a_pending_child_in_a_cycle_is_collected():
+    # A running child's core is kept out of the cyclic GC while its group holds it (the group
+    # keeps it alive anyway); a group that itself becomes garbage must hand its children back
+    # to the GC, or a child that references itself would leak forever.
+    loop = asyncio.new_event_loop()
+    asyncbis._runner.install_on_loop(loop)
+    destroyed: list[str] = []
+    loop.set_exception_handler(lambda _, ctx: destroyed.append(ctx["task"].get_name()))
+    refs: list[weakref.ref[asyncio.Future]] = []
+
+    async def child() -> None:
+        me = asyncio.current_task()  # task -> core -> coroutine -> frame -> task
+        await loop.create_future()  # never resolved, held by nobody else
+        del me
+
+    async def parent() -> None:
+        async with TaskGroup() as tg:
+            refs.append(weakref.ref(tg.create_task(child(), name="child")))
+            await loop.create_future()
+
+    async def main() -> None:
+        refs.append(weakref.ref(loop.create_task(parent(), name="parent")))
+        await asyncio.sleep(0.01)  # both are waiting on futures nobody else holds
+
+    try:
+        loop.run_until_complete(main())
+        for _ in range(3):  # the parent's cycle first, then the child's
+            gc.collect()
+        assert [r() for r in refs] == [None, None]
+        assert sorted(destroyed) == ["child", "parent"]  # "destroyed but it is pending", as stock
+    finally:
+        loop.close()
+
+
+def test_many_live_children_stay_reachable_through_a_full_collection():
+    async def child(n: int) -> int:
+        await asyncio.sleep(0.01)
+        return n
+
+    async def main() -> list[int]:
+        async with TaskGroup() as tg:
+            tasks = [tg.create_task(child(n)) for n in range(1000)]
+            refs = [weakref.ref(t) for t in tasks]
+            del tasks
+            await asyncio.sleep(0)
+            gc.collect()
+            assert all(r() is not None for r in refs)
+            tasks = [r() for r in refs]
+        return [t.result() for t in tasks]  # type: ignore[union-attr]
+
+    assert asyncbis.run(main()) == list(range(1000))

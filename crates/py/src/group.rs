@@ -5,13 +5,18 @@
 //! collects failures. The first child failure cancels the scope.
 
 use pyo3::exceptions::PyStopIteration;
+use std::collections::HashSet;
+use std::sync::{Mutex, MutexGuard};
+
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
 use crate::scope::CancelScope;
 use crate::task::{current_core, TaskCore};
 use crate::util::{
-    cached, is_marked_for, new_marked_cancelled_error, runtime_error, tree, GilCell,
+    cached, gc_retrack, gc_untrack, is_marked_for, new_marked_cancelled_error, runtime_error, tree,
+    GilCell,
 };
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
@@ -41,6 +46,65 @@ pub struct TaskGroup {
     /// A child ended cancelled: its cancellation stands for the group's exit (Trio's nursery
     /// raises its children's Cancelled), so the exit is a cancel point then.
     cancelled_children: GilCell<bool>,
+    /// Non-zero while in `UNTRACKED_GROUPS` (its key: this object's address): some running
+    /// children's cores are out of the cyclic GC.
+    registered: GilCell<usize>,
+}
+
+/// Groups (by address) holding running children whose cores are untracked (see `gc_untrack`).
+///
+/// Untracking is sound while the group is alive, and a group is alive while its host task
+/// is; a host task is only garbage if it was abandoned (it waits on a future nobody holds,
+/// typically because its loop stopped or was closed with tasks pending). The references of
+/// an untracked core count as external to the collector, though, so they would keep such an
+/// abandoned group and its host alive for ever. `gc_full_collection_starts` therefore hands
+/// back to the GC, before every full collection, the children of groups whose loop is not
+/// running; a task abandoned on a loop that keeps running is collected once the loop stops.
+static UNTRACKED_GROUPS: Mutex<Option<HashSet<usize>>> = Mutex::new(None);
+
+fn untracked_groups() -> MutexGuard<'static, Option<HashSet<usize>>> {
+    UNTRACKED_GROUPS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// `gc.callbacks` hook (installed at import): see `UNTRACKED_GROUPS`.
+#[pyfunction]
+pub fn _gc_callback(py: Python<'_>, phase: &str, info: &Bound<'_, PyAny>) -> PyResult<()> {
+    if phase != "start" {
+        return Ok(());
+    }
+    let generation: i64 = info.get_item("generation")?.extract()?;
+    if generation < 2 {
+        return Ok(());
+    }
+    let groups: Vec<usize> = match untracked_groups().as_ref() {
+        Some(set) if !set.is_empty() => set.iter().copied().collect(),
+        _ => return Ok(()),
+    };
+    for addr in groups {
+        // SAFETY: a registered group is alive: it leaves the set in its Drop (and __clear__)
+        // before its memory is freed, and the GIL is held, so no other thread frees it now.
+        let group = unsafe { Borrowed::from_ptr(py, addr as *mut ffi::PyObject) };
+        let Ok(group) = group.cast::<TaskGroup>() else {
+            continue;
+        };
+        let this = group.get();
+        let running = this.loop_.get_ref(py).is_some_and(|l| {
+            l.bind(py)
+                .call_method0(pyo3::intern!(py, "is_running"))
+                .and_then(|r| r.is_truthy())
+                .unwrap_or(false)
+        });
+        if running {
+            continue;
+        }
+        this.unregister();
+        let children = this.children.take();
+        retrack_children(py, &children);
+        this.children.set(children);
+    }
+    Ok(())
 }
 
 impl TaskGroup {
@@ -167,6 +231,16 @@ impl TaskGroup {
         core.get()
             .group_slot
             .set(Some(this.adopt(task.clone().unbind())));
+        // Held by the group from now on: see `gc_untrack` (re-tracked in TaskCore::finish, or
+        // by `release_children` if the group lets go of a task that is still running).
+        gc_untrack(core.as_any());
+        if this.registered.get() == 0 {
+            let key = slf.as_ptr() as usize;
+            this.registered.set(key);
+            untracked_groups()
+                .get_or_insert_with(HashSet::new)
+                .insert(key);
+        }
         this.live.set(this.live.get() + 1);
         Ok(task)
     }
@@ -286,6 +360,7 @@ impl TaskGroup {
             base_error: GilCell::new(None),
             waiter: GilCell::new(None),
             cancelled_children: GilCell::new(false),
+            registered: GilCell::new(0),
         })
     }
 
@@ -454,9 +529,50 @@ impl TaskGroup {
         self.base_error.set(None);
         self.waiter.set(None);
         self.free_slots.take();
-        let children = self.children.take();
-        drop(children);
+        self.unregister();
+        release_children(self.children.take());
     }
+}
+
+impl TaskGroup {
+    fn unregister(&self) {
+        let key = self.registered.replace(0);
+        if key != 0 {
+            if let Some(set) = untracked_groups().as_mut() {
+                set.remove(&key);
+            }
+        }
+    }
+}
+
+impl Drop for TaskGroup {
+    fn drop(&mut self) {
+        self.unregister();
+        let children = self.children.take();
+        if children.iter().any(Option::is_some) {
+            release_children(children);
+        }
+    }
+}
+
+fn retrack_children(py: Python<'_>, children: &[Option<Py<PyAny>>]) {
+    for task in children.iter().flatten() {
+        if let Ok(core) = task.bind(py).getattr(pyo3::intern!(py, "_core")) {
+            gc_retrack(&core);
+        }
+    }
+}
+
+/// Lets go of tasks still running (their group is being cleared by the GC, or freed): their
+/// cores go back under the GC first, so a cycle through such a task can still be collected.
+fn release_children(children: Vec<Option<Py<PyAny>>>) {
+    if children.iter().all(Option::is_none) {
+        return;
+    }
+    Python::attach(|py| {
+        retrack_children(py, &children);
+        drop(children);
+    });
 }
 
 /// The awaitable returned by `TaskGroup.__aexit__`: waits for the children without taking

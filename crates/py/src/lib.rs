@@ -214,5 +214,13 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_task_count, m)?)?;
     m.add_function(wrap_pyfunction!(compat_main, m)?)?;
     m.add("MARK_ATTR", util::MARK_ATTR)?;
+    // Hands untracked children of groups on stopped loops back to the GC before each full
+    // collection (see group::UNTRACKED_GROUPS).
+    let gc_hook = wrap_pyfunction!(group::_gc_callback, m)?;
+    m.add("_gc_callback", &gc_hook)?;
+    m.py()
+        .import("gc")?
+        .getattr("callbacks")?
+        .call_method1("append", (gc_hook,))?;
     Ok(())
 }

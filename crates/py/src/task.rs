@@ -20,8 +20,8 @@ use pyo3::{PyTraverseError, PyVisit};
 
 use crate::group::TaskGroup;
 use crate::util::{
-    cached, level_cancellation, new_marked_cancelled_error, runtime_error, task_cancel_mode, tree,
-    GilCell,
+    cached, gc_retrack, level_cancellation, new_marked_cancelled_error, runtime_error,
+    task_cancel_mode, tree, GilCell,
 };
 
 static TASK_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -137,6 +137,7 @@ impl TaskCore {
     fn finish(slf: &Bound<'_, TaskCore>) {
         let py = slf.py();
         let this = slf.get();
+        gc_retrack(slf.as_any()); // untracked while its group held it (see gc_untrack)
         this.finished.set(true);
         this.fut_waiter.set(None);
         if let Some(id) = this.tree_id.replace(None) {
