@@ -34,6 +34,7 @@ __all__ = [
     "_core_switches",
     "_tree_stats",
     "_task_count",
+    "_gc_callback",
     "compat_main",
     "MARK_ATTR",
 ]
@@ -217,4 +218,8 @@ def _set_core_switch(
 def _core_switches() -> tuple[bool, int]: ...
 def _tree_stats() -> tuple[int, int]: ...
 def _task_count() -> int: ...
+def _gc_callback(phase: str, info: dict[str, int]) -> None:
+    """gc.callbacks hook: before a full collection, hands running children of task groups on
+    stopped loops back to the cyclic GC (their cores are untracked while the group holds them)."""
+
 def compat_main(argv: list[str]) -> int: ...
