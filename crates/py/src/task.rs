@@ -361,9 +361,14 @@ impl TaskCore {
                 };
                 match blocking {
                     Some(b) if !b.is_none() => {
-                        let fut_loop = match result.call_method0(pyo3::intern!(py, "get_loop")) {
-                            Ok(l) => l,
-                            Err(_) => result.getattr(pyo3::intern!(py, "_loop"))?,
+                        let plain_future = result.get_type().is(c.future_type.bind(py));
+                        let fut_loop = if plain_future {
+                            c.future_get_loop.bind(py).call1((&result,))?
+                        } else {
+                            match result.call_method0(pyo3::intern!(py, "get_loop")) {
+                                Ok(l) => l,
+                                Err(_) => result.getattr(pyo3::intern!(py, "_loop"))?,
+                            }
                         };
                         if !fut_loop.is(loop_) {
                             let e = runtime_error(format!(
@@ -406,13 +411,22 @@ impl TaskCore {
                             .get_ref(py)
                             .ok_or_else(|| runtime_error("task has no context"))?
                             .into_bound(py);
-                        call_with_context(
-                            &result,
-                            pyo3::intern!(py, "add_done_callback"),
-                            slf.as_any(),
-                            None,
-                            &ctx,
-                        )?;
+                        if plain_future {
+                            call_unbound_with_context(
+                                c.future_add_done_callback.bind(py),
+                                &result,
+                                slf.as_any(),
+                                &ctx,
+                            )?;
+                        } else {
+                            call_with_context(
+                                &result,
+                                pyo3::intern!(py, "add_done_callback"),
+                                slf.as_any(),
+                                None,
+                                &ctx,
+                            )?;
+                        }
                         this.fut_waiter.set(Some(result.clone().unbind()));
                         // Level: a yield inside a cancelled scope is cancelled at once.
                         if let Some(tid) = this.tree_id.get() {
@@ -600,6 +614,18 @@ fn leave_task<'py>(
 static CONTEXT_KWNAMES: pyo3::sync::PyOnceLock<Py<pyo3::types::PyTuple>> =
     pyo3::sync::PyOnceLock::new();
 
+/// `("context",)`, the keyword names of a vectorcall passing `context=`.
+fn context_kwnames(py: Python<'_>) -> *mut ffi::PyObject {
+    CONTEXT_KWNAMES
+        .get_or_init(py, || {
+            // Interned, like the parameter name it must match (identity hits the fast path).
+            pyo3::types::PyTuple::new(py, [PyString::intern(py, "context")])
+                .expect("a tuple of one str")
+                .unbind()
+        })
+        .as_ptr()
+}
+
 /// `obj.method(cb[, arg], context=ctx)` by vectorcall: no kwargs dict, no bound method (this is
 /// on every step: `loop.call_soon(core, context=...)`, `fut.add_done_callback(core, context=...)`).
 pub fn call_with_context<'py>(
@@ -610,12 +636,7 @@ pub fn call_with_context<'py>(
     ctx: &Bound<'py, PyAny>,
 ) -> PyResult<()> {
     let py = obj.py();
-    let kwnames = CONTEXT_KWNAMES.get_or_init(py, || {
-        // Interned, like the parameter name it must match (identity hits the fast path).
-        pyo3::types::PyTuple::new(py, [PyString::intern(py, "context")])
-            .expect("a tuple of one str")
-            .unbind()
-    });
+    let kwnames = context_kwnames(py);
     let (args, nargs): ([*mut ffi::PyObject; 4], usize) = match arg {
         Some(a) => ([obj.as_ptr(), cb.as_ptr(), a.as_ptr(), ctx.as_ptr()], 3),
         None => (
@@ -630,9 +651,29 @@ pub fn call_with_context<'py>(
     };
     // SAFETY: every pointer is a live object borrowed for the call; args[0] is self, the
     // positional args follow, then one keyword value named by `kwnames`.
-    let ret = unsafe {
-        ffi::PyObject_VectorcallMethod(method.as_ptr(), args.as_ptr(), nargs, kwnames.as_ptr())
-    };
+    let ret =
+        unsafe { ffi::PyObject_VectorcallMethod(method.as_ptr(), args.as_ptr(), nargs, kwnames) };
+    if ret.is_null() {
+        return Err(PyErr::fetch(py));
+    }
+    // SAFETY: a new reference returned by the call.
+    drop(unsafe { Bound::from_owned_ptr(py, ret) });
+    Ok(())
+}
+
+/// `func(obj, cb, context=ctx)` by vectorcall (`func`: an unbound method such as
+/// `Future.add_done_callback`).
+fn call_unbound_with_context<'py>(
+    func: &Bound<'py, PyAny>,
+    obj: &Bound<'py, PyAny>,
+    cb: &Bound<'py, PyAny>,
+    ctx: &Bound<'py, PyAny>,
+) -> PyResult<()> {
+    let py = obj.py();
+    let kwnames = context_kwnames(py);
+    let args = [obj.as_ptr(), cb.as_ptr(), ctx.as_ptr()];
+    // SAFETY: live borrowed objects; two positional args, then one keyword value.
+    let ret = unsafe { ffi::PyObject_Vectorcall(func.as_ptr(), args.as_ptr(), 2, kwnames) };
     if ret.is_null() {
         return Err(PyErr::fetch(py));
     }
@@ -707,13 +748,19 @@ impl TaskCore {
                 if let Some(exc) = crate::own_cancelled_exc(&fut) {
                     return Self::step_inner(slf, Some(exc));
                 }
-                match fut.call_method0(pyo3::intern!(py, "result")) {
+                let c = cached(py);
+                let outcome = if fut.get_type().is(c.future_type.bind(py)) {
+                    c.future_result.bind(py).call1((&fut,))
+                } else {
+                    fut.call_method0(pyo3::intern!(py, "result"))
+                };
+                match outcome {
                     Ok(_) => Self::step_impl(slf, None, false, false),
                     Err(e) => {
                         let value = e.value(py).clone().into_any();
                         // A cancelled future (typically cancelled by a scope to wake this task)
                         // lets the scope's cancellation through; a real outcome goes first.
-                        let cancelled = value.is_instance(cached(py).cancelled_error.bind(py))?;
+                        let cancelled = value.is_instance(c.cancelled_error.bind(py))?;
                         Self::step_impl(slf, Some(value), false, cancelled)
                     }
                 }

@@ -116,6 +116,12 @@ pub struct Cached {
     pub future_cancel: Py<PyAny>,
     pub future_set_result: Py<PyAny>,
     pub future_set_exception: Py<PyAny>,
+    /// `Future.result`, `.get_loop`, `.add_done_callback`: called unbound on futures whose type
+    /// is exactly `asyncio.Future` (what loop.create_future() makes; nothing can override
+    /// them there), which skips the method lookup on every wait and wake-up.
+    pub future_result: Py<PyAny>,
+    pub future_get_loop: Py<PyAny>,
+    pub future_add_done_callback: Py<PyAny>,
     pub enter_task: Py<PyAny>,
     /// The dict `asyncio.current_task()` reads (loop -> task), when the C accelerator keeps one
     /// (3.11-3.13): entering/leaving a task is then two dict operations, not two calls.
@@ -168,6 +174,9 @@ pub fn cached(py: Python<'_>) -> &'static Cached {
                 invalid_state_error: asyncio.getattr("InvalidStateError")?.unbind(),
                 future_init: future.getattr("__init__")?.unbind(),
                 future_cancel: future.getattr("cancel")?.unbind(),
+                future_result: future.getattr("result")?.unbind(),
+                future_get_loop: future.getattr("get_loop")?.unbind(),
+                future_add_done_callback: future.getattr("add_done_callback")?.unbind(),
                 future_set_result: future.getattr("set_result")?.unbind(),
                 future_set_exception: future.getattr("set_exception")?.unbind(),
                 future_type: future.unbind(),
