@@ -403,6 +403,38 @@ fn newest_wheel(dir: &Path) -> Option<PathBuf> {
         .max_by_key(|path| path.metadata().and_then(|m| m.modified()).ok())
 }
 
+/// Checks a `--wheel` argument up front: an existing file named as pip and uv require
+/// (`name-version[-build]-pytag-abitag-platform.whl`). uv rejects any other name, which would
+/// otherwise surface as a setup failure of every project whose venv is made afresh.
+pub fn check_wheel_path(path: &Path) -> Result<(), String> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem = name.strip_suffix(".whl").ok_or_else(|| {
+        format!(
+            "--wheel {}: not a wheel (the name must end in .whl)",
+            path.display()
+        )
+    })?;
+    let parts: Vec<&str> = stem.split('-').collect();
+    let tags_ok = matches!(parts.len(), 5 | 6)
+        && parts.iter().all(|p| !p.is_empty())
+        && !parts[parts.len() - 3].starts_with(|c: char| c.is_ascii_digit());
+    if !tags_ok {
+        return Err(format!(
+            "--wheel {}: {name:?} is not a wheel file name \
+             (name-version-pythontag-abitag-platform.whl, as maturin writes it); \
+             installers refuse other names, so keep the name the build gave it",
+            path.display()
+        ));
+    }
+    if !path.is_file() {
+        return Err(format!("--wheel {}: no such file", path.display()));
+    }
+    Ok(())
+}
+
 /// Picks the wheel matching `python` (cpXY or abi3 tag) among the given ones.
 pub fn pick_wheel<'w>(wheels: &'w [PathBuf], python: &Python) -> Option<&'w PathBuf> {
     let tag = format!("-cp{}-", python.minor().replace('.', ""));
@@ -426,6 +458,25 @@ mod tests {
         assert_eq!(installed["pytest"], "9.0.1");
         assert_eq!(installed["foo"], "file:///x/foo.whl");
         assert_eq!(installed["-e /src"], "");
+    }
+
+    #[test]
+    fn wheel_names_are_checked() {
+        let dir = std::env::temp_dir().join(format!("asyncbis-wheel-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("asyncbis-0.1.0-cp312-cp312-manylinux_2_34_x86_64.whl");
+        std::fs::write(&good, b"").unwrap();
+        assert!(check_wheel_path(&good).is_ok());
+        let renamed = dir.join("study-wheel-2026-11-26-cp312.whl");
+        std::fs::write(&renamed, b"").unwrap();
+        let err = check_wheel_path(&renamed).unwrap_err();
+        assert!(err.contains("is not a wheel file name"), "{err}");
+        let err = check_wheel_path(&dir.join("asyncbis-0.1.0.tar.gz")).unwrap_err();
+        assert!(err.contains("must end in .whl"), "{err}");
+        let err =
+            check_wheel_path(&dir.join("asyncbis-0.1.0-cp311-cp311-linux_x86_64.whl")).unwrap_err();
+        assert!(err.contains("no such file"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

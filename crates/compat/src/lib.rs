@@ -172,6 +172,9 @@ fn make_study(
     if !options.stock_only {
         for python in &pythons {
             let wheel = if !options.wheels.is_empty() {
+                for w in &options.wheels {
+                    environment::check_wheel_path(w)?;
+                }
                 let wheels = options
                     .wheels
                     .iter()
