@@ -231,9 +231,10 @@ impl TaskGroup {
         core.get()
             .group_slot
             .set(Some(this.adopt(task.clone().unbind())));
-        // Held by the group from now on: see `gc_untrack` (re-tracked in TaskCore::finish, or
-        // by `release_children` if the group lets go of a task that is still running).
+        // Held by the group from now on: see `gc_untrack` (both re-tracked in TaskCore::finish,
+        // or by `release_children` if the group lets go of a task that is still running).
         gc_untrack(core.as_any());
+        gc_untrack(&task);
         if this.registered.get() == 0 {
             let key = slf.as_ptr() as usize;
             this.registered.set(key);
@@ -557,7 +558,9 @@ impl Drop for TaskGroup {
 
 fn retrack_children(py: Python<'_>, children: &[Option<Py<PyAny>>]) {
     for task in children.iter().flatten() {
-        if let Ok(core) = task.bind(py).getattr(pyo3::intern!(py, "_core")) {
+        let task = task.bind(py);
+        gc_retrack(task);
+        if let Ok(core) = task.getattr(pyo3::intern!(py, "_core")) {
             gc_retrack(&core);
         }
     }

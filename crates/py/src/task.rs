@@ -137,7 +137,11 @@ impl TaskCore {
     fn finish(slf: &Bound<'_, TaskCore>) {
         let py = slf.py();
         let this = slf.get();
-        gc_retrack(slf.as_any()); // untracked while its group held it (see gc_untrack)
+        // Untracked while its group held it (see gc_untrack), like the task itself.
+        gc_retrack(slf.as_any());
+        if let Some(task) = this.task.get_ref(py) {
+            gc_retrack(task.bind(py));
+        }
         this.finished.set(true);
         this.fut_waiter.set(None);
         if let Some(id) = this.tree_id.replace(None) {

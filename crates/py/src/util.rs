@@ -284,8 +284,8 @@ pub fn thrown(typ: Bound<'_, PyAny>, val: Option<Bound<'_, PyAny>>) -> PyErr {
 
 /// Takes a live object out of the cyclic GC's lists (no-op if it is not tracked).
 ///
-/// Used for a grouped task's core (see `TaskGroup::adopt`): while its group holds the task, the
-/// task is reachable, so the collector would only traverse it on every full collection for
+/// Used for a grouped task and its core (see `TaskGroup::spawn`): while its group holds the
+/// task, it is reachable, so the collector would only traverse it on every full collection for
 /// nothing; with 80,000 live tasks that traversal was what made spawning superlinear. Whatever
 /// releases the task from the group calls `gc_retrack` first, so a cycle through a task whose
 /// group itself became garbage is still found (one collection later).
