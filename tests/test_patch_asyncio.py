@@ -134,9 +134,8 @@ def test_loop_set_task_factory_refused_while_patched():
     loop = asyncio.new_event_loop()
     try:
         with pytest.raises(RuntimeError, match="no-task-factory"):
-            loop.set_task_factory(
-                asyncio.eager_task_factory if sys.version_info >= (3, 12) else print
-            )
+            loop.set_task_factory(print)
+        assert loop.get_task_factory() is None  # nothing installed by the refused call
         switches.disable("no-task-factory")
         loop.set_task_factory(lambda lp, coro, **kw: asyncio.tasks._PyTask(coro, loop=lp, **kw))
         assert loop.get_task_factory() is not None

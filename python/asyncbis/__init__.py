@@ -12,6 +12,7 @@ that turn warnings into errors, like janus's, would not start).
 from __future__ import annotations
 
 import asyncio as _asyncio
+import sys as _sys
 from asyncio import *  # noqa: F403  (stock asyncio for every name we do not change)
 
 from . import (
@@ -35,6 +36,11 @@ from ._runner import Runner, create_task, root_group, run
 from ._task import Task
 from ._taskgroup import TaskGroup, TaskStatus
 from ._timeouts import Timeout, shield, timeout, timeout_at, wait_for
+
+if _sys.version_info >= (3, 12):
+    # asyncio's name, asyncbis's factory: loop.set_task_factory(asyncbis.eager_task_factory)
+    # makes eager asyncbis tasks (stock's asyncio.eager_task_factory is mapped to it as well).
+    from ._runner import eager_task_factory  # noqa: F401
 
 # anyio.run(..., backend="asyncbis") finds the AnyIO backend (anyio is imported only on demand)
 _anyio_alias.install()

@@ -2,7 +2,7 @@
 
 import asyncio
 import contextvars
-from collections.abc import Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator
 from typing import Any, Literal, final
 
 from typing_extensions import disjoint_base
@@ -28,6 +28,7 @@ __all__ = [
     "checkpoint_if_cancelled",
     "_register_task_class",
     "_init_task",
+    "_register_eager_factory",
     "spawn",
     "current_task_core",
     "_set_core_switch",
@@ -128,6 +129,7 @@ class TaskGroup:
         *,
         name: object = None,
         context: contextvars.Context | None = None,
+        eager_start: bool | None = None,
     ) -> asyncio.Future[Any]: ...
     def _spawn_starting(
         self, coro: Coroutine[Any, Any, Any], name: object = None
@@ -203,6 +205,7 @@ def _init_task(
     *,
     eager_start: bool = False,
 ) -> None: ...
+def _register_eager_factory(factory: Callable[..., asyncio.Future[Any]]) -> None: ...
 def spawn(
     loop: asyncio.AbstractEventLoop,
     coro: Coroutine[Any, Any, Any],
@@ -210,6 +213,7 @@ def spawn(
     name: object = None,
     context: contextvars.Context | None = None,
     group: TaskGroup | None = None,
+    eager_start: bool | None = None,
 ) -> asyncio.Future[Any]: ...
 def current_task_core() -> TaskCore | None: ...
 def _set_core_switch(

@@ -5,8 +5,9 @@ package: stock ``wait_for`` reads ``timeouts.timeout`` (3.12+), ``asyncio.run`` 
 ``runners.Runner``, every loop's ``create_task`` reads ``tasks.Task``, unittest's
 IsolatedAsyncioTestCase / pytest-asyncio / AnyIO use ``asyncio.Runner``. The loop classes are
 not wrapped: ``BaseEventLoop.create_task`` makes asyncbis tasks (in the root group when there is
-one), ``set_task_factory`` enforces the no-task-factory switch, and ``run_until_complete(coro)``
-runs the coroutine in a root task group (switch root-task-group).
+one), ``set_task_factory`` enforces the no-task-factory switch (stock's eager factory becomes
+asyncbis's eager one), and ``run_until_complete(coro)`` runs the coroutine in a root task group
+(switch root-task-group).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def is_patched() -> bool:
 
 
 def _create_task(self: Any, coro: Any, *, name: Any = None, context: Any = None) -> Any:
-    if self._task_factory is None:
+    if self._task_factory is None or _runner.is_own_factory(self._task_factory):
         self._check_closed()
         return _runner.new_task(self, coro, name, context)
     return _stock.loop_create_task(self, coro, name=name, context=context)
@@ -41,7 +42,7 @@ def _create_task(self: Any, coro: Any, *, name: Any = None, context: Any = None)
 
 def _set_task_factory(self: Any, factory: Any) -> None:
     if switches.enabled("no-task-factory"):
-        _runner._refuse_task_factory(self, factory)
+        factory = _runner.accepted_task_factory(self, factory)
     _stock.loop_set_task_factory(self, factory)
 
 

@@ -184,6 +184,7 @@ impl TaskGroup {
         name: Option<Bound<'py, PyAny>>,
         context: Option<Bound<'py, PyAny>>,
         starting: bool,
+        eager: Option<bool>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
         let this = slf.get();
@@ -218,6 +219,7 @@ impl TaskGroup {
             Some(slf),
             node,
             false,
+            false,
         );
         let core = match core {
             Ok(c) => c,
@@ -243,6 +245,12 @@ impl TaskGroup {
                 .insert(key);
         }
         this.live.set(this.live.get() + 1);
+        // Counted as a child before its first step: an eager child may finish within it.
+        let eager = match eager {
+            Some(eager) => eager,
+            None => crate::loop_wants_eager_tasks(py, &loop_)?,
+        };
+        TaskCore::start(&core, &loop_, eager)?;
         Ok(task)
     }
 
@@ -438,12 +446,15 @@ impl TaskGroup {
 
     /// Spawns a child task running `coro`. Allowed while the group is cancelled (the task runs
     /// to its first yield point, then is cancelled); refused before entry and after exit.
-    #[pyo3(signature = (coro, *, name = None, context = None))]
+    /// `eager_start` (3.12+): run the first step now; None: as the loop's task factory says
+    /// (eager with an eager task factory, as stock's `loop.create_task()` would do).
+    #[pyo3(signature = (coro, *, name = None, context = None, eager_start = None))]
     fn create_task<'py>(
         slf: &Bound<'py, Self>,
         coro: Bound<'py, PyAny>,
         name: Option<Bound<'py, PyAny>>,
         context: Option<Bound<'py, PyAny>>,
+        eager_start: Option<bool>,
     ) -> PyResult<Bound<'py, PyAny>> {
         if let Err(e) = crate::util::cached(slf.py())
             .iscoroutine
@@ -465,7 +476,7 @@ impl TaskGroup {
             let _ = coro.call_method0(pyo3::intern!(slf.py(), "close"));
             return Err(e);
         }
-        match Self::spawn(slf, &coro, name, context, false) {
+        match Self::spawn(slf, &coro, name, context, false, eager_start) {
             Ok(t) => Ok(t),
             Err(e) => {
                 let _ = coro.call_method0(pyo3::intern!(slf.py(), "close"));
@@ -481,7 +492,7 @@ impl TaskGroup {
         coro: Bound<'py, PyAny>,
         name: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        Self::spawn(slf, &coro, name, None, true)
+        Self::spawn(slf, &coro, name, None, true, None)
     }
 
     /// Cancels the group: its body and every child, including children spawned later.

@@ -42,6 +42,32 @@ pub(crate) fn new_task_object<'py>(
     Ok(task)
 }
 
+/// asyncbis's eager task factory, registered by Python the first time a loop gets it: until
+/// then no spawn pays for the check below.
+static EAGER_FACTORY: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// Whether tasks spawned on `loop_` start eagerly: its task factory is asyncbis's eager one
+/// (what `loop.set_task_factory(asyncio.eager_task_factory)` installs). Like stock, where an
+/// eager factory makes every task of the loop eager, TaskGroup children included.
+pub(crate) fn loop_wants_eager_tasks(py: Python<'_>, loop_: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let Some(factory) = EAGER_FACTORY.get(py) else {
+        return Ok(false);
+    };
+    let current = loop_.call_method0(pyo3::intern!(py, "get_task_factory"))?;
+    Ok(current.is(factory.bind(py)))
+}
+
+#[pyfunction]
+fn _register_eager_factory(py: Python<'_>, factory: Bound<'_, PyAny>) -> PyResult<()> {
+    if !factory.is_callable() {
+        return Err(PyTypeError::new_err(
+            "the eager task factory must be callable",
+        ));
+    }
+    let _ = EAGER_FACTORY.set(py, factory.unbind());
+    Ok(())
+}
+
 /// If `fut` is an asyncbis task that ended cancelled, the CancelledError its coroutine raised.
 pub(crate) fn own_cancelled_exc<'py>(fut: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
     let py = fut.py();
@@ -92,14 +118,17 @@ fn _init_task<'py>(
         context,
         None,
         None,
+        true,
         eager_start,
     )?;
     Ok(())
 }
 
 /// Creates a task on `loop`: in `group` if given (counted as its child), else ungrouped.
+/// `eager_start`: run its first step now (3.12+, loop running); None: as the loop's task
+/// factory says.
 #[pyfunction]
-#[pyo3(signature = (r#loop, coro, *, name = None, context = None, group = None))]
+#[pyo3(signature = (r#loop, coro, *, name = None, context = None, group = None, eager_start = None))]
 fn spawn<'py>(
     py: Python<'py>,
     r#loop: Bound<'py, PyAny>,
@@ -107,12 +136,19 @@ fn spawn<'py>(
     name: Option<Bound<'py, PyAny>>,
     context: Option<Bound<'py, PyAny>>,
     group: Option<Bound<'py, TaskGroup>>,
+    eager_start: Option<bool>,
 ) -> PyResult<Bound<'py, PyAny>> {
     match group {
-        Some(g) => TaskGroup::spawn(&g, &coro, name, context, false),
+        Some(g) => TaskGroup::spawn(&g, &coro, name, context, false, eager_start),
         None => {
             let task = new_task_object(py, &r#loop)?;
-            TaskCore::attach(py, &task, &r#loop, &coro, name, context, None, None, false)?;
+            let eager = match eager_start {
+                Some(eager) => eager,
+                None => loop_wants_eager_tasks(py, &r#loop)?,
+            };
+            TaskCore::attach(
+                py, &task, &r#loop, &coro, name, context, None, None, true, eager,
+            )?;
             Ok(task)
         }
     }
@@ -206,6 +242,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(scope::checkpoint_if_cancelled, m)?)?;
     m.add_function(wrap_pyfunction!(_register_task_class, m)?)?;
     m.add_function(wrap_pyfunction!(_init_task, m)?)?;
+    m.add_function(wrap_pyfunction!(_register_eager_factory, m)?)?;
     m.add_function(wrap_pyfunction!(spawn, m)?)?;
     m.add_function(wrap_pyfunction!(current_task_core, m)?)?;
     m.add_function(wrap_pyfunction!(_set_core_switch, m)?)?;

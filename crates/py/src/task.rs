@@ -480,7 +480,7 @@ impl TaskCore {
     }
 
     /// Creates the core of `task` (an instance of the Python Task class whose Future part is
-    /// initialised), registers it and schedules its first step.
+    /// initialised), registers it and, with `start`, starts it (see `start`).
     #[allow(clippy::too_many_arguments)]
     pub fn attach<'py>(
         py: Python<'py>,
@@ -491,6 +491,7 @@ impl TaskCore {
         context: Option<Bound<'py, PyAny>>,
         group: Option<&Bound<'py, TaskGroup>>,
         parent_node: Option<NodeId>,
+        start: bool,
         eager: bool,
     ) -> PyResult<Bound<'py, TaskCore>> {
         let c = cached(py);
@@ -546,8 +547,23 @@ impl TaskCore {
         core.get().root_node.set(Some(node));
         task.setattr(pyo3::intern!(py, "_core"), &core)?;
         c.register_task.bind(py).call1((task,))?;
+        if start {
+            Self::start(&core, loop_, eager)?;
+        }
+        Ok(core)
+    }
+
+    /// Starts a task made by `attach(.., start=false)`: schedules its first step, or with
+    /// `eager` (3.12+, loop running) runs it now, inside the spawner's step. A group adopts its
+    /// child before starting it, so a child that finishes during its eager step is counted.
+    pub fn start<'py>(
+        core: &Bound<'py, TaskCore>,
+        loop_: &Bound<'py, PyAny>,
+        eager: bool,
+    ) -> PyResult<()> {
+        let py = core.py();
         let run_eagerly = eager
-            && c.swap_current_task.is_some()
+            && cached(py).swap_current_task.is_some()
             && loop_
                 .call_method0(pyo3::intern!(py, "is_running"))?
                 .is_truthy()?;
@@ -561,10 +577,10 @@ impl TaskCore {
                 pyo3::intern!(py, "run"),
                 (core.getattr(pyo3::intern!(py, "_eager_step"))?,),
             )?;
+            Ok(())
         } else {
-            Self::schedule_step(&core, loop_, None)?;
+            Self::schedule_step(core, loop_, None)
         }
-        Ok(core)
     }
 }
 
