@@ -294,7 +294,7 @@ impl Study {
             service_env: &service_env,
             entry_fingerprint: entry_fingerprint(entry, source),
             wheel_fingerprint: wheel.map(|(_, hash)| hash.clone()).unwrap_or_default(),
-            rerun_timeout: std::cell::Cell::new(entry.timeout),
+            stock_durations: std::cell::RefCell::new(BTreeMap::new()),
             label,
         };
         self.progress.note(label, "stock run 1");
@@ -303,9 +303,11 @@ impl Study {
             Err(reason) => return result.stop(Status::SetupFailed, reason),
         };
         result.runs.push(RunSummary::of(&stock_first));
-        runner
-            .rerun_timeout
-            .set(rerun_timeout(&stock_first.tests, entry.timeout));
+        *runner.stock_durations.borrow_mut() = stock_first
+            .tests
+            .iter()
+            .map(|(id, record)| (id.clone(), record.duration))
+            .collect();
         if stock_first.tests.is_empty() {
             let reason = format!(
                 "the stock suite recorded no tests: {}",
@@ -582,12 +584,37 @@ impl Study {
     }
 }
 
-/// Rerun timeout: ten times the slowest stock duration, at least 15 s, at most the entry's.
-pub fn rerun_timeout(stock: &BTreeMap<String, TestRecord>, entry_timeout: u64) -> u64 {
-    let slowest = stock.values().map(|r| r.duration).fold(0.0_f64, f64::max);
-    ((slowest * 10.0).ceil() as u64)
+/// A test's rerun timeout: ten times its stock duration, at least 15 s, at most the entry's.
+pub fn rerun_timeout(stock_duration: f64, entry_timeout: u64) -> u64 {
+    ((stock_duration * 10.0).ceil() as u64)
         .clamp(15, entry_timeout.max(15))
         .min(entry_timeout)
+}
+
+/// The pytest invocations of a rerun: the selection grouped by rerun timeout (each test gets
+/// its own, not the slowest test's: a quick test that hangs under asyncbis costs 15 s, not the
+/// minute a slow sibling needs), in selection order, at most `RERUN_BATCH` node ids each.
+pub fn rerun_batches(
+    selection: &[String],
+    stock_durations: &BTreeMap<String, f64>,
+    entry_timeout: u64,
+) -> Vec<(u64, Vec<String>)> {
+    let mut classes: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+    for id in selection {
+        let duration = stock_durations.get(id).copied().unwrap_or(0.0);
+        classes
+            .entry(rerun_timeout(duration, entry_timeout))
+            .or_default()
+            .push(id.clone());
+    }
+    classes
+        .into_iter()
+        .flat_map(|(timeout, ids)| {
+            ids.chunks(RERUN_BATCH)
+                .map(|chunk| (timeout, chunk.to_vec()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 /// The line saying why a pytest session died (an INTERNALERROR, a usage error, a conftest
@@ -654,9 +681,10 @@ struct RunFiles<'p> {
 }
 
 struct SuiteRunner<'a> {
-    /// Per-test timeout for reruns of selected tests: a multiple of their stock duration (a
-    /// level-cancelled test that hangs should not hold every rerun for the full timeout).
-    rerun_timeout: std::cell::Cell<u64>,
+    /// Stock durations (first stock run): reruns of selected tests get per-test timeouts, a
+    /// multiple of these (a level-cancelled test that hangs should not hold the rerun for the
+    /// full timeout).
+    stock_durations: std::cell::RefCell<BTreeMap<String, f64>>,
     study: &'a Study,
     entry: &'a ProjectEntry,
     python: &'a Python,
@@ -671,11 +699,16 @@ struct SuiteRunner<'a> {
 impl SuiteRunner<'_> {
     /// Runs the suite (or just `selection`) in `mode`, from the cache when it has the result.
     fn run(&self, mode: &Mode, selection: &[String]) -> Result<SuiteRun, String> {
-        let timeout = self.timeout_for(selection);
-        let fingerprint = if timeout == self.entry.timeout {
+        let batches = self.batches(selection);
+        let fingerprint = if selection.is_empty() {
             self.entry_fingerprint.clone()
         } else {
-            short_hash(&[&self.entry_fingerprint, &timeout.to_string()])
+            let timeouts: Vec<String> = batches.iter().map(|(t, _)| t.to_string()).collect();
+            short_hash(&[
+                &self.entry_fingerprint,
+                "per-test-timeouts",
+                &timeouts.join(","),
+            ])
         };
         let key = RunKey {
             project: &self.entry.name,
@@ -696,17 +729,23 @@ impl SuiteRunner<'_> {
             .root()
             .join("runs")
             .join(key.file_name().trim_end_matches(".json"));
-        let run = self.run_fresh(mode, selection, &run_dir)?;
+        let run = self.run_fresh(mode, selection, batches, &run_dir)?;
         self.study.cache.store(&key, &run)?;
         self.study.progress.ran(self.label, &run, false);
         Ok(run)
     }
 
-    fn timeout_for(&self, selection: &[String]) -> u64 {
+    /// (per-test timeout, node ids) of each pytest invocation: the whole suite at the entry's
+    /// timeout, or the selection in batches by rerun timeout.
+    fn batches(&self, selection: &[String]) -> Vec<(u64, Vec<String>)> {
         if selection.is_empty() {
-            self.entry.timeout
+            vec![(self.entry.timeout, self.entry.tests.clone())]
         } else {
-            self.rerun_timeout.get()
+            rerun_batches(
+                selection,
+                &self.stock_durations.borrow(),
+                self.entry.timeout,
+            )
         }
     }
 
@@ -714,6 +753,7 @@ impl SuiteRunner<'_> {
         &self,
         mode: &Mode,
         selection: &[String],
+        batches: Vec<(u64, Vec<String>)>,
         run_dir: &Path,
     ) -> Result<SuiteRun, String> {
         if run_dir.exists() {
@@ -732,22 +772,17 @@ impl SuiteRunner<'_> {
         let finished_marker = run_dir.join("record.jsonl.finished");
         let mut lingered = false;
         let log = run_dir.join("output.log");
-        let batches: Vec<Vec<String>> = if selection.is_empty() {
-            vec![self.entry.tests.clone()]
-        } else {
-            selection.chunks(RERUN_BATCH).map(|c| c.to_vec()).collect()
-        };
         let mut exit_status = None;
         let mut killed_at_cap = false;
         let mut wall_seconds = 0.0;
         let mut junit_tests = BTreeMap::new();
-        let mut queue: Vec<(String, Vec<String>)> = batches
-            .iter()
+        let mut queue: Vec<(String, u64, Vec<String>)> = batches
+            .into_iter()
             .enumerate()
-            .map(|(index, targets)| (index.to_string(), targets.clone()))
+            .map(|(index, (timeout, targets))| (index.to_string(), timeout, targets))
             .collect();
         queue.reverse();
-        while let Some((index, targets)) = queue.pop() {
+        while let Some((index, timeout, targets)) = queue.pop() {
             let targets = &targets;
             let junit = run_dir.join(format!("junit-{index}.xml"));
             let files = RunFiles {
@@ -756,12 +791,11 @@ impl SuiteRunner<'_> {
                 stats_dir: &stats_dir,
                 tree: &tree,
             };
-            let mut command =
-                self.pytest_command(mode, targets, self.timeout_for(selection), &files);
+            let mut command = self.pytest_command(mode, targets, timeout, &files);
             let _ = std::fs::remove_file(&finished_marker);
             let cap = Duration::from_secs(self.entry.suite_timeout);
             // Stuck beyond the per-test timeout: nothing recorded for three timeouts and a minute.
-            let stall = Duration::from_secs(self.timeout_for(selection) * 3 + 60);
+            let stall = Duration::from_secs(timeout * 3 + 60);
             let finished = run_capped_with_marker(
                 &mut command,
                 &log,
@@ -780,7 +814,7 @@ impl SuiteRunner<'_> {
                 // the requested tests from the record.
                 let files = file_targets(targets);
                 if !index.ends_with("-files") && files != *targets {
-                    queue.push((format!("{index}-files"), files));
+                    queue.push((format!("{index}-files"), timeout, files));
                     continue;
                 }
             }
@@ -923,21 +957,44 @@ mod tests {
 
     #[test]
     fn rerun_timeouts_follow_stock_durations() {
-        let record = |duration: f64| TestRecord {
-            nodeid: "t".into(),
-            outcome: Outcome::Passed,
-            phase: "call".into(),
-            duration,
-            exception: None,
-            longrepr: String::new(),
-        };
-        let quick: BTreeMap<String, TestRecord> = [("a".to_string(), record(0.2))].into();
-        assert_eq!(rerun_timeout(&quick, 60), 15);
-        let slow: BTreeMap<String, TestRecord> = [("a".to_string(), record(4.5))].into();
-        assert_eq!(rerun_timeout(&slow, 60), 45);
-        let slower: BTreeMap<String, TestRecord> = [("a".to_string(), record(30.0))].into();
-        assert_eq!(rerun_timeout(&slower, 60), 60);
-        assert_eq!(rerun_timeout(&quick, 5), 5);
+        assert_eq!(rerun_timeout(0.2, 60), 15);
+        assert_eq!(rerun_timeout(4.5, 60), 45);
+        assert_eq!(rerun_timeout(30.0, 60), 60);
+        assert_eq!(rerun_timeout(0.2, 5), 5);
+    }
+
+    #[test]
+    fn rerun_batches_give_each_test_its_own_timeout() {
+        let ids: Vec<String> = ["slow", "a", "b", "unknown", "mid"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let durations: BTreeMap<String, f64> = [
+            ("slow".to_string(), 10.0),
+            ("a".to_string(), 0.01),
+            ("b".to_string(), 1.2),
+            ("mid".to_string(), 3.0),
+        ]
+        .into();
+        let batches = rerun_batches(&ids, &durations, 60);
+        let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            batches,
+            vec![
+                (15, strings(&["a", "b", "unknown"])),
+                (30, strings(&["mid"])),
+                (60, strings(&["slow"])),
+            ]
+        );
+        // Large classes are split into pytest invocations of at most RERUN_BATCH node ids.
+        let many: Vec<String> = (0..RERUN_BATCH * 2 + 1).map(|i| format!("t{i}")).collect();
+        let batches = rerun_batches(&many, &BTreeMap::new(), 60);
+        let sizes: Vec<usize> = batches.iter().map(|(_, ids)| ids.len()).collect();
+        assert_eq!(sizes, vec![RERUN_BATCH, RERUN_BATCH, 1]);
+        assert!(batches.iter().all(|(timeout, _)| *timeout == 15));
+        // Every test is run once, none lost.
+        let total: usize = batches.iter().map(|(_, ids)| ids.len()).sum();
+        assert_eq!(total, many.len());
     }
 
     #[test]
