@@ -1,12 +1,19 @@
 """get_event_loop() and the loop-policy functions (switch no-loop-policies).
 
 With the switch on, asyncbis has no implicit loops: ``get_event_loop()`` works only inside a
-running loop (where it returns that loop), and the policy functions raise. Off: stock asyncio.
+running loop (where it returns that loop), and the policy functions raise. ``deprecated``: the
+policy functions work and emit DeprecationWarning (what CPython 3.14 itself does), and
+``get_event_loop()`` is stock. Off: stock asyncio.
+
+Loops a policy makes are asyncbis-ready under patch_asyncio() whatever the policy: the patched
+``BaseEventLoop`` makes asyncbis tasks (in the root group of a patched
+``run_until_complete()``) and applies the no-task-factory switch to ``set_task_factory()``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import warnings
 from typing import Any
 
 from . import _stock, switches
@@ -24,7 +31,7 @@ def get_event_loop() -> asyncio.AbstractEventLoop:
     loop = asyncio.events._get_running_loop()
     if loop is not None:
         return loop
-    if switches.enabled("no-loop-policies"):
+    if switches.value("no-loop-policies") == "on":
         raise RuntimeError(
             "asyncbis: get_event_loop() outside a running event loop is not supported "
             f"(switch no-loop-policies): {_HOW}"
@@ -32,9 +39,28 @@ def get_event_loop() -> asyncio.AbstractEventLoop:
     return _stock.get_event_loop()
 
 
+_DEPRECATED = (
+    "{name}() is deprecated (asyncbis switch no-loop-policies=deprecated; CPython 3.14 "
+    "deprecates it too): pass loop_factory= to asyncio.run()/asyncio.Runner instead"
+)
+
+# 3.14+: stock's public policy functions warn themselves; the private ones do not (one warning,
+# ours, whose stacklevel points at the caller).
+_stock_get_policy = getattr(asyncio.events, "_get_event_loop_policy", None)
+_stock_set_policy = getattr(asyncio.events, "_set_event_loop_policy", None)
+
+
 def get_event_loop_policy() -> Any:
-    """Stock, unless the no-loop-policies switch is on (then RuntimeError)."""
-    if switches.enabled("no-loop-policies"):
+    """Stock (deprecated: with a DeprecationWarning), unless the no-loop-policies switch is on
+    (then RuntimeError)."""
+    mode = switches.value("no-loop-policies")
+    if mode == "deprecated":
+        warnings.warn(
+            _DEPRECATED.format(name="get_event_loop_policy"), DeprecationWarning, stacklevel=2
+        )
+        if _stock_get_policy is not None:
+            return _stock_get_policy()
+    elif mode == "on":
         raise RuntimeError(
             f"asyncbis: event loop policies are not supported (switch no-loop-policies): {_HOW}"
         )
@@ -42,8 +68,17 @@ def get_event_loop_policy() -> Any:
 
 
 def set_event_loop_policy(policy: Any) -> None:
-    """Stock, unless the no-loop-policies switch is on (then RuntimeError)."""
-    if switches.enabled("no-loop-policies"):
+    """Stock (deprecated: with a DeprecationWarning), unless the no-loop-policies switch is on
+    (then RuntimeError)."""
+    mode = switches.value("no-loop-policies")
+    if mode == "deprecated":
+        warnings.warn(
+            _DEPRECATED.format(name="set_event_loop_policy"), DeprecationWarning, stacklevel=2
+        )
+        if _stock_set_policy is not None:
+            _stock_set_policy(policy)
+            return
+    elif mode == "on":
         raise RuntimeError(
             "asyncbis: event loop policies are not supported (switch no-loop-policies); to "
             "use another loop implementation pass loop_factory= to asyncbis.run()/Runner "

@@ -212,6 +212,9 @@ def install_on_loop(loop: asyncio.AbstractEventLoop) -> None:
 async def _root_main(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T:
     """The root task's body: main inside the root task group."""
     group = TaskGroup()
+    # Which background failures the root group acts on (root-task-group: on or unretrieved*).
+    policy = switches.value("root-task-group")
+    group._set_orphan_policy("on" if policy == "off" else str(policy))
     main_exc: BaseException | None = None
     try:
         async with group:

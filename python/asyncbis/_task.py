@@ -114,6 +114,10 @@ class Task(asyncio.Future):
             if self._source_traceback:
                 context["source_traceback"] = self._source_traceback
             self._loop.call_exception_handler(context)
+        elif self._log_traceback:
+            # Never retrieved: the root group may take the failure (root-task-group=unretrieved);
+            # if it does, the exception counts as retrieved and stock's log below stays quiet.
+            self._core._collected(self)
         super().__del__()
 
 

@@ -1,7 +1,8 @@
 """timeout()/timeout_at()/wait_for() as level-cancelling cancel scopes, and the inline shield().
 
 Switches: ``scoped-timeouts`` (off: stock asyncio.timeout/timeout_at/wait_for) and
-``inline-shield`` (off: stock asyncio.shield). Both are read when the object is used, so
+``inline-shield`` (off: stock asyncio.shield; ``coroutines``: stock for tasks and futures,
+inline for the rest). Both are read when the object is used, so
 turning a switch off affects later calls. Inside a task that is not an asyncbis task (a
 foreign task factory, with no-task-factory off) the stock versions are used too: cancel
 scopes need an asyncbis task.
@@ -240,9 +241,12 @@ def shield(aw: Awaitable[T]) -> Awaitable[T]:
     """Protect ``aw`` and the awaiting task from cancellation from outside while it runs.
 
     With the inline-shield switch on (default), ``aw`` runs in the awaiting task under a
-    shielded cancel scope; off, this is stock ``asyncio.shield()``.
+    shielded cancel scope; off, this is stock ``asyncio.shield()``. ``coroutines``: a task or
+    future is shielded the stock way (an outer future that can be cancelled, timed out and
+    passed to ``asyncio.wait()`` while ``aw`` goes on), any other awaitable runs inline.
     """
-    if not switches.enabled("inline-shield"):
+    mode = switches.value("inline-shield")
+    if mode == "off" or (mode == "coroutines" and asyncio.isfuture(aw)):
         return _stock.shield(aw)
     if not hasattr(aw, "__await__"):
         raise TypeError(f"shield() needs an awaitable, got {type(aw).__name__}")

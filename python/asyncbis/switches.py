@@ -8,8 +8,10 @@ before ``run()``::
     switches.disable("structured-exit")
     switches.set("task-cancel-level", "uncancel")
 
-``ASYNCBIS_SWITCHES=name=value,...`` sets values (``on``/``off``, and for task-cancel-level
-also ``uncancel``). See docs/switches.md for what each switch changes.
+``ASYNCBIS_SWITCHES=name=value,...`` sets values (``on``/``off``, and the further values in
+``VALUES``, e.g. ``task-cancel-level=uncancel``). ``ASYNCBIS_PROFILE=name`` (or
+``use_profile(name)``) starts from a named set of values (``PROFILES``); ASYNCBIS_DISABLE and
+ASYNCBIS_SWITCHES apply on top of it. See docs/switches.md for what each switch changes.
 """
 
 from __future__ import annotations
@@ -36,9 +38,36 @@ NAMES: tuple[str, ...] = (
     "sniffio-name",
 )
 
-_TASK_CANCEL_VALUES = ("off", "on", "uncancel")
+#: Switches that take more values than on/off, and those values ('on' is the seed's
+#: behaviour, 'off' is stock asyncio; the others are migration paths, see docs/switches.md).
+VALUES: dict[str, tuple[str, ...]] = {
+    "root-task-group": ("off", "on", "unretrieved", "unretrieved-next-tick"),
+    "task-cancel-level": ("off", "on", "uncancel"),
+    "inline-shield": ("off", "on", "coroutines"),
+    "no-loop-policies": ("off", "on", "deprecated"),
+}
+
+#: Named sets of switch values (ASYNCBIS_PROFILE=name, use_profile(name)); a switch a profile
+#: does not name is on. Rationale of each in docs/switches.md, "Profiles".
+PROFILES: dict[str, dict[str, object]] = {
+    # today's defaults: every switch at its asyncbis value
+    "seed": {},
+    # the study's cheapest path to level cancellation (docs/findings.md)
+    "recommended": {
+        "no-loop-policies": "deprecated",
+        "task-cancel-level": "uncancel",
+        "root-task-group": "unretrieved",
+    },
+    # a level-triggered CancelScope is added, every existing mechanism stays stock
+    "additive": {n: False for n in NAMES if n != "level-cancellation"},
+    # additive, plus asyncio.timeout()/wait_for() as level cancel scopes
+    "additive+timeouts": {
+        n: False for n in NAMES if n not in ("level-cancellation", "scoped-timeouts")
+    },
+}
 
 _values: dict[str, object] = {}
+_profile = "seed"
 _listeners: list[Callable[[], None]] = []
 
 
@@ -51,15 +80,13 @@ def _check_name(name: object) -> str:
 
 
 def _normalise(name: str, value: object) -> object:
-    if name == "task-cancel-level":
+    allowed = VALUES.get(name)
+    if allowed is not None:
         if isinstance(value, bool):
             return "on" if value else "off"
-        if value in _TASK_CANCEL_VALUES:
+        if value in allowed:
             return value
-        raise ValueError(
-            f"task-cancel-level takes True/False or one of {', '.join(_TASK_CANCEL_VALUES)};"
-            f" got {value!r}"
-        )
+        raise ValueError(f"{name} takes True/False or one of {', '.join(allowed)}; got {value!r}")
     if isinstance(value, bool):
         return value
     if value in ("on", "off"):
@@ -67,13 +94,26 @@ def _normalise(name: str, value: object) -> object:
     raise ValueError(f"switch {name!r} takes True/False (or 'on'/'off'); got {value!r}")
 
 
+def _check_profile(name: object) -> dict[str, object]:
+    if name not in PROFILES:
+        raise ValueError(
+            f"unknown asyncbis profile {name!r}; valid profiles are: {', '.join(PROFILES)}"
+        )
+    return PROFILES[name]  # type: ignore[index]
+
+
+def _profile_values(name: str) -> dict[str, object]:
+    chosen = _check_profile(name)
+    return {n: _normalise(n, chosen.get(n, True)) for n in NAMES}
+
+
 def value(name: str) -> object:
-    """The switch's value: a bool, or for task-cancel-level 'off', 'on' or 'uncancel'."""
+    """The switch's value: a bool, or for the switches in VALUES one of their values."""
     return _values[_check_name(name)]
 
 
 def enabled(name: str) -> bool:
-    """Whether the asyncbis behaviour ``name`` is on (task-cancel-level: any value but 'off')."""
+    """Whether the asyncbis behaviour ``name`` is on (switches in VALUES: any value but 'off')."""
     v = _values[_check_name(name)]
     return v != "off" if isinstance(v, str) else bool(v)
 
@@ -94,7 +134,7 @@ def disable(*names: str) -> None:
 
 
 def enable(*names: str) -> None:
-    """Turn the named switches on (asyncbis behaviour; task-cancel-level becomes 'on')."""
+    """Turn the named switches on (the seed's asyncbis behaviour: multi-valued ones become 'on')."""
     for n in names:
         _check_name(n)
     for n in names:
@@ -108,14 +148,36 @@ def disabled() -> list[str]:
 
 
 def snapshot() -> dict[str, object]:
-    return dict(_values)
+    return {**_values, _PROFILE_KEY: _profile}
 
 
 def restore(state: dict[str, object]) -> None:
     """Restore a snapshot() (used by tests)."""
+    global _profile
     for n, v in state.items():
+        if n == _PROFILE_KEY:
+            _profile = str(v)
+            continue
         _values[_check_name(n)] = _normalise(n, v)
     _changed()
+
+
+_PROFILE_KEY = "(profile)"
+
+
+def use_profile(name: str) -> None:
+    """Set every switch to the values of the named profile (see PROFILES); takes effect for
+    tasks and calls made afterwards, like set()."""
+    global _profile
+    _values.update(_profile_values(name))
+    _profile = name
+    _changed()
+
+
+def profile() -> str:
+    """The profile the switches started from (ASYNCBIS_PROFILE or use_profile(); 'seed' if
+    neither). Switches set since may differ from it."""
+    return _profile
 
 
 def _on_change(fn: Callable[[], None]) -> None:
@@ -131,8 +193,15 @@ def _changed() -> None:
 
 
 def _from_environment() -> None:
-    for n in NAMES:
-        _values[n] = _normalise(n, True)
+    global _profile
+    raw = os.environ.get("ASYNCBIS_PROFILE", "").strip() or "seed"
+    if raw not in PROFILES:
+        raise ValueError(
+            f"ASYNCBIS_PROFILE names an unknown profile {raw!r}; valid profiles are: "
+            f"{', '.join(PROFILES)}"
+        )
+    _values.update(_profile_values(raw))
+    _profile = raw
     raw = os.environ.get("ASYNCBIS_DISABLE", "").strip()
     if raw:
         names = [s.strip() for s in raw.split(",") if s.strip()]

@@ -49,6 +49,23 @@ pub struct TaskGroup {
     /// Non-zero while in `UNTRACKED_GROUPS` (its key: this object's address): some running
     /// children's cores are out of the cyclic GC.
     registered: GilCell<usize>,
+    /// Which child failures the group acts on (`OrphanPolicy`); the root group's follows the
+    /// root-task-group switch, every other group is strict.
+    orphan_policy: GilCell<OrphanPolicy>,
+}
+
+/// When a failed child counts as a failure of the group.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+enum OrphanPolicy {
+    /// Every failure, when the child finishes (Trio's nursery, asyncio.TaskGroup).
+    #[default]
+    Strict,
+    /// Only a failure nobody retrieved (awaited, gathered, `result()`/`exception()` read) by
+    /// the time the task is collected: asyncio's own "Task exception was never retrieved".
+    AtCollection,
+    /// Only a failure nobody retrieved by the end of the loop iteration after the one in which
+    /// the child finished (its done callbacks have run by then).
+    NextTick,
 }
 
 /// Groups (by address) holding running children whose cores are untracked (see `gc_untrack`).
@@ -109,16 +126,48 @@ pub fn _gc_callback(py: Python<'_>, phase: &str, info: &Bound<'_, PyAny>) -> PyR
 
 impl TaskGroup {
     /// Called by a child's step when the child finishes (its Future state is already set).
+    /// Returns true if the child's failure is decided when the task is collected: the core
+    /// then reports it from `Task.__del__` (see `TaskCore::_collected`).
     pub fn child_done(
         slf: &Bound<'_, Self>,
         task: &Bound<'_, PyAny>,
         starting: bool,
         slot: Option<usize>,
-    ) {
+    ) -> bool {
         let py = slf.py();
         let this = slf.get();
         if let Some(slot) = slot {
             this.release(slot);
+        }
+        let policy = this.orphan_policy.get();
+        if !starting && policy != OrphanPolicy::Strict {
+            match unretrieved_failure(task) {
+                Ok(false) => {}
+                Ok(true) if policy == OrphanPolicy::AtCollection => {
+                    this.live.set(this.live.get().saturating_sub(1));
+                    this.wake_exit(py);
+                    return true;
+                }
+                Ok(true) => {
+                    // Still counted as live, so the group cannot exit before the check ran.
+                    let check = slf
+                        .getattr(pyo3::intern!(py, "_check_orphan"))
+                        .and_then(|check| {
+                            let loop_ = this
+                                .loop_
+                                .get_ref(py)
+                                .ok_or_else(|| runtime_error("task group has no loop"))?;
+                            loop_
+                                .bind(py)
+                                .call_method1(pyo3::intern!(py, "call_soon"), (check, task))
+                        });
+                    match check {
+                        Ok(_) => return false,
+                        Err(e) => e.write_unraisable(py, Some(task)),
+                    }
+                }
+                Err(e) => e.write_unraisable(py, Some(task)),
+            }
         }
         this.live.set(this.live.get().saturating_sub(1));
         if !starting {
@@ -126,6 +175,13 @@ impl TaskGroup {
                 e.write_unraisable(py, Some(task));
             }
         }
+        this.wake_exit(py);
+        false
+    }
+
+    /// Wakes the group's exit once no child is live.
+    fn wake_exit(&self, py: Python<'_>) {
+        let this = self;
         if this.live.get() == 0 {
             if let Some(w) = this.waiter.take() {
                 let w = w.bind(py);
@@ -140,6 +196,55 @@ impl TaskGroup {
                 }
             }
         }
+    }
+
+    /// A failure decided late (`OrphanPolicy`): if still unretrieved, it is the group's (read
+    /// with `exception()`, which marks it retrieved: no "never retrieved" log follows).
+    /// `cancel_later`: the group's scope is cancelled by a loop callback rather than now (the
+    /// caller is a finaliser, which may run in the middle of any code). False if the group
+    /// has exited already (the failure stays unretrieved: stock logs it).
+    fn take_orphan(
+        slf: &Bound<'_, Self>,
+        task: &Bound<'_, PyAny>,
+        cancel_later: bool,
+    ) -> PyResult<bool> {
+        let py = slf.py();
+        let this = slf.get();
+        if !matches!(this.state.get(), GroupState::Active | GroupState::Exiting)
+            || !unretrieved_failure(task)?
+        {
+            return Ok(false);
+        }
+        let exc = task.call_method0(pyo3::intern!(py, "exception"))?;
+        this.errors.push(exc.unbind());
+        if cancel_later {
+            let loop_ = this
+                .loop_
+                .get_ref(py)
+                .ok_or_else(|| runtime_error("task group has no loop"))?;
+            loop_.bind(py).call_method1(
+                pyo3::intern!(py, "call_soon"),
+                (slf.getattr(pyo3::intern!(py, "cancel"))?,),
+            )?;
+        } else {
+            Self::cancel_scope_now(slf, None)?;
+        }
+        Ok(true)
+    }
+
+    /// A child watched until collection (`OrphanPolicy::AtCollection`) is being finalised.
+    /// Acts only on the loop's own thread (a cyclic collection may finalise the task in another
+    /// thread: stock's log is left to report it then).
+    pub fn child_collected(slf: &Bound<'_, Self>, task: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let py = slf.py();
+        let Some(loop_) = slf.get().loop_.get_ref(py) else {
+            return Ok(false);
+        };
+        let running = cached(py).running_loop_or_none.bind(py).call0()?;
+        if !running.is(loop_.bind(py)) {
+            return Ok(false);
+        }
+        Self::take_orphan(slf, task, true)
     }
 
     fn collect_failure(slf: &Bound<'_, Self>, task: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -370,7 +475,45 @@ impl TaskGroup {
             waiter: GilCell::new(None),
             cancelled_children: GilCell::new(false),
             registered: GilCell::new(0),
+            orphan_policy: GilCell::new(OrphanPolicy::Strict),
         })
+    }
+
+    /// Internal (the root group of a run): which child failures the group acts on, the value
+    /// of the root-task-group switch: "on" (every failure), "unretrieved" (only failures not
+    /// retrieved when the task is collected) or "unretrieved-next-tick" (not retrieved one
+    /// loop iteration after the task finished).
+    fn _set_orphan_policy(&self, value: &str) -> PyResult<()> {
+        let policy = match value {
+            "on" => OrphanPolicy::Strict,
+            "unretrieved" => OrphanPolicy::AtCollection,
+            "unretrieved-next-tick" => OrphanPolicy::NextTick,
+            other => {
+                return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                    "a root group's failure policy is 'on', 'unretrieved' or \
+                     'unretrieved-next-tick', got {other:?}"
+                )))
+            }
+        };
+        if self.state.get() != GroupState::Fresh {
+            return Err(runtime_error(
+                "the failure policy is set before the group is entered",
+            ));
+        }
+        self.orphan_policy.set(policy);
+        Ok(())
+    }
+
+    /// Internal (`OrphanPolicy::NextTick`): the loop iteration after `task` failed, its
+    /// failure is the group's if nobody retrieved it; then the child stops counting as live.
+    fn _check_orphan(slf: &Bound<'_, Self>, task: &Bound<'_, PyAny>) {
+        let py = slf.py();
+        if let Err(e) = Self::take_orphan(slf, task, false) {
+            e.write_unraisable(py, Some(task));
+        }
+        let this = slf.get();
+        this.live.set(this.live.get().saturating_sub(1));
+        this.wake_exit(py);
     }
 
     /// The scope that all of this group's tasks (and its body) run in.
@@ -565,6 +708,22 @@ impl Drop for TaskGroup {
             release_children(children);
         }
     }
+}
+
+/// Whether `task` finished with an exception (not KeyboardInterrupt/SystemExit: those always
+/// act at once) that nobody has retrieved yet. Reads the Future's private state, which does
+/// not mark the exception retrieved as `exception()` would.
+fn unretrieved_failure(task: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let py = task.py();
+    if !task
+        .getattr(pyo3::intern!(py, "_log_traceback"))?
+        .is_truthy()?
+    {
+        return Ok(false);
+    }
+    let exc = task.getattr(pyo3::intern!(py, "_exception"))?;
+    let c = cached(py);
+    Ok(!exc.is_none() && exc.is_instance(c.exception.bind(py))?)
 }
 
 fn retrack_children(py: Python<'_>, children: &[Option<Py<PyAny>>]) {

@@ -69,6 +69,9 @@ pub struct TaskCore {
     pub(crate) starting: GilCell<bool>,
     /// Where the group holds this task (see `TaskGroup::children`).
     pub(crate) group_slot: GilCell<Option<usize>>,
+    /// The group that decides on this finished task's failure when the task is collected
+    /// (root-task-group=unretrieved): see `_collected`.
+    collected_by: GilCell<Option<Py<TaskGroup>>>,
     seq: u64,
 }
 
@@ -170,12 +173,15 @@ impl TaskCore {
             }
         }
         if let (Some(group), Some(task)) = (this.group.take(), task) {
-            TaskGroup::child_done(
+            let watch = TaskGroup::child_done(
                 group.bind(py),
                 task.bind(py),
                 this.starting.get(),
                 this.group_slot.take(),
             );
+            if watch {
+                this.collected_by.set(Some(group));
+            }
         }
     }
 
@@ -531,6 +537,7 @@ impl TaskCore {
                 num_cancels: GilCell::new(0),
                 starting: GilCell::new(false),
                 group_slot: GilCell::new(None),
+                collected_by: GilCell::new(None),
                 seq: TASK_COUNTER.fetch_add(1, Ordering::Relaxed) + 1,
             },
         )?;
@@ -788,6 +795,17 @@ impl TaskCore {
         }
     }
 
+    /// Called by `Task.__del__` when the task's exception was never retrieved: a group
+    /// watching it (root-task-group=unretrieved) takes the failure. True if it did (the
+    /// exception is retrieved then, so stock's "never retrieved" log does not follow).
+    fn _collected(&self, task: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let py = task.py();
+        match self.collected_by.take() {
+            Some(group) => TaskGroup::child_collected(group.bind(py), task),
+            None => Ok(false),
+        }
+    }
+
     /// The first step of an eagerly started task (called inside the task's context).
     fn _eager_step(slf: &Bound<'_, Self>) -> PyResult<()> {
         Self::step_impl(slf, None, true, true)
@@ -934,6 +952,7 @@ impl TaskCore {
         self.name.visit(&visit)?;
         self.cancelled_exc.visit(&visit)?;
         self.finished_task.visit(&visit)?;
+        self.collected_by.visit(&visit)?;
         self.group.visit(&visit)
     }
 
@@ -945,6 +964,7 @@ impl TaskCore {
         self.cancel_message.set(None);
         self.cancelled_exc.set(None);
         self.group.set(None);
+        self.collected_by.set(None);
     }
 }
 

@@ -137,6 +137,9 @@ pub struct Cached {
     pub iscoroutine: Py<PyAny>,
     pub isgenerator: Py<PyAny>,
     pub get_running_loop: Py<PyAny>,
+    /// `asyncio.events._get_running_loop` (None outside a running loop, no exception)
+    pub running_loop_or_none: Py<PyAny>,
+    pub exception: Py<PyAny>,
     /// `asyncio.BaseEventLoop.time` (to recognise loops that keep asyncio's clock)
     pub base_loop_time: Py<PyAny>,
     pub monotonic: Py<PyAny>,
@@ -192,6 +195,11 @@ pub fn cached(py: Python<'_>) -> &'static Cached {
                 iscoroutine: coroutines.getattr("iscoroutine")?.unbind(),
                 isgenerator: inspect.getattr("isgenerator")?.unbind(),
                 get_running_loop: asyncio.getattr("get_running_loop")?.unbind(),
+                running_loop_or_none: py
+                    .import("asyncio.events")?
+                    .getattr("_get_running_loop")?
+                    .unbind(),
+                exception: builtins.getattr("Exception")?.unbind(),
                 base_loop_time: py
                     .import("asyncio.base_events")?
                     .getattr("BaseEventLoop")?
