@@ -228,6 +228,7 @@ fn make_study(
         wheels,
         stock_only: options.stock_only,
         always_off: options.keep_off.clone(),
+        profile: None,
         progress: progress::Progress::new(projects * pythons.len(), options.quiet),
     };
     Ok((study, pythons, wheel_infos))
@@ -329,6 +330,7 @@ fn build_report(
         wheels,
         stock_only: options.stock_only,
         always_off: options.keep_off.clone(),
+        profile: None,
         shard: options.shard.map(|(i, n)| format!("{i}/{n}")),
         wall_seconds,
         summary: report::summarize(&projects),

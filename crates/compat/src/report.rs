@@ -26,6 +26,9 @@ pub struct Report {
     /// Switches off in every asyncbis run of this study.
     #[serde(default)]
     pub always_off: Vec<String>,
+    /// The asyncbis profile of the asyncbis runs (`--profile`); `None`: the seed's defaults.
+    #[serde(default)]
+    pub profile: Option<String>,
     pub shard: Option<String>,
     pub wall_seconds: f64,
     pub projects: Vec<ProjectResult>,
@@ -309,6 +312,14 @@ pub fn render_markdown(report: &Report) -> String {
         let _ = writeln!(
             md,
             "**Stock-only run**: baselines without asyncbis (no comparison).\n"
+        );
+    }
+    if let Some(profile) = &report.profile {
+        let _ = writeln!(
+            md,
+            "asyncbis profile: **{profile}** (its switch values: docs/switches.md, Profiles); \
+             each switch is probed by turning it off on top of the profile, and switches the \
+             profile turns off are not probed.\n"
         );
     }
     if !report.always_off.is_empty() {
@@ -617,6 +628,13 @@ pub fn render_html(report: &Report) -> String {
     if report.stock_only {
         html.push_str("<p><b>Stock-only run</b>: baselines without asyncbis (no comparison).</p>");
     }
+    if let Some(profile) = &report.profile {
+        let _ = write!(
+            html,
+            "<p>asyncbis profile: <b>{}</b> (its switch values: docs/switches.md, Profiles); each switch is probed by turning it off on top of the profile, and switches the profile turns off are not probed.</p>",
+            escape(profile)
+        );
+    }
     if !report.always_off.is_empty() {
         let _ = write!(
             html,
@@ -853,6 +871,7 @@ mod tests {
             wheels: vec![],
             stock_only: false,
             always_off: vec![],
+            profile: None,
             shard: None,
             wall_seconds: 5.0,
             summary: summarize(&projects),

@@ -218,6 +218,9 @@ pub struct Study {
     /// Switches off in every asyncbis run (e.g. no-loop-policies, so that test harnesses keep
     /// working and deeper breakage shows); attribution then covers the others.
     pub always_off: Vec<String>,
+    /// The asyncbis profile of every asyncbis run (`ASYNCBIS_PROFILE`); `None`: the seed's
+    /// defaults. One-switch-off probes start from the profile's values.
+    pub profile: Option<String>,
     pub progress: Progress,
 }
 
@@ -285,6 +288,13 @@ impl Study {
             Ok(installed) => installed,
             Err(reason) => return result.stop(Status::SetupFailed, reason),
         };
+        let profile_off = match (&self.profile, wheel) {
+            (Some(profile), Some(_)) => match profile_off(&venv, profile) {
+                Ok(off) => off,
+                Err(reason) => return result.stop(Status::SetupFailed, reason),
+            },
+            _ => Vec::new(),
+        };
         let runner = SuiteRunner {
             study: self,
             entry,
@@ -293,7 +303,13 @@ impl Study {
             venv: &venv,
             service_env: &service_env,
             entry_fingerprint: entry_fingerprint(entry, source),
-            wheel_fingerprint: wheel.map(|(_, hash)| hash.clone()).unwrap_or_default(),
+            // asyncbis runs under a profile are other runs (stock runs are shared)
+            wheel_fingerprint: match (wheel, &self.profile) {
+                (Some((_, hash)), Some(profile)) => short_hash(&[hash, "profile", profile]),
+                (Some((_, hash)), None) => hash.clone(),
+                (None, _) => String::new(),
+            },
+            profile_off,
             stock_durations: std::cell::RefCell::new(BTreeMap::new()),
             label,
         };
@@ -508,7 +524,7 @@ impl Study {
             if reproducible.is_empty() {
                 break;
             }
-            if self.always_off.iter().any(|off| off == switch) {
+            if runner.held_off(switch) {
                 continue;
             }
             let mut disabled = self.always_off.clone();
@@ -552,7 +568,7 @@ impl Study {
             if combined.is_empty() {
                 break;
             }
-            if self.always_off.iter().any(|off| off == switch) {
+            if runner.held_off(switch) {
                 continue;
             }
             let disabled: Vec<String> = SWITCHES
@@ -693,10 +709,18 @@ struct SuiteRunner<'a> {
     service_env: &'a BTreeMap<String, String>,
     entry_fingerprint: String,
     wheel_fingerprint: String,
+    /// Switches the study's profile turns off: already stock, so never probed.
+    profile_off: Vec<String>,
     label: &'a str,
 }
 
 impl SuiteRunner<'_> {
+    /// Off in every asyncbis run of this project (`--keep-off`, or by the profile).
+    fn held_off(&self, switch: &str) -> bool {
+        self.study.always_off.iter().any(|off| off == switch)
+            || self.profile_off.iter().any(|off| off == switch)
+    }
+
     /// Runs the suite (or just `selection`) in `mode`, from the cache when it has the result.
     fn run(&self, mode: &Mode, selection: &[String]) -> Result<SuiteRun, String> {
         let batches = self.batches(selection);
@@ -906,9 +930,45 @@ impl SuiteRunner<'_> {
             if !disabled.is_empty() {
                 command.env("ASYNCBIS_DISABLE", disabled.join(","));
             }
+            if let Some(profile) = &self.study.profile {
+                command.env("ASYNCBIS_PROFILE", profile);
+            }
         }
         command
     }
+}
+
+/// The switches `profile` turns off, as the asyncbis installed in `venv` defines it (the
+/// profiles live in `asyncbis.switches`; an unknown name fails with its list of profiles).
+fn profile_off(venv: &Venv, profile: &str) -> Result<Vec<String>, String> {
+    let mut command = Command::new(&venv.python);
+    command.args([
+        "-c",
+        "from asyncbis import switches as s; print(','.join(n for n in s.NAMES if not s.enabled(n)))",
+    ]);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("ASYNCBIS_") {
+            command.env_remove(key);
+        }
+    }
+    let output = command
+        .env("ASYNCBIS_PROFILE", profile)
+        .output()
+        .map_err(|err| format!("cannot run {}: {err}", venv.python.display()))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let last = stderr.lines().rev().find(|l| !l.trim().is_empty());
+        return Err(format!(
+            "asyncbis refused --profile {profile}: {}",
+            last.unwrap_or("(no message)").trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect())
 }
 
 /// Copies a project tree, leaving out VCS data and virtualenvs (local `check` projects).
