@@ -31,8 +31,12 @@ class TaskStatus:
         # it stays bound to the starter, which waits for it and shares its fate.
         if self._starter is None or not self._starter.effectively_cancelled:
             self._reparented = True
-            if self._task is not None:
-                self._task._core.starting = False  # an ordinary member of the group from now on
+            # An ordinary member of the group from now on. `_task` is not set yet when the
+            # child calls started() inside its eager first step (start() has not got the task
+            # back from the spawn): the child is the running task then.
+            core = self._task._core if self._task is not None else _core.current_task_core()
+            if core is not None:
+                core.starting = False
         self._wake()
 
     def _wake(self) -> None:
