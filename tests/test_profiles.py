@@ -15,7 +15,7 @@ import pytest
 import asyncbis
 from asyncbis import _core, switches
 
-UNRETRIEVED = ("unretrieved", "unretrieved-next-tick")
+UNRETRIEVED = ("unretrieved", "unretrieved-next-tick", "unwaited-at-finish")
 
 
 @pytest.fixture(autouse=True)
@@ -64,7 +64,12 @@ def test_unretrieved_failure_cancels_the_root_group_and_reaches_the_caller(mode)
 
 @pytest.mark.parametrize(
     ("mode", "expected"),
-    [("on", FAILED), ("unretrieved", "handled"), ("unretrieved-next-tick", FAILED)],
+    [
+        ("on", FAILED),
+        ("unretrieved", "handled"),
+        ("unretrieved-next-tick", FAILED),
+        ("unwaited-at-finish", FAILED),
+    ],
 )
 def test_failure_awaited_later(mode, expected):
     """Awaited a while after it failed: only the decision at collection waits long enough."""
@@ -97,7 +102,11 @@ def test_failure_awaited_while_it_happens(mode):
 
 @pytest.mark.parametrize(
     ("mode", "expected"),
-    [("unretrieved", ["ValueError"] * 3), ("unretrieved-next-tick", FAILED)],
+    [
+        ("unretrieved", ["ValueError"] * 3),
+        ("unretrieved-next-tick", FAILED),
+        ("unwaited-at-finish", ["ValueError"] * 3),
+    ],
 )
 def test_gather_return_exceptions_retrieves(mode, expected):
     """gather(return_exceptions=True) reads its children's exceptions only once all are done:
@@ -125,7 +134,7 @@ def test_gather_return_exceptions_of_tasks_failing_together(mode):
         results = await asyncio.gather(*tasks, return_exceptions=True)
         return [type(r).__name__ for r in results]
 
-    expected = ["ValueError"] * 3 if mode == "unretrieved" else FAILED
+    expected = FAILED if mode == "unretrieved-next-tick" else ["ValueError"] * 3
     assert _outcome(main) == expected
 
 
@@ -144,7 +153,11 @@ def test_gather_without_return_exceptions_retrieves_the_first(mode):
 
 @pytest.mark.parametrize(
     ("mode", "expected"),
-    [("unretrieved", "handled"), ("unretrieved-next-tick", FAILED)],
+    [
+        ("unretrieved", "handled"),
+        ("unretrieved-next-tick", FAILED),
+        ("unwaited-at-finish", "handled"),
+    ],
 )
 def test_asyncio_wait_then_result(mode, expected):
     """asyncio.wait() does not retrieve; the caller reads result() when it wakes up, which is
@@ -181,17 +194,29 @@ def test_exception_read_by_a_done_callback_retrieves(mode):
 
 
 @pytest.mark.parametrize("mode", UNRETRIEVED)
-def test_a_done_callback_that_does_not_retrieve_leaves_an_orphan(mode):
+def test_a_done_callback_that_does_not_retrieve(mode):
+    """An orphan for the unretrieved values; a task somebody waited for at finish (only
+    logged by stock when collected) for unwaited-at-finish."""
     switches.set("root-task-group", mode)
     calls = []
+    logged = []
 
     async def main():
+        asyncio.get_running_loop().set_exception_handler(
+            lambda loop, ctx: logged.append(ctx["message"])
+        )
         t = asyncio.create_task(_fail())
         t.add_done_callback(lambda t: calls.append(t.done()))
         del t
-        await asyncio.sleep(30)
+        await asyncio.sleep(0.05)
+        return "main done"
 
-    assert _outcome(main) == FAILED
+    if mode == "unwaited-at-finish":
+        assert _outcome(main) == "main done"
+        assert logged == ["Task exception was never retrieved"]
+    else:
+        assert _outcome(main) == FAILED
+        assert logged == []
     assert calls == [True]
 
 
@@ -311,10 +336,10 @@ def test_unretrieved_under_patched_run_until_complete(mode):
 
 
 def test_root_task_group_values_are_checked():
-    with pytest.raises(ValueError, match="on, unretrieved, unretrieved-next-tick"):
+    with pytest.raises(ValueError, match="on, unretrieved, unretrieved-next-tick, unwaited"):
         switches.set("root-task-group", "unretrieved-later")
     assert switches.value("root-task-group") == "on"
-    with pytest.raises(ValueError, match="'on', 'unretrieved' or"):
+    with pytest.raises(ValueError, match="'on', 'unretrieved', 'unretrieved-next-tick' or"):
         _core.TaskGroup()._set_orphan_policy("sometimes")
 
 
@@ -524,3 +549,21 @@ def test_unknown_profile_in_the_environment_fails_clearly():
     assert proc.returncode != 0
     assert "ASYNCBIS_PROFILE names an unknown profile 'fastest'" in proc.stderr
     assert "valid profiles are: seed, recommended, additive, additive+timeouts" in proc.stderr
+
+
+def test_the_study_tool_knows_the_same_switches_and_profiles():
+    """asyncbis-compat (Rust) mirrors NAMES and PROFILES to validate its options up front."""
+    import pathlib
+    import re
+
+    source = (
+        pathlib.Path(__file__).resolve().parents[1] / "crates" / "compat" / "src" / "analysis.rs"
+    ).read_text()
+
+    def const(name: str) -> list[str]:
+        body = re.search(rf"pub const {name}: &\[&str\] = &\[(.*?)\];", source, re.S)
+        assert body, f"{name} not found in analysis.rs"
+        return re.findall(r'"([^"]+)"', body.group(1))
+
+    assert const("SWITCHES") == list(switches.NAMES)
+    assert const("PROFILES") == list(switches.PROFILES)

@@ -72,6 +72,7 @@ def snapshot() -> dict[str, Any]:
         "tasks": tasks_created(),
         "loops": _loop_count,
         "disabled": switches.disabled(),
+        "profile": switches.profile(),
         "python": ".".join(map(str, sys.version_info[:3])),
         "asyncbis": __version__,
     }

@@ -41,7 +41,7 @@ NAMES: tuple[str, ...] = (
 #: Switches that take more values than on/off, and those values ('on' is the seed's
 #: behaviour, 'off' is stock asyncio; the others are migration paths, see docs/switches.md).
 VALUES: dict[str, tuple[str, ...]] = {
-    "root-task-group": ("off", "on", "unretrieved", "unretrieved-next-tick"),
+    "root-task-group": ("off", "on", "unretrieved", "unretrieved-next-tick", "unwaited-at-finish"),
     "task-cancel-level": ("off", "on", "uncancel"),
     "inline-shield": ("off", "on", "coroutines"),
     "no-loop-policies": ("off", "on", "deprecated"),

@@ -20,6 +20,10 @@ pub const SWITCHES: &[&str] = &[
     "sniffio-name",
 ];
 
+/// The asyncbis profiles (asyncbis.switches.PROFILES) a study can run under (`--profile`);
+/// their switch values are asked from the installed asyncbis.
+pub const PROFILES: &[&str] = &["seed", "recommended", "additive", "additive+timeouts"];
+
 /// The switch behind test-harness breakage (pytest-asyncio's event-loop-policy calls): the
 /// attribution reruns try it first and settle the tests it fixes.
 pub const HARNESS_SWITCH: &str = "no-loop-policies";

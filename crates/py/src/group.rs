@@ -66,6 +66,9 @@ enum OrphanPolicy {
     /// Only a failure nobody retrieved by the end of the loop iteration after the one in which
     /// the child finished (its done callbacks have run by then).
     NextTick,
+    /// Only a failure nobody was waiting for when the child finished (no done callback: no
+    /// task awaiting it, no gather() or wait() over it); decided then, once.
+    AtFinish,
 }
 
 /// Groups (by address) holding running children whose cores are untracked (see `gc_untrack`).
@@ -128,11 +131,13 @@ impl TaskGroup {
     /// Called by a child's step when the child finishes (its Future state is already set).
     /// Returns true if the child's failure is decided when the task is collected: the core
     /// then reports it from `Task.__del__` (see `TaskCore::_collected`).
+    /// `waited`: the task had done callbacks when it failed (see `decides_at_finish`).
     pub fn child_done(
         slf: &Bound<'_, Self>,
         task: &Bound<'_, PyAny>,
         starting: bool,
         slot: Option<usize>,
+        waited: bool,
     ) -> bool {
         let py = slf.py();
         let this = slf.get();
@@ -143,6 +148,14 @@ impl TaskGroup {
         if !starting && policy != OrphanPolicy::Strict {
             match unretrieved_failure(task) {
                 Ok(false) => {}
+                Ok(true) if policy == OrphanPolicy::AtFinish => {
+                    if waited {
+                        // Somebody waits for it: theirs to retrieve (or stock's log if not).
+                        this.live.set(this.live.get().saturating_sub(1));
+                        this.wake_exit(py);
+                        return false;
+                    }
+                }
                 Ok(true) if policy == OrphanPolicy::AtCollection => {
                     this.live.set(this.live.get().saturating_sub(1));
                     this.wake_exit(py);
@@ -177,6 +190,12 @@ impl TaskGroup {
         }
         this.wake_exit(py);
         false
+    }
+
+    /// Whether a failing child must tell, before its done callbacks are scheduled, whether it
+    /// has any (`OrphanPolicy::AtFinish`).
+    pub fn decides_at_finish(&self) -> bool {
+        self.orphan_policy.get() == OrphanPolicy::AtFinish
     }
 
     /// Wakes the group's exit once no child is live.
@@ -481,17 +500,19 @@ impl TaskGroup {
 
     /// Internal (the root group of a run): which child failures the group acts on, the value
     /// of the root-task-group switch: "on" (every failure), "unretrieved" (only failures not
-    /// retrieved when the task is collected) or "unretrieved-next-tick" (not retrieved one
-    /// loop iteration after the task finished).
+    /// retrieved when the task is collected), "unretrieved-next-tick" (not retrieved one
+    /// loop iteration after the task finished) or "unwaited-at-finish" (nobody waiting for
+    /// the task when it finished).
     fn _set_orphan_policy(&self, value: &str) -> PyResult<()> {
         let policy = match value {
             "on" => OrphanPolicy::Strict,
             "unretrieved" => OrphanPolicy::AtCollection,
             "unretrieved-next-tick" => OrphanPolicy::NextTick,
+            "unwaited-at-finish" => OrphanPolicy::AtFinish,
             other => {
                 return Err(pyo3::exceptions::PyValueError::new_err(format!(
-                    "a root group's failure policy is 'on', 'unretrieved' or \
-                     'unretrieved-next-tick', got {other:?}"
+                    "a root group's failure policy is 'on', 'unretrieved', \
+                     'unretrieved-next-tick' or 'unwaited-at-finish', got {other:?}"
                 )))
             }
         };

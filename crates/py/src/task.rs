@@ -72,6 +72,8 @@ pub struct TaskCore {
     /// The group that decides on this finished task's failure when the task is collected
     /// (root-task-group=unretrieved): see `_collected`.
     collected_by: GilCell<Option<Py<TaskGroup>>>,
+    /// The task had done callbacks when it failed (root-task-group=unwaited-at-finish).
+    waited: GilCell<bool>,
     seq: u64,
 }
 
@@ -178,6 +180,7 @@ impl TaskCore {
                 task.bind(py),
                 this.starting.get(),
                 this.group_slot.take(),
+                this.waited.replace(false),
             );
             if watch {
                 this.collected_by.set(Some(group));
@@ -354,6 +357,13 @@ impl TaskCore {
                     Self::finish(slf);
                     Err(err)
                 } else {
+                    // Read before set_exception() hands the callbacks to the loop.
+                    if let Some(group) = this.group.get_ref(py) {
+                        if group.get().decides_at_finish() {
+                            let callbacks = task.getattr(pyo3::intern!(py, "_callbacks"))?;
+                            this.waited.set(callbacks.is_truthy()?);
+                        }
+                    }
                     c.future_set_exception.bind(py).call1((task, value))?;
                     Self::finish(slf);
                     Ok(())
@@ -538,6 +548,7 @@ impl TaskCore {
                 starting: GilCell::new(false),
                 group_slot: GilCell::new(None),
                 collected_by: GilCell::new(None),
+                waited: GilCell::new(false),
                 seq: TASK_COUNTER.fetch_add(1, Ordering::Relaxed) + 1,
             },
         )?;
