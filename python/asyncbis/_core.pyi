@@ -36,7 +36,6 @@ __all__ = [
     "_tree_stats",
     "_task_count",
     "_gc_callback",
-    "compat_main",
     "MARK_ATTR",
 ]
 
@@ -228,5 +227,3 @@ def _task_count() -> int: ...
 def _gc_callback(phase: str, info: dict[str, int]) -> None:
     """gc.callbacks hook: before a full collection, hands running children of task groups on
     stopped loops back to the cyclic GC (their cores are untracked while the group holds them)."""
-
-def compat_main(argv: list[str]) -> int: ...

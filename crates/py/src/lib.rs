@@ -1,5 +1,4 @@
-//! `asyncbis._core`: the runtime core of asyncbis (cancel scopes, native tasks, task groups)
-//! and the entry point of the breakage study.
+//! `asyncbis._core`: the runtime core of asyncbis (cancel scopes, native tasks, task groups).
 
 mod group;
 mod scope;
@@ -214,12 +213,6 @@ fn _tree_stats() -> (usize, usize) {
     (t.live_nodes(), t.live_tasks())
 }
 
-/// The study tool (`asyncbis-compat`), run with `argv` (without the program name).
-#[pyfunction]
-fn compat_main(py: Python<'_>, argv: Vec<String>) -> i32 {
-    py.detach(|| asyncbis_compat::main_with_args(argv))
-}
-
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<CancelScope>()?;
@@ -249,7 +242,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_core_switches, m)?)?;
     m.add_function(wrap_pyfunction!(_tree_stats, m)?)?;
     m.add_function(wrap_pyfunction!(_task_count, m)?)?;
-    m.add_function(wrap_pyfunction!(compat_main, m)?)?;
     m.add("MARK_ATTR", util::MARK_ATTR)?;
     // Hands untracked children of groups on stopped loops back to the GC before each full
     // collection (see group::UNTRACKED_GROUPS).
