@@ -13,6 +13,7 @@ import asyncio
 import gc
 import importlib
 import resource
+from os import getpgrp, getppid
 from time import perf_counter, process_time
 
 ECHO_PAYLOAD = b"x" * 64
@@ -46,12 +47,15 @@ class API:
 
 
 def _start() -> tuple[float, float]:
+    getppid()  # section marker for instructions.py --timed (callgrind --zero-before)
     return perf_counter(), process_time()
 
 
 def _elapsed(t0: tuple[float, float]) -> dict:
     """Wall time and CPU time (user+sys of this process) since _start()."""
-    return {"seconds": perf_counter() - t0[0], "cpu_seconds": process_time() - t0[1]}
+    out = {"seconds": perf_counter() - t0[0], "cpu_seconds": process_time() - t0[1]}
+    getpgrp()  # section end marker (callgrind --dump-before)
+    return out
 
 
 def _maxrss_kib() -> int:
@@ -158,6 +162,36 @@ async def cancel_group(api: API, n: int) -> dict:
     return await _sleeping_group(api, n, measure_rss=False)
 
 
+async def cancel_tasks(api: API, n: int) -> dict:
+    """n tasks sleeping for an hour; once all of them sleep (untimed), time cancelling them
+    and the group's exit. Stock: ``t.cancel()`` on each task (the list is what a stock
+    program keeps to do that); asyncbis: ``tg.cancel()``, with the same list alive, so both
+    free the tasks after the timed section."""
+    sleep = api.sleep
+    started = 0
+
+    async def sleeper() -> None:
+        nonlocal started
+        started += 1
+        await sleep(3600)
+
+    gc.collect()
+    async with api.TaskGroup() as tg:
+        create_task = tg.create_task
+        tasks = [create_task(sleeper()) for _ in range(n)]
+        while started < n:
+            await sleep(0)
+        t0 = _start()
+        if api.stock:
+            for t in tasks:
+                t.cancel()
+        else:
+            tg.cancel()
+    out = _elapsed(t0)
+    del tasks
+    return out
+
+
 async def memory(api: API, n: int) -> dict:
     return await _sleeping_group(api, n, measure_rss=True)
 
@@ -216,6 +250,7 @@ CASES = {
     "nested_timeouts": nested_timeouts,
     "bare_scopes": bare_scopes,
     "cancel_group": cancel_group,
+    "cancel_tasks": cancel_tasks,
     "tcp_echo": tcp_echo,
     "memory": memory,
 }

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import gc
 import resource
+from os import getpgrp, getppid
 from time import perf_counter, process_time
 
 ECHO_PAYLOAD = b"x" * 64
@@ -33,12 +34,15 @@ class API:
 
 
 def _start() -> tuple[float, float]:
+    getppid()  # section marker for instructions.py --timed (callgrind --zero-before)
     return perf_counter(), process_time()
 
 
 def _elapsed(t0: tuple[float, float]) -> dict:
     """Wall time and CPU time (user+sys of this process) since _start()."""
-    return {"seconds": perf_counter() - t0[0], "cpu_seconds": process_time() - t0[1]}
+    out = {"seconds": perf_counter() - t0[0], "cpu_seconds": process_time() - t0[1]}
+    getpgrp()  # section end marker (callgrind --dump-before)
+    return out
 
 
 def _maxrss_kib() -> int:
@@ -217,6 +221,7 @@ CASES = {
     "nested_timeouts": nested_timeouts,
     "bare_scopes": bare_scopes,
     "cancel_group": cancel_group,
+    "cancel_tasks": cancel_group,  # one cancel of the whole group: their only way
     "tcp_echo": tcp_echo,
     "memory": memory,
 }

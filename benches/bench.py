@@ -59,6 +59,7 @@ CASES: list[Case] = [
     Case("nested_timeouts", "nested_timeouts", "{n} nested timeouts", 100_000, 10_000),
     Case("bare_scopes", "bare_scopes", "{n} bare scopes", 100_000, 10_000),
     Case("cancel_group", "cancel_group", "cancel {n}-task group", 5_000, 500),
+    Case("cancel_tasks", "cancel_tasks", "cancel {n} tasks+exit", 5_000, 500),
     Case("tcp_echo", "tcp_echo", "TCP echo {n} x64B", (50, 2_000), (10, 200)),
     Case("memory", "memory", "peak RSS {n} tasks", 100_000, 10_000, metric="rss_kib"),
 ]

@@ -11,7 +11,14 @@ Instructions are not time (cache misses, branch mispredictions and memory growth
 counted, so the GC-driven scaling of spawn at 80k is not visible here), but a ratio that holds
 on instructions holds on a quiet machine up to those effects.
 
-    python benches/instructions.py [--cases a,b] [--runtimes x,y] [--scale N] [--json PATH]
+    python benches/instructions.py [--cases a,b] [--runtimes x,y] [--scale N] [--timed]
+                                   [--json PATH]
+
+``--timed`` counts only the section bench.py times (the cases call ``os.getppid()`` when the
+timer starts and ``os.getpgrp()`` when it stops; callgrind zeroes its counters before the first
+and dumps before the second), e.g. for ``cancel_group`` the cancellation and the group's exit
+without the spawning. It needs an interpreter whose symbol table names ``os_getppid`` and
+``os_getpgrp`` (pyenv and python.org builds do; a stripped distribution build does not).
 
 Needs ``valgrind`` on PATH (Debian: ``apt install valgrind``).
 """
@@ -41,6 +48,7 @@ CASES: dict[str, tuple[str, object, object]] = {
     "nested_timeouts": ("nested_timeouts", 10_000, 30_000),
     "bare_scopes": ("bare_scopes", 10_000, 30_000),
     "cancel_group": ("cancel_group", 500, 1_500),
+    "cancel_tasks": ("cancel_tasks", 500, 1_500),
     "tcp_echo": ("tcp_echo", (10, 200), (10, 600)),
 }
 UNITS = {
@@ -49,6 +57,7 @@ UNITS = {
     "nested_timeouts": "iteration",
     "bare_scopes": "scope",
     "cancel_group": "task",
+    "cancel_tasks": "task",
     "tcp_echo": "round trip",
 }
 DEFAULT_RUNTIMES = ("asyncio", "asyncbis", "uvloop", "asyncbis-uvloop")
@@ -71,13 +80,16 @@ def _scaled(size: object, scale: int) -> object:
     return size * scale
 
 
-def count(runtime: str, case: str, size: object, workdir: Path) -> int:
-    """Instructions executed by one ``_worker.py run`` child under callgrind."""
+def count(runtime: str, case: str, size: object, workdir: Path, timed: bool = False) -> int:
+    """Instructions executed by one ``_worker.py run`` child under callgrind (with ``timed``,
+    only in the section between the case's two markers)."""
     out = workdir / f"callgrind.{runtime}.{case}.{os.getpid()}"
+    markers = ["--zero-before=os_getppid", "--dump-before=os_getpgrp"] if timed else []
     command = [
         "valgrind",
         "--tool=callgrind",
         f"--callgrind-out-file={out}",
+        *markers,
         sys.executable,
         str(HERE / "_worker.py"),
         "run",
@@ -89,10 +101,21 @@ def count(runtime: str, case: str, size: object, workdir: Path) -> int:
     if done.returncode != 0 or "@@RESULT" not in done.stdout or '"error"' in done.stdout:
         tail = (done.stdout + done.stderr)[-1500:]
         raise RuntimeError(f"{runtime} {case} {size}: the child failed:\n{tail}")
-    match = re.search(r"Collected : (\d+)", done.stderr)
+    if timed:
+        part = Path(f"{out}.1")
+        if not part.exists():
+            raise RuntimeError(
+                f"{runtime} {case}: callgrind wrote no dump at the section's end marker; "
+                "the interpreter's symbol table lacks os_getpgrp (stripped build?)"
+            )
+        match = re.search(r"^(?:summary|totals): (\d+)", part.read_text(), re.MULTILINE)
+        for f in workdir.glob(f"{out.name}*"):
+            f.unlink()
+    else:
+        match = re.search(r"Collected : (\d+)", done.stderr)
+        out.unlink(missing_ok=True)
     if match is None:
         raise RuntimeError(f"{runtime} {case}: no instruction total in valgrind's output")
-    out.unlink(missing_ok=True)
     return int(match.group(1))
 
 
@@ -101,6 +124,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--cases", default=",".join(CASES), help="comma-separated case ids")
     ap.add_argument("--runtimes", default=",".join(DEFAULT_RUNTIMES))
     ap.add_argument("--scale", type=int, default=1, help="multiply both sizes by N")
+    ap.add_argument("--timed", action="store_true", help="count only the section bench.py times")
     ap.add_argument("--json", type=Path, help="write the counts as JSON")
     ns = ap.parse_args(argv)
     if shutil.which("valgrind") is None:
@@ -128,8 +152,8 @@ def main(argv: list[str]) -> int:
             extra_units = _units(large) - _units(small)
             per_unit[c] = {}
             for r in usable:
-                a = count(r, fn, small, Path(tmp))
-                b = count(r, fn, large, Path(tmp))
+                a = count(r, fn, small, Path(tmp), ns.timed)
+                b = count(r, fn, large, Path(tmp), ns.timed)
                 per_unit[c][r] = (b - a) / extra_units
                 print(f"  {c:16} {r:16} {per_unit[c][r]:10.0f} instr/{UNITS[c]}", file=sys.stderr)
     header = ["case", *usable]
@@ -147,9 +171,15 @@ def main(argv: list[str]) -> int:
     print("  ".join("-" * w for w in widths))
     for row in rows:
         print("  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)))
-    print("instructions per unit of work (callgrind), ratio to stock asyncio on the same loop")
+    section = "timed section" if ns.timed else "whole child"
+    print(
+        f"instructions per unit of work (callgrind, {section}), "
+        "ratio to stock asyncio on the same loop"
+    )
     if ns.json:
-        ns.json.write_text(json.dumps({"per_unit": per_unit, "scale": ns.scale}, indent=2))
+        ns.json.write_text(
+            json.dumps({"per_unit": per_unit, "scale": ns.scale, "timed": ns.timed}, indent=2)
+        )
     return 0
 
 
