@@ -1,41 +1,150 @@
-//! Command-line interface (hand-rolled: a dozen options do not justify a parser crate's build time).
+//! Command-line interface (clap, derive): `asyncbis-compat [run] | check | list | render | services`.
+//!
+//! Clap's parse is turned into [`Options`], the resolved settings the rest of the tool reads.
 
+use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
-pub const USAGE: &str = "\
-asyncbis-compat: how badly do asyncio projects break under asyncbis?
+/// Where reports go unless `--out` says otherwise (a directory of its own, so a run never
+/// overwrites a `report/` directory of the project it is started in).
+pub const DEFAULT_OUT: &str = "asyncbis-compat-report";
+const DEFAULT_CORPUS: &str = "quick";
 
-USAGE:
-    asyncbis-compat [run] [OPTIONS]         study a corpus of PyPI projects
-    asyncbis-compat check PATH [OPTIONS]    the same comparison on a local project
-    asyncbis-compat list [--corpus FILE]    validate a manifest and list its projects
-    asyncbis-compat render --from report.json [--out DIR]   re-render a report
-    asyncbis-compat services NAME...        start servers (redis, postgres, memcached) on 127.0.0.1
+#[derive(Debug, Parser)]
+#[command(
+    name = "asyncbis-compat",
+    version,
+    about = "How badly do asyncio projects break under asyncbis? Runs their test suites on stock \
+             asyncio and under asyncbis and attributes each new failure to a behaviour switch \
+             (see docs/switches.md).",
+    after_help = "Without a command, `run` is meant: asyncbis-compat --corpus default ...\n\
+                  Exit status: 0 done; 1 some project was not activated or (check) tests newly \
+                  fail; 2 usage or setup error.",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<CommandArgs>,
+    #[command(flatten)]
+    run: RunArgs,
+}
 
-OPTIONS:
-    --corpus FILE|quick|default   corpus manifest (default: quick, the built-in quick subset)
-    --python VER|PATH             interpreter (repeatable; default: python3 on PATH)
-    --wheel PATH                  asyncbis wheel to install (repeatable, one per Python)
-    --asyncbis-src DIR            build the wheel from this repository with maturin instead
-    --stock-only                  baseline runs only (no asyncbis needed)
-    --keep-off SWITCH[,SWITCH]    switches off in every asyncbis run (e.g. no-loop-policies,
-                                  so harnesses keep working and deeper breakage shows)
-    --out DIR                     report directory (default: report)
-    --cache DIR                   cache (default: $ASYNCBIS_COMPAT_CACHE or ~/.cache/asyncbis-compat)
-    --jobs N                      projects run in parallel (default: 1)
-    --shard I/N                   only the I-th of N slices of the corpus (1-based)
-    --only NAME[,NAME]            only these projects
-    --fresh                       ignore cached results (they are still rewritten)
-    --no-services                 never install or start servers; skip entries needing them
-    --quiet                       no progress lines
-check OPTIONS:
-    --pytest-args STR             pytest options, kept when single tests are rerun
-    --tests STR                   test paths (default: none, pytest's own discovery)
-    --install STR                 extra `uv pip install` arguments (default: \". pytest\")
-    --timeout S, --suite-timeout S   per-test and whole-suite limits (default 60, 1800)
+#[derive(Debug, Subcommand)]
+enum CommandArgs {
+    /// Study a corpus of PyPI projects (the default command).
+    Run(RunArgs),
+    /// The same comparison on a local project directory.
+    Check(CheckArgs),
+    /// Validate a corpus manifest and list its projects.
+    List {
+        /// Corpus manifest: quick, default (built in) or a path.
+        #[arg(long, default_value = DEFAULT_CORPUS, value_name = "FILE|quick|default")]
+        corpus: String,
+    },
+    /// Re-render report.md and report.html from a report.json.
+    Render {
+        /// The report.json to read.
+        #[arg(long, value_name = "REPORT_JSON")]
+        from: PathBuf,
+        /// Directory to write into.
+        #[arg(long, default_value = DEFAULT_OUT, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Start servers (redis, postgres, memcached) on 127.0.0.1 and print their environment.
+    Services {
+        /// Service names.
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
+        /// Never install or start servers (fails for any that is not running).
+        #[arg(long)]
+        no_services: bool,
+    },
+}
 
-Exit status: 0 done; 1 some project was not activated or (check) tests newly fail; 2 usage or setup error.
-";
+/// `run`: which projects, and the options shared with `check`.
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Corpus manifest: quick, default (built in) or a path.
+    #[arg(long, default_value = DEFAULT_CORPUS, value_name = "FILE|quick|default")]
+    corpus: String,
+    /// Only the I-th of N slices of the corpus (1-based).
+    #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+    shard: Option<(usize, usize)>,
+    /// Only these projects (comma-separated or repeated).
+    #[arg(long, value_name = "NAME", value_delimiter = ',')]
+    only: Vec<String>,
+    #[command(flatten)]
+    study: StudyArgs,
+}
+
+/// Options shared by `run` and `check`.
+#[derive(Debug, Args)]
+struct StudyArgs {
+    /// Interpreter, a version (3.12) or a path; repeatable [default: python3 on PATH].
+    #[arg(long = "python", value_name = "VER|PATH")]
+    pythons: Vec<String>,
+    /// asyncbis wheel to install (repeatable, one per Python).
+    #[arg(long = "wheel", value_name = "PATH")]
+    wheels: Vec<PathBuf>,
+    /// Build the asyncbis wheel from this checkout with maturin instead.
+    #[arg(long, value_name = "DIR", conflicts_with = "wheels")]
+    asyncbis_src: Option<PathBuf>,
+    /// Baseline (stock) runs only: no asyncbis needed.
+    #[arg(long)]
+    stock_only: bool,
+    /// Switches off in every asyncbis run (e.g. no-loop-policies, so harnesses keep working and
+    /// deeper breakage shows). Comma-separated or repeated.
+    #[arg(
+        long,
+        value_name = "SWITCH",
+        value_delimiter = ',',
+        value_parser = clap::builder::PossibleValuesParser::new(crate::analysis::SWITCHES.iter().copied()),
+        hide_possible_values = true
+    )]
+    keep_off: Vec<String>,
+    /// Report directory.
+    #[arg(long, default_value = DEFAULT_OUT, value_name = "DIR")]
+    out: PathBuf,
+    /// Cache directory [default: $ASYNCBIS_COMPAT_CACHE or ~/.cache/asyncbis-compat].
+    #[arg(long, value_name = "DIR")]
+    cache: Option<PathBuf>,
+    /// Projects run in parallel.
+    #[arg(short = 'j', long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
+    jobs: u64,
+    /// Ignore cached results (they are still rewritten).
+    #[arg(long)]
+    fresh: bool,
+    /// Never install or start servers; skip entries needing them.
+    #[arg(long)]
+    no_services: bool,
+    /// No progress output (also off when stderr is not a terminal).
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+#[derive(Debug, Args)]
+struct CheckArgs {
+    /// The project directory (its tests run as they are, installed with --install).
+    #[arg(value_name = "PATH")]
+    path: PathBuf,
+    #[command(flatten)]
+    study: StudyArgs,
+    /// pytest options, kept when single tests are rerun.
+    #[arg(long, value_name = "STR", allow_hyphen_values = true)]
+    pytest_args: Option<String>,
+    /// Test paths [default: pytest's own discovery].
+    #[arg(long, value_name = "STR")]
+    tests: Option<String>,
+    /// Extra `uv pip install` arguments [default: ". pytest"].
+    #[arg(long, value_name = "STR", allow_hyphen_values = true)]
+    install: Option<String>,
+    /// Per-test limit in seconds [default: 60].
+    #[arg(long, value_name = "S", value_parser = clap::value_parser!(u64).range(1..))]
+    timeout: Option<u64>,
+    /// Whole-suite limit in seconds [default: 1800].
+    #[arg(long, value_name = "S", value_parser = clap::value_parser!(u64).range(1..))]
+    suite_timeout: Option<u64>,
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
@@ -44,10 +153,9 @@ pub enum Command {
     List,
     Render(PathBuf),
     Services(Vec<String>),
-    Help,
-    Version,
 }
 
+/// The resolved settings of one invocation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Options {
     pub command: Command,
@@ -72,17 +180,18 @@ pub struct Options {
     pub suite_timeout: Option<u64>,
 }
 
-impl Default for Options {
-    fn default() -> Self {
+impl Options {
+    /// The settings of a command that takes none of the study options.
+    fn plain(command: Command) -> Options {
         Options {
-            command: Command::Run,
-            corpus: "quick".into(),
+            command,
+            corpus: DEFAULT_CORPUS.into(),
             pythons: Vec::new(),
             wheels: Vec::new(),
             asyncbis_src: None,
             stock_only: false,
             keep_off: Vec::new(),
-            out: PathBuf::from("report"),
+            out: PathBuf::from(DEFAULT_OUT),
             cache: None,
             jobs: 1,
             shard: None,
@@ -97,10 +206,71 @@ impl Default for Options {
             suite_timeout: None,
         }
     }
+
+    fn study(command: Command, study: StudyArgs) -> Options {
+        let mut keep_off: Vec<String> = Vec::new();
+        for switch in study.keep_off {
+            if !keep_off.contains(&switch) {
+                keep_off.push(switch);
+            }
+        }
+        Options {
+            pythons: study.pythons,
+            wheels: study.wheels,
+            asyncbis_src: study.asyncbis_src,
+            stock_only: study.stock_only,
+            keep_off,
+            out: study.out,
+            cache: study.cache,
+            jobs: study.jobs as usize,
+            fresh: study.fresh,
+            no_services: study.no_services,
+            quiet: study.quiet,
+            ..Options::plain(command)
+        }
+    }
+
+    fn run(run: RunArgs) -> Options {
+        Options {
+            corpus: run.corpus,
+            shard: run.shard,
+            only: run.only.into_iter().filter(|s| !s.is_empty()).collect(),
+            ..Options::study(Command::Run, run.study)
+        }
+    }
+}
+
+impl From<Cli> for Options {
+    fn from(cli: Cli) -> Options {
+        match cli.command {
+            None => Options::run(cli.run),
+            Some(CommandArgs::Run(run)) => Options::run(run),
+            Some(CommandArgs::Check(check)) => Options {
+                pytest_args: check.pytest_args,
+                tests: check.tests,
+                install: check.install,
+                timeout: check.timeout,
+                suite_timeout: check.suite_timeout,
+                ..Options::study(Command::Check(check.path), check.study)
+            },
+            Some(CommandArgs::List { corpus }) => Options {
+                corpus,
+                ..Options::plain(Command::List)
+            },
+            Some(CommandArgs::Render { from, out }) => Options {
+                out,
+                ..Options::plain(Command::Render(from))
+            },
+            Some(CommandArgs::Services { names, no_services }) => Options {
+                no_services,
+                ..Options::plain(Command::Services(names))
+            },
+        }
+    }
 }
 
 pub fn parse_shard(text: &str) -> Result<(usize, usize), String> {
-    let bad = || format!("--shard takes I/N with 1 <= I <= N, not {text:?}");
+    let bad = || format!("takes I/N with 1 <= I <= N, not {text:?}");
     let (i, n) = text.split_once('/').ok_or_else(bad)?;
     let i: usize = i.trim().parse().map_err(|_| bad())?;
     let n: usize = n.trim().parse().map_err(|_| bad())?;
@@ -110,135 +280,30 @@ pub fn parse_shard(text: &str) -> Result<(usize, usize), String> {
     Ok((i, n))
 }
 
-pub fn parse_args(args: &[String]) -> Result<Options, String> {
-    let mut options = Options::default();
-    let mut rest = args.iter().peekable();
-    let mut render_from: Option<PathBuf> = None;
-    let mut command_word: Option<String> = None;
-    let mut positional: Vec<String> = Vec::new();
-    while let Some(arg) = rest.next() {
-        let (name, inline) = match arg.split_once('=') {
-            Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
-            _ => (arg.clone(), None),
-        };
-        let mut value = |what: &str| -> Result<String, String> {
-            match inline.clone() {
-                Some(v) => Ok(v),
-                None => rest
-                    .next()
-                    .cloned()
-                    .ok_or_else(|| format!("{what} needs a value")),
-            }
-        };
-        let number = |text: String, what: &str| -> Result<u64, String> {
-            text.parse::<u64>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| format!("{what} takes a positive number, not {text:?}"))
-        };
-        match name.as_str() {
-            "-h" | "--help" => options.command = Command::Help,
-            "-V" | "--version" => options.command = Command::Version,
-            "--corpus" => options.corpus = value("--corpus")?,
-            "--python" => options.pythons.push(value("--python")?),
-            "--wheel" => options.wheels.push(PathBuf::from(value("--wheel")?)),
-            "--asyncbis-src" => {
-                options.asyncbis_src = Some(PathBuf::from(value("--asyncbis-src")?))
-            }
-            "--stock-only" => options.stock_only = true,
-            "--keep-off" => {
-                for switch in value("--keep-off")?
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                {
-                    if !crate::analysis::SWITCHES.contains(&switch) {
-                        return Err(format!(
-                            "--keep-off: unknown switch {switch:?} (known: {})",
-                            crate::analysis::SWITCHES.join(", ")
-                        ));
-                    }
-                    if !options.keep_off.iter().any(|s| s == switch) {
-                        options.keep_off.push(switch.to_string());
-                    }
-                }
-            }
-            "--out" => options.out = PathBuf::from(value("--out")?),
-            "--cache" => options.cache = Some(PathBuf::from(value("--cache")?)),
-            "--jobs" | "-j" => options.jobs = number(value("--jobs")?, "--jobs")? as usize,
-            "--shard" => options.shard = Some(parse_shard(&value("--shard")?)?),
-            "--only" => options.only.extend(
-                value("--only")?
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(String::from),
-            ),
-            "--fresh" => options.fresh = true,
-            "--no-services" => options.no_services = true,
-            "--quiet" | "-q" => options.quiet = true,
-            "--pytest-args" => options.pytest_args = Some(value("--pytest-args")?),
-            "--tests" => options.tests = Some(value("--tests")?),
-            "--install" => options.install = Some(value("--install")?),
-            "--timeout" => options.timeout = Some(number(value("--timeout")?, "--timeout")?),
-            "--suite-timeout" => {
-                options.suite_timeout = Some(number(value("--suite-timeout")?, "--suite-timeout")?)
-            }
-            "--from" => render_from = Some(PathBuf::from(value("--from")?)),
-            flag if flag.starts_with('-') => {
-                return Err(format!("unknown option {flag} (see --help)"))
-            }
-            word if command_word.is_none()
-                && positional.is_empty()
-                && ["run", "check", "list", "render", "services", "help"].contains(&word) =>
-            {
-                command_word = Some(word.to_string())
-            }
-            other => positional.push(other.to_string()),
-        }
-    }
-    if matches!(options.command, Command::Help | Command::Version) {
-        return Ok(options);
-    }
-    options.command = match command_word.as_deref() {
-        None | Some("run") => {
-            if let Some(extra) = positional.first() {
-                return Err(format!("unexpected argument {extra:?} (see --help)"));
-            }
-            Command::Run
-        }
-        Some("check") => match positional.as_slice() {
-            [path] => Command::Check(PathBuf::from(path)),
-            [] => {
-                return Err("check needs the project directory: asyncbis-compat check PATH".into())
-            }
-            _ => return Err(format!("check takes one directory, got {positional:?}")),
-        },
-        Some("list") => Command::List,
-        Some("services") if positional.is_empty() => {
-            return Err("services needs names: redis, postgres, memcached".into())
-        }
-        Some("services") => Command::Services(positional.clone()),
-        Some("render") => Command::Render(render_from.ok_or("render needs --from report.json")?),
-        Some(_) => Command::Help,
-    };
-    if matches!(options.command, Command::Check(_)) && options.shard.is_some() {
-        return Err("--shard applies to corpus runs, not check".into());
-    }
-    Ok(options)
+/// Parses the arguments (without the program name). `Err` carries clap's error, which knows
+/// how to print itself and its exit status (0 for --help/--version, 2 for usage errors).
+pub fn parse_args<I, T>(args: I) -> Result<Options, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let argv = std::iter::once(std::ffi::OsString::from("asyncbis-compat"))
+        .chain(args.into_iter().map(Into::into));
+    Cli::try_parse_from(argv).map(Options::from)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::CommandFactory;
 
-    fn parse(line: &str) -> Result<Options, String> {
-        parse_args(
-            &line
-                .split_whitespace()
-                .map(String::from)
-                .collect::<Vec<_>>(),
-        )
+    fn parse(line: &str) -> Result<Options, clap::Error> {
+        parse_args(line.split_whitespace())
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
     }
 
     #[test]
@@ -249,27 +314,35 @@ mod tests {
         assert_eq!(o.pythons, vec!["3.12", "3.13"]);
         assert_eq!((o.jobs, o.shard), (2, Some((2, 4))));
         assert_eq!(o.only, vec!["a", "b"]);
+        assert!(o.fresh);
         let kept = parse("--keep-off no-loop-policies,no-task-factory --keep-off no-loop-policies")
             .unwrap();
         assert_eq!(kept.keep_off, vec!["no-loop-policies", "no-task-factory"]);
-        assert!(o.fresh);
-        assert_eq!(parse("run").unwrap().command, Command::Run);
-        assert_eq!(parse("").unwrap().corpus, "quick");
+        let run = parse("run -j 3 -q --wheel a.whl --wheel b.whl").unwrap();
+        assert_eq!(run.command, Command::Run);
+        assert_eq!((run.jobs, run.quiet), (3, true));
+        assert_eq!(
+            run.wheels,
+            vec![PathBuf::from("a.whl"), PathBuf::from("b.whl")]
+        );
+        let bare = parse("").unwrap();
+        assert_eq!(bare.command, Command::Run);
+        assert_eq!(bare.corpus, "quick");
+        assert_eq!(bare.out, PathBuf::from(DEFAULT_OUT));
+        assert_eq!(bare.jobs, 1);
+        assert!(parse("--stock-only --corpus quick").unwrap().stock_only);
     }
 
     #[test]
-    fn parses_check_and_render() {
-        let o = parse("check ./proj --timeout 5").unwrap();
+    fn parses_check_list_render_services() {
+        let o = parse("check ./proj --timeout 5 --python 3.12").unwrap();
         assert_eq!(o.command, Command::Check(PathBuf::from("./proj")));
         assert_eq!(o.timeout, Some(5));
-        let o = parse_args(&[
-            "check".into(),
-            "p".into(),
-            "--pytest-args".into(),
-            "-x -k 'a or b'".into(),
-        ])
-        .unwrap();
+        assert_eq!(o.pythons, vec!["3.12"]);
+        let o = parse_args(["check", "p", "--pytest-args", "-x -k 'a or b'"]).unwrap();
         assert_eq!(o.pytest_args.as_deref(), Some("-x -k 'a or b'"));
+        let o = parse_args(["check", "p", "--install", "-e .[test]"]).unwrap();
+        assert_eq!(o.install.as_deref(), Some("-e .[test]"));
         assert_eq!(
             parse("check p --tests=tests/unit")
                 .unwrap()
@@ -277,11 +350,14 @@ mod tests {
                 .as_deref(),
             Some("tests/unit")
         );
+        let render = parse("render --from r.json --out d").unwrap();
+        assert_eq!(render.command, Command::Render(PathBuf::from("r.json")));
+        assert_eq!(render.out, PathBuf::from("d"));
+        let list = parse("list --corpus corpus/default.toml").unwrap();
         assert_eq!(
-            parse("render --from r.json").unwrap().command,
-            Command::Render(PathBuf::from("r.json"))
+            (list.command, list.corpus.as_str()),
+            (Command::List, "corpus/default.toml")
         );
-        assert_eq!(parse("--help").unwrap().command, Command::Help);
         assert_eq!(
             parse("services redis postgres").unwrap().command,
             Command::Services(vec!["redis".into(), "postgres".into()])
@@ -289,23 +365,66 @@ mod tests {
     }
 
     #[test]
-    fn rejects_bad_usage() {
-        for (line, expected) in [
-            ("--jobs 0", "positive"),
-            ("--jobs", "needs a value"),
-            ("--shard 3/2", "--shard"),
-            ("--shard x", "--shard"),
-            ("--bogus", "unknown option"),
-            ("check", "needs the project directory"),
-            ("check a b", "one directory"),
-            ("stray", "unexpected argument"),
-            ("render", "--from"),
-            ("check p --shard 1/2", "corpus runs"),
-            ("services", "needs names"),
-            ("--keep-off bogus", "unknown switch"),
+    fn help_and_version_exit_0() {
+        for line in [
+            "--help",
+            "-h",
+            "--version",
+            "-V",
+            "check --help",
+            "help",
+            "help check",
         ] {
             let err = parse(line).unwrap_err();
-            assert!(err.contains(expected), "{line}: {err}");
+            assert_eq!(err.exit_code(), 0, "{line}: {err}");
         }
+        let help = parse("--help").unwrap_err().to_string();
+        for word in [
+            "check",
+            "list",
+            "render",
+            "services",
+            "--keep-off",
+            "--wheel",
+        ] {
+            assert!(help.contains(word), "--help lacks {word}");
+        }
+        let version = parse("--version").unwrap_err().to_string();
+        assert!(version.contains(env!("CARGO_PKG_VERSION")), "{version}");
+    }
+
+    #[test]
+    fn rejects_bad_usage_with_status_2() {
+        for (line, expected) in [
+            ("--jobs 0", "--jobs"),
+            ("--jobs", "--jobs"),
+            ("--shard 3/2", "I/N"),
+            ("--shard x", "I/N"),
+            ("--bogus", "--bogus"),
+            ("check", "<PATH>"),
+            ("check a b", "unexpected argument"),
+            ("stray", "unrecognized subcommand"),
+            ("render", "--from"),
+            ("check p --shard 1/2", "--shard"),
+            ("services", "<NAME>"),
+            ("--keep-off bogus", "possible values"),
+            ("--wheel a.whl --asyncbis-src .", "cannot be used with"),
+            ("check p --timeout 0", "--timeout"),
+        ] {
+            let err = parse(line).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{line}: {err}");
+            let text = err.to_string();
+            assert!(text.contains(expected), "{line}: {text}");
+        }
+    }
+
+    #[test]
+    fn misspellings_get_suggestions() {
+        let text = parse("chek p").unwrap_err().to_string();
+        assert!(text.contains("check"), "{text}");
+        let text = parse("--corpuss quick").unwrap_err().to_string();
+        assert!(text.contains("--corpus"), "{text}");
+        let text = parse("--keep-off no-loop-policy").unwrap_err().to_string();
+        assert!(text.contains("no-loop-policies"), "{text}");
     }
 }

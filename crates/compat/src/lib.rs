@@ -26,24 +26,17 @@ use study::{ProjectResult, Source, Status, Study};
 const QUICK_CORPUS: &str = include_str!("../../../corpus/quick.toml");
 const DEFAULT_CORPUS: &str = include_str!("../../../corpus/default.toml");
 
-/// Entry point shared by the console script and the standalone binary.
+/// The tool's entry point: runs with `args` (without the program name), returns the exit status.
 pub fn main_with_args(args: Vec<String>) -> i32 {
-    let options = match cli::parse_args(&args) {
+    let options = match cli::parse_args(args) {
         Ok(options) => options,
         Err(err) => {
-            eprintln!("asyncbis-compat: {err}");
-            return 2;
+            // clap's own message (help and --version included) and status: 0 or 2.
+            let _ = err.print();
+            return err.exit_code();
         }
     };
     let outcome = match options.command.clone() {
-        Command::Help => {
-            print!("{}", cli::USAGE);
-            Ok(0)
-        }
-        Command::Version => {
-            println!("asyncbis-compat {}", env!("CARGO_PKG_VERSION"));
-            Ok(0)
-        }
         Command::List => list(&options),
         Command::Render(from) => render(&from, &options.out),
         Command::Services(names) => start_services(&names, &options),
@@ -85,7 +78,10 @@ fn list(options: &Options) -> Result<i32, String> {
             .unwrap_or_default();
         println!("{}=={}{services}{skip}", entry.name, entry.version);
     }
-    eprintln!("{} projects", corpus.projects.len());
+    eprintln!(
+        "{}",
+        report::plural(corpus.projects.len(), "project", "projects")
+    );
     Ok(0)
 }
 
@@ -341,10 +337,10 @@ fn build_report(
 fn print_closing(report: &report::Report, out: &Path) {
     let s = &report.summary;
     eprintln!(
-        "asyncbis-compat: {} projects ({} compared), {} newly failing tests, {:.1}% attributed, {:.0}s; report in {}/",
-        s.projects,
+        "asyncbis-compat: {} ({} compared), {}, {:.1}% attributed, {:.0}s; report in {}/",
+        report::plural(s.projects, "project", "projects"),
         s.compared,
-        s.newly_failing,
+        report::plural(s.newly_failing, "newly failing test", "newly failing tests"),
         s.attributed_share * 100.0,
         report.wall_seconds,
         out.display()

@@ -1,110 +1,161 @@
-//! Progress on stderr: one line per event with a bar of finished steps, readable in CI logs too.
+//! Progress on stderr (indicatif). On a terminal: one bar counting finished projects, with each
+//! event printed above it. Not on a terminal (CI, logs): no bar and no event lines, one line per
+//! finished project. `--quiet`: nothing.
 
+use crate::report::plural;
 use crate::results::Counts;
 use crate::study::SuiteRun;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::IsTerminal;
 use std::time::Instant;
 
-pub struct Progress {
-    started: Instant,
-    total: AtomicUsize,
-    done: AtomicUsize,
-    projects_total: usize,
-    projects_done: AtomicUsize,
-    lock: Mutex<()>,
-    quiet: bool,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// A live bar and every event.
+    Terminal,
+    /// One line per finished project.
+    Log,
+    Quiet,
 }
 
-/// Steps a project always takes: prepare, stock twice, asyncbis once.
-pub const STEPS_PER_PROJECT: usize = 4;
+impl Output {
+    pub fn detect(quiet: bool) -> Output {
+        if quiet {
+            Output::Quiet
+        } else if std::io::stderr().is_terminal() {
+            Output::Terminal
+        } else {
+            Output::Log
+        }
+    }
+}
+
+pub struct Progress {
+    bar: ProgressBar,
+    output: Output,
+    started: Instant,
+}
 
 impl Progress {
+    /// `projects` is the number of (project, Python) pairs: the bar only ever moves forward.
     pub fn new(projects: usize, quiet: bool) -> Progress {
-        Progress {
-            started: Instant::now(),
-            total: AtomicUsize::new(projects * STEPS_PER_PROJECT),
-            done: AtomicUsize::new(0),
-            projects_total: projects,
-            projects_done: AtomicUsize::new(0),
-            lock: Mutex::new(()),
-            quiet,
-        }
+        Progress::with_output(projects, Output::detect(quiet))
     }
 
-    pub fn add_steps(&self, steps: usize) {
-        self.total.fetch_add(steps, Ordering::SeqCst);
-    }
-
-    pub fn add_done(&self, steps: usize) {
-        self.done.fetch_add(steps, Ordering::SeqCst);
-    }
-
-    fn line(&self, label: &str, message: &str) {
-        if self.quiet {
-            return;
-        }
-        let total = self.total.load(Ordering::SeqCst).max(1);
-        let done = self.done.load(Ordering::SeqCst).min(total);
-        let width = 20;
-        let filled = done * width / total;
-        let bar: String = "#".repeat(filled) + &".".repeat(width - filled);
-        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        eprintln!(
-            "[{:>5.0}s] [{bar}] {}/{} projects  {label}: {message}",
-            self.started.elapsed().as_secs_f64(),
-            self.projects_done.load(Ordering::SeqCst),
-            self.projects_total
+    pub fn with_output(projects: usize, output: Output) -> Progress {
+        let bar = if output == Output::Terminal {
+            ProgressBar::with_draw_target(Some(projects as u64), ProgressDrawTarget::stderr())
+        } else {
+            ProgressBar::hidden()
+        };
+        bar.set_length(projects as u64);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "[{elapsed_precise}] [{bar:30}] {pos}/{len} projects  {wide_msg}",
+            )
+            .expect("valid progress template")
+            .progress_chars("#>."),
         );
+        if output == Output::Terminal {
+            // Redraws the elapsed time while a long suite runs without events.
+            bar.enable_steady_tick(std::time::Duration::from_millis(500));
+        }
+        Progress {
+            bar,
+            output,
+            started: Instant::now(),
+        }
     }
 
+    /// Projects finished so far.
+    pub fn finished(&self) -> u64 {
+        self.bar.position()
+    }
+
+    /// An event of one project: printed above the bar on a terminal, dropped otherwise.
     pub fn note(&self, label: &str, message: &str) {
-        if message == "preparing venv" {
-            self.done.fetch_add(1, Ordering::SeqCst);
+        if self.output == Output::Terminal {
+            self.bar.println(format!("{label}: {message}"));
+            self.bar.set_message(format!("{label}: {message}"));
         }
-        self.line(label, message);
     }
 
     pub fn ran(&self, label: &str, run: &SuiteRun, cached: bool) {
-        if !run.mode.starts_with("asyncbis-off") {
-            self.done.fetch_add(1, Ordering::SeqCst);
+        if self.output != Output::Terminal {
+            return;
         }
-        let counts = Counts::of(&run.tests);
-        let mut message = format!(
-            "{} → {} tests: {} passed, {} failed, {} errors, {} skipped",
-            run.mode,
-            counts.total(),
-            counts.passed,
-            counts.failed,
-            counts.errors,
-            counts.skipped
-        );
-        if counts.timeouts + counts.hung > 0 {
-            message += &format!(", {} timed out, {} hung", counts.timeouts, counts.hung);
-        }
-        if let Some(activation) = &run.activation {
-            message += &format!(
-                " [asyncbis tasks {} in {} processes]",
-                activation.tasks, activation.processes
-            );
-        }
-        message += &if cached {
-            " (cached)".to_string()
-        } else {
-            format!(" in {:.1}s", run.wall_seconds)
-        };
-        self.line(label, &message);
+        self.note(label, &run_line(run, cached));
     }
 
     pub fn finish_project(&self, label: &str, message: &str) {
-        self.projects_done.fetch_add(1, Ordering::SeqCst);
-        // Skipped or failed projects never reach their later steps; count them as done.
-        let steps_per = STEPS_PER_PROJECT;
-        let expected_done = self.projects_done.load(Ordering::SeqCst) * steps_per;
-        let done = self.done.load(Ordering::SeqCst);
-        if done < expected_done {
-            self.done.fetch_add(expected_done - done, Ordering::SeqCst);
+        self.bar.inc(1);
+        let line = format!(
+            "[{:>5.0}s] {}/{} projects  {label}: {message}",
+            self.started.elapsed().as_secs_f64(),
+            self.bar.position(),
+            self.bar.length().unwrap_or(0)
+        );
+        match self.output {
+            Output::Terminal => self.bar.println(line),
+            Output::Log => eprintln!("{line}"),
+            Output::Quiet => {}
         }
-        self.line(label, message);
+        if self.bar.length() == Some(self.bar.position()) {
+            self.bar.finish_and_clear();
+        }
+    }
+}
+
+/// One suite run in a line: its counts, activation and time.
+pub fn run_line(run: &SuiteRun, cached: bool) -> String {
+    let counts = Counts::of(&run.tests);
+    let mut message = format!(
+        "{} → {}: {} passed, {} failed, {} errors, {} skipped",
+        run.mode,
+        plural(counts.total(), "test", "tests"),
+        counts.passed,
+        counts.failed,
+        counts.errors,
+        counts.skipped
+    );
+    if counts.timeouts + counts.hung > 0 {
+        message += &format!(", {} timed out, {} hung", counts.timeouts, counts.hung);
+    }
+    if let Some(activation) = &run.activation {
+        message += &format!(
+            " [asyncbis tasks {} in {}]",
+            activation.tasks,
+            plural(activation.processes, "process", "processes")
+        );
+    }
+    message += &if cached {
+        " (cached)".to_string()
+    } else {
+        format!(" in {:.1}s", run.wall_seconds)
+    };
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bar_counts_projects_forward_only() {
+        let progress = Progress::with_output(3, Output::Quiet);
+        assert_eq!(progress.finished(), 0);
+        progress.note("a py3.12", "rerunning 5 newly failing tests alone");
+        progress.finish_project("a py3.12", "done");
+        assert_eq!(progress.finished(), 1);
+        progress.note("b py3.12", "11 tests with level-cancellation off");
+        assert_eq!(progress.finished(), 1);
+        progress.finish_project("b py3.12", "done");
+        progress.finish_project("c py3.12", "done");
+        assert_eq!((progress.finished(), progress.bar.length()), (3, Some(3)));
+    }
+
+    #[test]
+    fn quiet_wins_over_a_terminal() {
+        assert_eq!(Output::detect(true), Output::Quiet);
     }
 }

@@ -470,6 +470,11 @@ pub fn render_markdown(report: &Report) -> String {
     md
 }
 
+/// `1 project`, `2 projects`.
+pub fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 fn one_line(text: &str, max: usize) -> String {
     let line = text
         .lines()

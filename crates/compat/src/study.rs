@@ -491,7 +491,6 @@ impl Study {
                 .map(|r| r.tests.clone())
                 .unwrap_or_default()
         };
-        self.progress.add_steps(SWITCHES.len() + 2);
         let confirm_mode = Mode::Asyncbis {
             disabled: self.always_off.clone(),
         };
@@ -590,7 +589,6 @@ impl Study {
                 }
             }
         }
-        self.progress.add_done(SWITCHES.len() + 2);
         for failure in failures.iter_mut() {
             if let Some(o) = outcomes.get(&failure.nodeid) {
                 failure.attribution = Some(analysis::attribute(o));
