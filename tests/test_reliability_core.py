@@ -11,7 +11,7 @@ import sys
 import pytest
 
 import asyncbis
-from asyncbis import _core, switches
+from asyncbis import CancelScope, _core, switches
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -28,6 +28,203 @@ def patched():
 def no_stray_scope_nodes(before):
     gc.collect()
     assert _core._tree_stats() == before
+
+
+# -- 1. async generators that hold a scope around `yield` -------------------------------------
+
+
+def _timeout_gen(log, kind):
+    async def gen():
+        try:
+            for i in range(10):
+                if kind == "asyncio.timeout":  # asyncbis's scoped timeout after patch_asyncio()
+                    async with asyncio.timeout(5):
+                        yield i
+                elif kind == "timeout":
+                    async with asyncbis.timeout(5):
+                        yield i
+                else:
+                    with asyncbis.move_on_after(5):
+                        yield i
+        finally:
+            log.append(("closed", asyncio.current_task()))
+
+    return gen
+
+
+@pytest.mark.parametrize("kind", ["asyncio.timeout", "move_on_after"])
+def test_break_out_of_generator_holding_a_scope(patched, kind):
+    log = []
+    gen = _timeout_gen(log, kind)
+
+    async def main():
+        async for x in gen():
+            if x == 2:
+                break
+        await asyncio.sleep(0.01)
+        return "ok"
+
+    before = _core._tree_stats()
+    assert asyncio.run(main()) == "ok"
+    # Finalised by the loop's asyncgen finalizer, in a task of its own, not the consumer.
+    assert len(log) == 1
+    no_stray_scope_nodes(before)
+
+
+@pytest.mark.parametrize("kind", ["timeout", "move_on_after"])
+def test_consumer_exits_its_own_scopes_before_the_generator_is_finalized(kind):
+    """The consumer's outer scope exits while the generator's scope is still on its stack."""
+    log = []
+    gen = _timeout_gen(log, kind)
+
+    async def main():
+        with CancelScope() as outer:
+            async with asyncbis.timeout(10):
+                async for x in gen():
+                    if x == 1:
+                        break
+            # The consumer's scopes still work after the generator left its scope open.
+            with asyncbis.move_on_after(0.01) as inner:
+                await asyncio.sleep(5)
+            assert inner.cancelled_caught
+            outer.cancel()
+            await asyncio.sleep(5)
+        assert outer.cancelled_caught
+        await asyncio.sleep(0)
+        return "ok"
+
+    before = _core._tree_stats()
+    assert asyncbis.run(main()) == "ok"
+    assert len(log) == 1
+    no_stray_scope_nodes(before)
+
+
+def test_generator_finalized_by_gc_while_consumer_holds_scopes():
+    """GC-driven finalisation (the loop's finalizer hook) while the consumer sits in scopes
+    it opened after leaving the generator: the consumer's stack stays intact."""
+    log = []
+    gen = _timeout_gen(log, "move_on_after")
+
+    async def main():
+        agen = gen()
+        async for _x in agen:
+            break
+        with CancelScope() as mine:
+            del agen
+            gc.collect()
+            # The finalizer's aclose() runs in another task while we wait here.
+            for _ in range(5):
+                await asyncio.sleep(0)
+            assert len(log) == 1 and log[0][1] is not asyncio.current_task()
+            mine.cancel()
+            await asyncio.sleep(5)
+        assert mine.cancelled_caught
+        return "ok"
+
+    before = _core._tree_stats()
+    assert asyncbis.run(main()) == "ok"
+    no_stray_scope_nodes(before)
+
+
+def test_generator_finalized_by_shutdown_asyncgens(patched):
+    """A generator kept alive until the loop closes: shutdown_asyncgens() closes it."""
+    log = []
+    gen = _timeout_gen(log, "asyncio.timeout")
+    keep = []
+
+    async def main():
+        agen = gen()
+        keep.append(agen)
+        async for _x in agen:
+            break
+        return "ok"
+
+    assert asyncio.run(main()) == "ok"
+    assert len(log) == 1
+
+
+def test_generator_closed_explicitly_inside_a_newer_scope():
+    """`await agen.aclose()` inside a scope the consumer opened after leaving the generator:
+    the generator's scope exits while not innermost (it was left open by the yield)."""
+    log = []
+    gen = _timeout_gen(log, "move_on_after")
+
+    async def main():
+        agen = gen()
+        async for _x in agen:
+            break
+        with CancelScope() as mine:
+            await agen.aclose()
+            mine.cancel()
+            await asyncio.sleep(5)
+        assert mine.cancelled_caught
+        return "ok"
+
+    assert asyncbis.run(main()) == "ok"
+    assert len(log) == 1
+
+
+def test_generator_timeout_expiring_inside_the_generator_still_works():
+    """The generator's own timeout keeps working for the generator's own code."""
+
+    async def gen():
+        async with asyncbis.timeout(0.01):
+            yield 1
+            await asyncio.sleep(5)
+            yield 2
+
+    async def main():
+        got = []
+        with pytest.raises(TimeoutError):
+            async for x in gen():
+                got.append(x)
+        assert got == [1]
+        return "ok"
+
+    assert asyncbis.run(main()) == "ok"
+
+
+def test_misnested_exit_recovers_with_one_error():
+    """Trio's recovery: exiting an outer scope while an inner one is open closes the outer one,
+    marks the inner ones abandoned, and raises one clear error; the rest of the task is fine."""
+
+    async def main():
+        outer = CancelScope()
+        inner = CancelScope()
+        innermost = CancelScope()
+        outer.__enter__()
+        inner.__enter__()
+        innermost.__enter__()
+        with pytest.raises(RuntimeError, match="cancel scope stack corrupted") as info:
+            outer.__exit__(None, None, None)
+        assert "reverse order" in str(info.value)
+        # The abandoned scopes exit quietly: one error, not a cascade.
+        assert innermost.__exit__(None, None, None) is False
+        assert inner.__exit__(None, None, None) is False
+        # The task's scope stack is usable again.
+        with asyncbis.move_on_after(0.01) as s:
+            await asyncio.sleep(5)
+        assert s.cancelled_caught
+        return "ok"
+
+    before = _core._tree_stats()
+    assert asyncbis.run(main()) == "ok"
+    no_stray_scope_nodes(before)
+
+
+def test_misnested_exit_keeps_the_exception_as_context():
+    async def main():
+        outer = CancelScope()
+        inner = CancelScope()
+        outer.__enter__()
+        inner.__enter__()
+        err = ValueError("body")
+        with pytest.raises(RuntimeError, match="cancel scope stack corrupted") as info:
+            outer.__exit__(ValueError, err, None)
+        assert info.value.__context__ is err
+        inner.__exit__(None, None, None)
+
+    asyncbis.run(main())
 
 
 # -- 9. eager children of start() --------------------------------------------------------

@@ -1,7 +1,11 @@
 //! `CancelScope` (Trio/AnyIO semantics), deadlines, checkpoints.
 
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+
 use asyncbis_scopes::NodeId;
 use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 
@@ -37,6 +41,10 @@ pub struct CancelScope {
     /// fail_after/fail_at: raise TimeoutError when the own deadline expired.
     fail_on_deadline: GilCell<bool>,
     thread: GilCell<Option<std::thread::ThreadId>>,
+    /// The generator frame whose `with` entered this scope, when it is one (see
+    /// `generator_frame`): such a scope may be left open across a `yield` and closed late, in
+    /// any order or task, when the generator is finalized.
+    gen_frame: GilCell<Option<Py<PyAny>>>,
 }
 
 pub fn check_deadline(value: &Bound<'_, PyAny>, what: &str) -> PyResult<f64> {
@@ -92,6 +100,7 @@ impl CancelScope {
             deadline_expired: GilCell::new(false),
             fail_on_deadline: GilCell::new(fail),
             thread: GilCell::new(None),
+            gen_frame: GilCell::new(None),
         }
     }
 
@@ -258,11 +267,49 @@ impl CancelScope {
         }
         .map_err(|e| runtime_error(e.to_string()))?;
         this.node.set(Some(node));
+        if let Some(frame) = generator_frame(py) {
+            gen_scopes()
+                .get_or_insert_with(HashMap::new)
+                .insert(node, frame.as_ptr() as usize);
+            this.gen_frame.set(Some(frame.unbind()));
+        }
         this.host.set(Some(core));
         this.loop_.set(Some(loop_));
         this.thread.set(Some(std::thread::current().id()));
         this.state.set(ScopeState::Active);
         Self::rearm(slf)
+    }
+
+    /// Leaves the Active state without touching the tree (the node is gone or spliced out).
+    fn finish_exit(&self, py: Python<'_>) {
+        self.disarm(py);
+        self.state.set(ScopeState::Exited);
+        if let Some(node) = self.node.take() {
+            forget_gen_scope(node);
+        }
+        self.gen_frame.set(None);
+        self.thread.set(None);
+        self.host.set(None);
+    }
+
+    /// Exits a scope that cannot be closed in order: one left open across a `yield` by a
+    /// generator (closed late, maybe in another task), or one whose node is already gone (its
+    /// task finished, or a misnested exit abandoned it). Nothing is raised or caught.
+    fn exit_out_of_order(&self, py: Python<'_>) -> PyResult<bool> {
+        if let Some(node) = self.node.get() {
+            let wakes = {
+                let mut t = tree();
+                if t.node_alive(node) {
+                    t.splice_out(node)
+                        .map_err(|e| runtime_error(e.to_string()))?
+                } else {
+                    Vec::new()
+                }
+            };
+            wake_all(py, wakes, None);
+        }
+        self.finish_exit(py);
+        Ok(false)
     }
 
     /// Exits the scope with the exception leaving it. Ok(true) when the scope absorbed it.
@@ -281,26 +328,84 @@ impl CancelScope {
             ));
         }
         let host = this.host.get_ref(py).expect("active scope has a host");
+        let node = this.node.get().expect("active scope has a node");
+        let in_generator = this.gen_frame.get_ref(py).is_some();
+        let above = {
+            let t = tree();
+            t.node_alive(node).then(|| t.nodes_above(node))
+        };
+        // Its node is gone: the task finished while the scope was open (an abandoned coroutine,
+        // a generator finalized after its consumer), or a misnested exit abandoned it.
+        let Some(above) = above else {
+            return this.exit_out_of_order(py);
+        };
         let current = current_core(py);
         if !current.as_ref().is_some_and(|c| c.is(&host)) {
+            if in_generator {
+                // A generator suspended inside this scope is finalized by another task (the
+                // loop's asyncgen finalizer runs aclose() in a task of its own).
+                return this.exit_out_of_order(py);
+            }
             return Err(runtime_error(
                 "a cancel scope must be exited in the task that entered it",
             ));
         }
-        let node = this.node.get().expect("active scope has a node");
+        let above = above.unwrap_or_default();
+        let mut misnested = None;
+        if !above.is_empty() {
+            if in_generator {
+                // The generator's scope closes late (its consumer opened scopes since).
+                return this.exit_out_of_order(py);
+            }
+            // Scopes left open above this one by suspended generator frames are spliced out
+            // silently; any other is a misnesting: Trio's recovery (close this scope, abandon
+            // the inner ones, raise one error; the abandoned scopes' exits do nothing).
+            let suspended = suspended_generator_scopes(py, &above);
+            let abandoned = above.len() - suspended;
+            let wakes = {
+                let mut t = tree();
+                let mut wakes = Vec::new();
+                for n in &above {
+                    wakes.extend(t.splice_out(*n).map_err(|e| runtime_error(e.to_string()))?);
+                }
+                wakes
+            };
+            for n in &above {
+                forget_gen_scope(*n);
+            }
+            wake_all(py, wakes, None);
+            if abandoned > 0 {
+                misnested = Some(abandoned);
+            }
+        }
         let catches = {
             let mut t = tree();
             let catches = t.catches(node);
             t.close(node).map(|_| catches)
         }
         .map_err(|e| runtime_error(e.to_string()))?;
-        this.disarm(py);
-        this.state.set(ScopeState::Exited);
-        this.node.set(None);
-        this.thread.set(None);
         let mark = host.get().mark();
-        this.host.set(None);
+        let scope_repr = match misnested {
+            Some(_) => slf.repr()?.to_string(),
+            None => String::new(),
+        };
+        this.finish_exit(py);
         let exc = exc.filter(|e| !e.is_none());
+        if let Some(abandoned) = misnested {
+            let err = runtime_error(format!(
+                "cancel scope stack corrupted: {} was exited while {abandoned} cancel scope(s) or \
+                 task group(s) entered after it in the same task were still active; cancel \
+                 scopes must be exited in the reverse order they were entered. The inner scopes \
+                 were abandoned (their own exits now do nothing). Typical causes: calling \
+                 __enter__/__exit__ by hand, or a generator that yields inside a scope and is \
+                 resumed by another task",
+                scope_repr
+            ));
+            if let Some(e) = exc {
+                err.value(py).setattr(pyo3::intern!(py, "__context__"), e)?;
+            }
+            return Err(err);
+        }
         // An error group from an inner task group whose children were cancelled carries that
         // cancellation outward (Trio's groups hold the Cancelled leaves; ours do not).
         let carried = exc.is_some_and(|e| {
@@ -540,6 +645,7 @@ impl CancelScope {
         self.host.visit(&visit)?;
         self.loop_.visit(&visit)?;
         self.timer.visit(&visit)?;
+        self.gen_frame.visit(&visit)?;
         self.reason.visit(&visit)
     }
 
@@ -547,6 +653,7 @@ impl CancelScope {
         self.host.set(None);
         self.timer.set(None);
         self.reason.set(None);
+        self.gen_frame.set(None);
     }
 }
 
@@ -554,9 +661,19 @@ impl Drop for CancelScope {
     fn drop(&mut self) {
         // A scope dropped while active (its coroutine was abandoned): free its node.
         if let Some(node) = self.node.replace(None) {
-            let mut t = tree();
-            if t.node_alive(node) {
-                let _ = t.close(node);
+            forget_gen_scope(node);
+            // Spliced out, not closed: an abandoned generator's scope may sit below scopes its
+            // consumer opened since.
+            let wakes = {
+                let mut t = tree();
+                if t.node_alive(node) {
+                    t.splice_out(node).unwrap_or_default()
+                } else {
+                    Vec::new()
+                }
+            };
+            if !wakes.is_empty() {
+                Python::attach(|py| wake_all(py, wakes, None));
             }
         }
     }
@@ -709,4 +826,98 @@ pub fn checkpoint_if_cancelled(py: Python<'_>) -> PyResult<Py<Checkpoint>> {
             yielded: GilCell::new(!cancelled),
         },
     )
+}
+
+/// Active scopes entered by a generator frame (`generator_frame`), by node: the frame's
+/// address, kept valid by the scope's own reference to the frame (`CancelScope::gen_frame`).
+static GEN_SCOPES: Mutex<Option<HashMap<NodeId, usize>>> = Mutex::new(None);
+
+fn gen_scopes() -> MutexGuard<'static, Option<HashMap<NodeId, usize>>> {
+    GEN_SCOPES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn forget_gen_scope(node: NodeId) {
+    if let Some(map) = gen_scopes().as_mut() {
+        map.remove(&node);
+    }
+}
+
+const CO_GENERATORS: i64 = (ffi::CO_GENERATOR | ffi::CO_ASYNC_GENERATOR) as i64;
+/// `@types.coroutine` generators are coroutines, not generators a consumer iterates.
+const CO_ITERABLE_COROUTINE: i64 = ffi::CO_ITERABLE_COROUTINE as i64;
+
+/// The generator frame whose `with` / `async with` statement is entering a scope, if it is a
+/// generator (sync or async) that is not itself a context manager: the frames of `__enter__` /
+/// `__aenter__` methods (asyncbis.timeout, wrappers) are skipped, and so is a generator driven
+/// by an `__enter__` / `__aenter__` (an `@asynccontextmanager`/`@contextmanager` body: its
+/// scopes are meant to stay open across its `yield`, for the caller's `with` block; they
+/// belong to the frame that entered the context manager).
+fn generator_frame(py: Python<'_>) -> Option<Bound<'_, PyAny>> {
+    // SAFETY: a borrowed reference to the running frame (or NULL), made owned at once.
+    let frame = unsafe { ffi::PyEval_GetFrame() };
+    if frame.is_null() {
+        return None;
+    }
+    let mut frame = unsafe { Bound::from_borrowed_ptr(py, frame.cast()) };
+    // Bounded: wrappers nest a few levels at most.
+    for _ in 0..16 {
+        let code = frame.getattr(pyo3::intern!(py, "f_code")).ok()?;
+        let flags: i64 = code
+            .getattr(pyo3::intern!(py, "co_flags"))
+            .ok()?
+            .extract()
+            .ok()?;
+        let back = frame_back(&frame);
+        if flags & CO_GENERATORS != 0 && flags & CO_ITERABLE_COROUTINE == 0 {
+            match &back {
+                Some(b) if is_enter_frame(b) => {}
+                _ => return Some(frame),
+            }
+        } else if !is_enter_frame(&frame) {
+            return None;
+        }
+        frame = back?;
+    }
+    None
+}
+
+fn frame_back<'py>(frame: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
+    // SAFETY: `frame` is a live frame object; PyFrame_GetBack returns a new reference or NULL.
+    let back = unsafe { ffi::PyFrame_GetBack(frame.as_ptr().cast()) };
+    (!back.is_null()).then(|| unsafe { Bound::from_owned_ptr(frame.py(), back.cast()) })
+}
+
+fn is_enter_frame(frame: &Bound<'_, PyAny>) -> bool {
+    let py = frame.py();
+    frame
+        .getattr(pyo3::intern!(py, "f_code"))
+        .and_then(|c| c.getattr(pyo3::intern!(py, "co_name")))
+        .is_ok_and(|n| {
+            n.eq(pyo3::intern!(py, "__aenter__")).unwrap_or(false)
+                || n.eq(pyo3::intern!(py, "__enter__")).unwrap_or(false)
+        })
+}
+
+/// How many of `nodes` are scopes of generator frames that are suspended (not on the running
+/// stack): left open across a `yield`, not misnested.
+fn suspended_generator_scopes(py: Python<'_>, nodes: &[NodeId]) -> usize {
+    let frames: Vec<usize> = {
+        let map = gen_scopes();
+        let Some(map) = map.as_ref() else { return 0 };
+        nodes.iter().filter_map(|n| map.get(n).copied()).collect()
+    };
+    if frames.is_empty() {
+        return 0;
+    }
+    let mut running = Vec::new();
+    // SAFETY: as in generator_frame.
+    let top = unsafe { ffi::PyEval_GetFrame() };
+    let mut cur = (!top.is_null()).then(|| unsafe { Bound::from_borrowed_ptr(py, top.cast()) });
+    while let Some(f) = cur {
+        running.push(f.as_ptr() as usize);
+        cur = frame_back(&f);
+    }
+    frames.iter().filter(|f| !running.contains(f)).count()
 }

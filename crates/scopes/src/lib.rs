@@ -353,6 +353,76 @@ impl Tree {
         Ok(parent)
     }
 
+    /// The nodes of `id`'s task stacked above `id`, innermost first; `None` if `id` is not in
+    /// its task's stack (stale, or removed from it already).
+    pub fn nodes_above(&self, id: NodeId) -> Option<Vec<NodeId>> {
+        let task = self.node(id)?.task?;
+        let mut above = Vec::new();
+        let mut cur = self.task(task)?.current;
+        while let Some(c) = cur {
+            if c == id {
+                return Some(above);
+            }
+            let n = self.node(c)?;
+            if n.task != Some(task) {
+                return None;
+            }
+            above.push(c);
+            cur = n.parent;
+        }
+        None
+    }
+
+    /// Removes a node from wherever it is in its task's stack (not only the innermost): its
+    /// children move up to its parent and their flags are recomputed, and the task's stack
+    /// skips it. Used for scopes that cannot be closed in order: ones left open by a suspended
+    /// generator frame, and the inner scopes abandoned by a misnested exit. Returns the tasks
+    /// a now visible cancellation must wake.
+    pub fn splice_out(&mut self, id: NodeId) -> Result<Vec<Wake>, TreeError> {
+        let node = self.node(id).ok_or(TreeError::StaleNode)?;
+        let (parent, task, was_effective) = (node.parent, node.task, node.effective);
+        let parent = parent.filter(|p| self.node(*p).is_some());
+        // Move the children under the parent (or make them roots, as close() does).
+        let mut children = Vec::new();
+        let mut c = node.first_child;
+        while let Some(ci) = c {
+            children.push(ci);
+            c = self.nodes[ci as usize].next_sibling;
+        }
+        {
+            let n = &mut self.nodes[id.idx as usize];
+            n.first_child = None;
+        }
+        for &ci in &children {
+            let cid = self.id_at(ci);
+            let cn = &mut self.nodes[ci as usize];
+            cn.parent = parent;
+            cn.prev_sibling = None;
+            cn.next_sibling = None;
+            if let Some(p) = parent {
+                self.link_child(p, cid);
+            }
+        }
+        let mut wakes = Vec::new();
+        if let Some(task) = task {
+            if self.task(task).is_some_and(|t| t.current == Some(id)) {
+                let next = parent.filter(|p| self.node(*p).is_some_and(|n| n.task == Some(task)));
+                self.tasks[task.idx as usize].current = next;
+                // A cancellation the removed node hid (a shield) is visible to the task now.
+                if let Some(nx) = next {
+                    if !was_effective && self.nodes[nx.idx as usize].effective {
+                        self.note_newly_effective(nx.idx, &mut wakes);
+                    }
+                }
+            }
+        }
+        self.unlink_and_free(id);
+        for ci in children {
+            self.recompute_subtree(ci, &mut wakes);
+        }
+        Ok(wakes)
+    }
+
     pub fn is_effectively_cancelled(&self, id: NodeId) -> bool {
         self.node(id).is_some_and(|n| n.effective)
     }
@@ -587,6 +657,40 @@ impl Tree {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn splice_out_a_node_in_the_middle_of_a_stack() {
+        let mut tree = Tree::new();
+        let (t, root) = task_with_root(&mut tree, 1, None);
+        let outer = tree.open_scope(t, false, false, f64::INFINITY).unwrap();
+        let gen = tree.open_scope(t, false, false, f64::INFINITY).unwrap();
+        let inner = tree.open_scope(t, false, false, f64::INFINITY).unwrap();
+        assert_eq!(tree.nodes_above(outer), Some(vec![inner, gen]));
+        assert_eq!(tree.splice_out(gen), Ok(vec![]));
+        assert!(!tree.node_alive(gen));
+        assert_eq!(tree.nodes_above(outer), Some(vec![inner]));
+        // The outer scope's cancellation still reaches the inner one (and wakes the task).
+        let wakes = tree.cancel(outer);
+        assert_eq!(wakes.len(), 1);
+        assert!(tree.is_effectively_cancelled(inner));
+        assert_eq!(tree.close(inner), Ok(Some(outer)));
+        assert_eq!(tree.close(outer), Ok(Some(root)));
+    }
+
+    #[test]
+    fn splice_out_the_innermost_shield_exposes_the_cancellation() {
+        let mut tree = Tree::new();
+        let (t, root) = task_with_root(&mut tree, 7, None);
+        let outer = tree.open_scope(t, false, false, f64::INFINITY).unwrap();
+        let shield = tree.open_scope(t, true, false, f64::INFINITY).unwrap();
+        assert!(tree.cancel(outer).is_empty());
+        let wakes = tree.splice_out(shield).unwrap();
+        assert_eq!(wakes, vec![Wake { task: t, handle: 7 }]);
+        assert_eq!(tree.current_node(t), Some(outer));
+        assert!(tree.task_should_deliver_level(t));
+        assert_eq!(tree.splice_out(shield), Err(TreeError::StaleNode));
+        assert_eq!(tree.close(outer), Ok(Some(root)));
+    }
 
     fn task_with_root(tree: &mut Tree, handle: usize, parent: Option<NodeId>) -> (TaskId, NodeId) {
         let t = tree.add_task(handle);
