@@ -227,6 +227,46 @@ def test_misnested_exit_keeps_the_exception_as_context():
     asyncbis.run(main())
 
 
+# -- 5. deep await chains -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("task_cancel", ["on", "off"])
+@pytest.mark.parametrize("links", [1_000, 10_000])
+def test_cancel_reaches_the_end_of_a_deep_await_chain(links, task_cancel):
+    """Level (`task-cancel-level` on) and stock edge `Task.cancel()` alike."""
+    tasks = []
+
+    async def link(n):
+        if n == 0:
+            await asyncio.sleep(3600)
+            return "not cancelled"
+        t = asyncio.get_running_loop().create_task(link(n - 1))
+        tasks.append(t)
+        return await t
+
+    async def main():
+        head = asyncio.get_running_loop().create_task(link(links))
+        while len(tasks) < links:
+            await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert head.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await head
+        assert all(t.cancelled() for t in tasks)
+
+    unraisable = []
+    old = sys.unraisablehook
+    sys.unraisablehook = unraisable.append
+    state = switches.snapshot()
+    switches.set("task-cancel-level", task_cancel)
+    try:
+        asyncbis.run(main())
+    finally:
+        sys.unraisablehook = old
+        switches.restore(state)
+    assert unraisable == []
+
+
 # -- 9. eager children of start() --------------------------------------------------------
 
 

@@ -120,22 +120,19 @@ impl TaskCore {
         )
     }
 
-    /// Wakes a blocked task so that its next step delivers a cancellation.
-    pub fn wake_for_cancel(&self, py: Python<'_>, message: Option<&Bound<'_, PyAny>>) {
-        if let Some(waiter) = self.fut_waiter.get_ref(py) {
-            let waiter = waiter.bind(py);
-            let r = match message {
-                Some(m) => waiter.call_method1(pyo3::intern!(py, "cancel"), (m,)),
-                None => waiter.call_method0(pyo3::intern!(py, "cancel")),
-            };
-            match r {
-                Ok(done) => {
-                    if done.is_truthy().unwrap_or(false) {
-                        self.waiter_cancelled_by_scope.set(true);
-                    }
-                }
-                Err(e) => e.write_unraisable(py, Some(waiter)),
-            }
+    /// Wakes a blocked task so that its next step delivers a cancellation: cancels the future
+    /// it waits on. That future may be a task waiting on a task...: see `cancel_iteratively`.
+    pub fn wake_for_cancel(slf: &Bound<'_, TaskCore>, message: Option<&Bound<'_, PyAny>>) {
+        let py = slf.py();
+        if let Some(waiter) = slf.get().fut_waiter.get_ref(py) {
+            cancel_iteratively(
+                py,
+                CancelOp {
+                    future: waiter,
+                    message: message.map(|m| m.clone().unbind()),
+                    woken: Some(slf.clone().unbind()),
+                },
+            );
         }
     }
 
@@ -461,7 +458,7 @@ impl TaskCore {
                             };
                             if let Some(reason) = pending {
                                 let msg = reason.map(|r| PyString::new(py, &r).into_any());
-                                this.wake_for_cancel(py, msg.as_ref());
+                                Self::wake_for_cancel(slf, msg.as_ref());
                             }
                         }
                         if this.must_cancel.get() {
@@ -752,6 +749,71 @@ fn throw<'py>(coro: &Bound<'py, PyAny>, exc: &Bound<'py, PyAny>) -> PyResult<Sen
     }
 }
 
+/// One future to cancel on behalf of a cancellation (see `cancel_iteratively`).
+struct CancelOp {
+    future: Py<PyAny>,
+    message: Option<Py<PyAny>>,
+    /// The task woken by it: marked so that its next step knows the CancelledError the future
+    /// brings is a scope's.
+    woken: Option<Py<TaskCore>>,
+}
+
+thread_local! {
+    /// Futures waiting to be cancelled while an outer `cancel_iteratively` is running.
+    static CANCEL_QUEUE: RefCell<Option<std::collections::VecDeque<CancelOp>>> =
+        const { RefCell::new(None) };
+}
+
+/// Cancels a future, iteratively: cancelling the future a task waits on may be cancelling a
+/// task that waits on a task... (an await chain), each `cancel()` cancelling the next one.
+/// Done by recursion, a chain of 1,000 links overflowed Python's recursion limit (the
+/// RecursionError went to the unraisable hook and the cancellation reached nothing). Calls made
+/// while one is running are queued and run by the outermost call, one after the other.
+fn cancel_iteratively(py: Python<'_>, op: CancelOp) {
+    let nested = CANCEL_QUEUE.with(|q| {
+        let mut q = q.borrow_mut();
+        match q.as_mut() {
+            Some(queue) => {
+                queue.push_back(op);
+                None
+            }
+            None => {
+                *q = Some(std::collections::VecDeque::new());
+                Some(op)
+            }
+        }
+    });
+    let Some(first) = nested else { return };
+    let mut next = Some(first);
+    while let Some(op) = next {
+        let future = op.future.bind(py);
+        let r = match &op.message {
+            Some(m) => future.call_method1(pyo3::intern!(py, "cancel"), (m,)),
+            None => future.call_method0(pyo3::intern!(py, "cancel")),
+        };
+        match r {
+            Ok(done) => {
+                if let (true, Some(core)) = (done.is_truthy().unwrap_or(false), &op.woken) {
+                    core.get().waiter_cancelled_by_scope.set(true);
+                }
+            }
+            Err(e) => e.write_unraisable(py, Some(future)),
+        }
+        next = CANCEL_QUEUE.with(|q| q.borrow_mut().as_mut().and_then(|q| q.pop_front()));
+    }
+    CANCEL_QUEUE.with(|q| *q.borrow_mut() = None);
+}
+
+/// Whether `fut` is a pending asyncbis task (its `cancel()` is `TaskCore::cancel`, which
+/// returns True while the task is not finished).
+fn pending_asyncbis_task(py: Python<'_>, fut: &Bound<'_, PyAny>) -> bool {
+    fut.getattr_opt(pyo3::intern!(py, "_core"))
+        .ok()
+        .flatten()
+        .and_then(|c| c.cast_into::<TaskCore>().ok())
+        .is_some_and(|c| !c.get().finished.get())
+}
+
 /// Wakes the tasks a cancellation reached. Handles are turned into owned references before any
 /// Python code can run (the GIL is held throughout), so none can have been freed.
 pub fn wake_all(py: Python<'_>, wakes: Vec<Wake>, message: Option<&Bound<'_, PyAny>>) {
@@ -765,7 +827,7 @@ pub fn wake_all(py: Python<'_>, wakes: Vec<Wake>, message: Option<&Bound<'_, PyA
         })
         .collect();
     for core in cores {
-        core.get().wake_for_cancel(py, message);
+        TaskCore::wake_for_cancel(&core, message);
     }
 }
 
@@ -842,6 +904,18 @@ impl TaskCore {
             }
         }
         if let Some(waiter) = self.fut_waiter.get_ref(py) {
+            if pending_asyncbis_task(py, waiter.bind(py)) {
+                // Its cancel() returns True; queued, so that an await chain is not recursion.
+                cancel_iteratively(
+                    py,
+                    CancelOp {
+                        future: waiter,
+                        message: msg.map(|m| m.unbind()),
+                        woken: None,
+                    },
+                );
+                return Ok(true);
+            }
             let cancelled = waiter
                 .bind(py)
                 .call_method1(pyo3::intern!(py, "cancel"), (msg.as_ref(),))?
