@@ -267,6 +267,116 @@ def test_cancel_reaches_the_end_of_a_deep_await_chain(links, task_cancel):
     assert unraisable == []
 
 
+# -- 10. Task.cancel() before the first step ----------------------------------------------
+
+
+def test_cancel_before_first_step_never_runs_the_body():
+    ran = []
+
+    async def no_yield():
+        ran.append("no_yield")
+        return 1
+
+    async def with_yield():
+        ran.append("with_yield")
+        await asyncio.sleep(0)
+        ran.append("after")
+
+    async def main():
+        for fn in (no_yield, with_yield):
+            t = asyncio.get_running_loop().create_task(fn())
+            assert t.cancel("early") is True
+            with pytest.raises(asyncio.CancelledError) as info:
+                await t
+            assert t.cancelled()
+            assert info.value.args == ("early",)
+        assert ran == []
+
+    asyncbis.run(main())
+
+
+def test_cancel_before_first_step_in_a_group():
+    ran = []
+
+    async def child():
+        ran.append("child")
+
+    async def main():
+        async with asyncbis.TaskGroup() as tg:
+            t = tg.create_task(child())
+            t.cancel()
+        assert t.cancelled()
+        assert ran == []
+
+    asyncbis.run(main())
+
+
+def test_spawn_into_cancelled_group_still_runs_to_first_yield():
+    """The other contract, by design (Trio): a child spawned into a cancelled group starts and
+    is cancelled at its first yield point."""
+    ran = []
+
+    async def child():
+        ran.append("start")
+        await asyncio.sleep(0)
+        ran.append("after")
+
+    async def main():
+        async with asyncbis.TaskGroup() as tg:
+            tg.cancel()
+            t = tg.create_task(child())
+        assert t.cancelled()
+        assert ran == ["start"]
+
+    asyncbis.run(main())
+
+
+def test_cancel_then_uncancel_before_first_step_runs_the_body_with_uncancel_mode():
+    """task-cancel-level=uncancel: uncancel() back to zero lifts the cancellation (as stock's
+    3.13 uncancel() resets a pending cancel), so the body runs."""
+    state = switches.snapshot()
+    switches.set("task-cancel-level", "uncancel")
+    ran = []
+
+    async def body():
+        ran.append("body")
+        await asyncio.sleep(0)
+        return 1
+
+    async def main():
+        t = asyncio.get_running_loop().create_task(body())
+        t.cancel()
+        assert t.uncancel() == 0
+        assert await t == 1
+        assert ran == ["body"]
+
+    try:
+        asyncbis.run(main())
+    finally:
+        switches.restore(state)
+
+
+def test_cancel_before_first_step_with_stock_task_cancel():
+    state = switches.snapshot()
+    switches.disable("task-cancel-level")
+    ran = []
+
+    async def body():
+        ran.append("body")
+
+    async def main():
+        t = asyncio.get_running_loop().create_task(body())
+        t.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await t
+        assert ran == []
+
+    try:
+        asyncbis.run(main())
+    finally:
+        switches.restore(state)
+
+
 # -- 9. eager children of start() --------------------------------------------------------
 
 

@@ -249,8 +249,16 @@ impl TaskCore {
         }
         this.fut_waiter.set(None);
         let scope_woke_us = this.waiter_cancelled_by_scope.replace(false);
-        // Scope cancellation: never on the first step (a task runs to its first yield point).
-        if this.started.get() && may_deliver {
+        // Scope cancellation: not on the first step (a task spawned into a cancelled scope runs
+        // to its first yield point, as in Trio), unless the task itself was cancelled before
+        // it started: `Task.cancel()` keeps stock's contract, the body never runs (the
+        // CancelledError is thrown into the coroutine before its first line).
+        let cancelled_before_start = !this.started.get()
+            && this
+                .root_node
+                .get()
+                .is_some_and(|n| tree().cancel_called(n));
+        if (this.started.get() || cancelled_before_start) && may_deliver {
             if let Some(tid) = this.tree_id.get() {
                 let deliver = {
                     let mut t = tree();
