@@ -39,9 +39,9 @@ for py in "${pythons[@]}"; do
   venv=".venv-test/$ver"
   echo "== Python $ver ($py)"
   [[ -x "$venv/bin/python" ]] || "$py" -m venv "$venv"
-  "$venv/bin/python" -m pip install -q --upgrade pip
-  "$venv/bin/python" -m pip install -q "maturin>=1.7,<2" pytest pytest-timeout hypothesis \
-    trio anyio sniffio uvloop rloop pytest-asyncio
+  # pip >= 25.1 reads the test dependency group from pyproject.toml.
+  "$venv/bin/python" -m pip install -q --upgrade "pip>=25.1"
+  "$venv/bin/python" -m pip install -q --group test
   VIRTUAL_ENV="$PWD/$venv" "$venv/bin/maturin" develop -q --release
   "$venv/bin/python" -m pytest -q -p no:cacheprovider tests "$@" || status=1
 done

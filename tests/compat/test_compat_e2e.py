@@ -1,10 +1,12 @@
 """End-to-end tests of asyncbis-compat on tests/fixtures/compat_project.
 
-The stock-only test needs just the tool (built with cargo when no binary is given). The full
-test also needs asyncbis's activation side (patch_asyncio, the .pth hook, the switches) and a
-wheel of it; it skips, saying why, until those exist.
+The tool is its own binary (built with cargo when no binary is given). The real-asyncbis test
+runs `asyncbis-compat check` as a user does: it tests the asyncbis installed for this
+interpreter (the one running pytest), without --wheel. The stand-in test installs a fake
+asyncbis wheel; the stock-only test needs no asyncbis.
 
-Environment: ASYNCBIS_COMPAT_BIN (the tool), ASYNCBIS_WHEEL (a built asyncbis wheel).
+Environment: ASYNCBIS_COMPAT_BIN (the tool), ASYNCBIS_WHEEL (test this wheel instead of the
+installed asyncbis).
 """
 
 import base64
@@ -15,6 +17,7 @@ import pathlib
 import shutil
 import subprocess
 import sys
+import venv
 import zipfile
 
 import pytest
@@ -63,24 +66,6 @@ def _activation_missing():
     if not hasattr(asyncbis, "patch_asyncio"):
         return "asyncbis.patch_asyncio does not exist yet (the activation side has not landed)"
     return None
-
-
-def _wheel(tmp_path):
-    explicit = os.environ.get("ASYNCBIS_WHEEL")
-    if explicit:
-        return explicit
-    if not shutil.which("maturin"):
-        pytest.skip("no asyncbis wheel: set ASYNCBIS_WHEEL or install maturin")
-    out = tmp_path / "wheel"
-    build = subprocess.run(
-        ["maturin", "build", "--release", "-i", sys.executable, "--out", str(out)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-    )
-    if build.returncode != 0:
-        pytest.fail(f"maturin build failed:\n{build.stderr[-3000:]}")
-    return str(next(out.glob("*.whl")))
 
 
 def _fake_asyncbis_wheel(tmp_path):
@@ -180,8 +165,11 @@ def test_breakages_are_attributed_to_their_switches(tmp_path):
     missing = _activation_missing()
     if missing:
         pytest.skip(missing)
-    wheel = _wheel(tmp_path)
-    done, report = _check(tmp_path, "--wheel", wheel)
+    explicit = os.environ.get("ASYNCBIS_WHEEL")
+    wheel = ["--wheel", explicit] if explicit else []
+    done, report = _check(tmp_path, *wheel)
+    if not explicit:
+        assert "testing the asyncbis" in done.stderr, done.stderr[-3000:]
     try:
         _assert_attributed(done, report)
     except AssertionError:
@@ -190,7 +178,7 @@ def test_breakages_are_attributed_to_their_switches(tmp_path):
         # from scratch before failing.
         shutil.rmtree(tmp_path / "cache", ignore_errors=True)
         shutil.rmtree(tmp_path / "report", ignore_errors=True)
-        done, report = _check(tmp_path, "--wheel", wheel)
+        done, report = _check(tmp_path, *wheel)
         _assert_attributed(done, report)
 
 
@@ -203,3 +191,29 @@ def test_pipeline_attributes_with_a_stand_in_asyncbis(tmp_path):
     assert project["runs"][2]["activation"]["asyncbis_version"] == "0.0.0+fake"
     for name in ("report.md", "report.html"):
         assert "task-cancel-level" in (tmp_path / "report" / name).read_text()
+
+
+def test_without_asyncbis_check_says_what_to_do_and_installs_nothing(tmp_path):
+    """An interpreter without asyncbis: a clear error before anything is fetched or built, and
+    that interpreter's environment is left as it was (no uv, no maturin put into it)."""
+    bare = tmp_path / "bare"
+    venv.create(bare, with_pip=False)
+    python = bare / "bin" / "python"
+    before = sorted(p.name for p in (bare / "lib").rglob("site-packages/*"))
+    command = _tool() + [
+        "check",
+        str(FIXTURE),
+        "--python",
+        str(python),
+        "--cache",
+        str(tmp_path / "cache"),
+        "--out",
+        str(tmp_path / "report"),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2, done.stderr
+    assert "asyncbis is not installed for" in done.stderr, done.stderr
+    assert "--wheel" in done.stderr and "--asyncbis-src" in done.stderr, done.stderr
+    assert sorted(p.name for p in (bare / "lib").rglob("site-packages/*")) == before
+    assert not (tmp_path / "cache" / "tools").exists()
+    assert not (tmp_path / "report").exists()

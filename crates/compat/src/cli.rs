@@ -18,6 +18,8 @@ const DEFAULT_CORPUS: &str = "quick";
              asyncio and under asyncbis and attributes each new failure to a behaviour switch \
              (see docs/switches.md).",
     after_help = "Without a command, `run` is meant: asyncbis-compat --corpus default ...\n\
+                  asyncbis comes from --wheel, else --asyncbis-src (built with maturin), else the \
+                  asyncbis installed for each --python (packed into a wheel as it is).\n\
                   Exit status: 0 done; 1 some project was not activated or (check) tests newly \
                   fail; 2 usage or setup error.",
     args_conflicts_with_subcommands = true
@@ -83,7 +85,8 @@ struct StudyArgs {
     /// Interpreter, a version (3.12) or a path; repeatable [default: python3 on PATH].
     #[arg(long = "python", value_name = "VER|PATH")]
     pythons: Vec<String>,
-    /// asyncbis wheel to install (repeatable, one per Python).
+    /// asyncbis wheel to install (repeatable, one per Python) [default: the asyncbis installed
+    /// for each --python].
     #[arg(long = "wheel", value_name = "PATH")]
     wheels: Vec<PathBuf>,
     /// Build the asyncbis wheel from this checkout with maturin instead.

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 const RECORDER_PLUGIN: &str = include_str!("python/asyncbis_compat_recorder.py");
 const FETCH_SDIST: &str = include_str!("python/fetch_sdist.py");
+const INSTALLED_WHEEL: &str = include_str!("python/installed_wheel.py");
 /// Installs may compile (C extensions from sdists); generous but bounded.
 const INSTALL_CAP: Duration = Duration::from_secs(1800);
 
@@ -112,24 +113,113 @@ pub fn resolve_python(spec: &str) -> Result<Python, String> {
     ))
 }
 
-/// The uv executable: on PATH, or installed with pip into the host interpreter.
-pub fn ensure_uv(host: &Python) -> Result<PathBuf, String> {
-    if let Some(uv) = find_on_path("uv") {
-        return Ok(uv);
+/// A build or install tool (uv, maturin): on PATH, else in the tool's own venv under the cache
+/// (`<cache>/tools`), installed there from PyPI on first use and said so. Never installed into
+/// the user's environment.
+pub fn ensure_tool(program: &str, host: &Python, cache: &Path) -> Result<PathBuf, String> {
+    if let Some(found) = find_on_path(program) {
+        return Ok(found);
     }
-    let locate = || {
-        output_of(Command::new(&host.path).args(["-c", "import uv; print(uv.find_uv_bin())"]))
-            .map(|out| PathBuf::from(out.trim()))
-    };
-    if let Ok(uv) = locate() {
-        return Ok(uv);
+    if program == "uv" {
+        // The `uv` distribution installed for the interpreter (pip install uv) without its bin
+        // directory on PATH.
+        if let Ok(out) =
+            output_of(Command::new(&host.path).args(["-c", "import uv; print(uv.find_uv_bin())"]))
+        {
+            return Ok(PathBuf::from(out.trim()));
+        }
+    }
+    let tools = cache.join("tools");
+    let private = tools.join("bin").join(program);
+    if private.is_file() {
+        return Ok(private);
     }
     eprintln!(
-        "asyncbis-compat: uv not found; installing it with {} -m pip",
-        host.path.display()
+        "asyncbis-compat: {program} is not on PATH; installing it from PyPI into {} \
+         (this tool's private venv, not your environment; put {program} on PATH to use yours)",
+        tools.display()
     );
-    output_of(Command::new(&host.path).args(["-m", "pip", "install", "--quiet", "uv"]))?;
-    locate()
+    if !tools.join("bin/python").exists() {
+        output_of(Command::new(&host.path).args(["-m", "venv"]).arg(&tools)).map_err(|err| {
+            format!(
+                "{program} is needed and not on PATH, and {} cannot make a venv to hold it \
+                 ({err}); install {program} (e.g. `pipx install {program}`) and run again",
+                host.path.display()
+            )
+        })?;
+    }
+    output_of(Command::new(tools.join("bin/python")).args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        program,
+    ]))
+    .map_err(|err| {
+        format!(
+            "could not install {program} into {}: {err}; install {program} and run again",
+            tools.display()
+        )
+    })?;
+    if private.is_file() {
+        Ok(private)
+    } else {
+        Err(format!(
+            "installing {program} into {} left no {}",
+            tools.display(),
+            private.display()
+        ))
+    }
+}
+
+/// The asyncbis that `python` imports, packed into a wheel under `cache` (see
+/// python/installed_wheel.py): the study tests what the user has installed, without building.
+pub fn installed_wheel(python: &Python, cache: &Path) -> Result<PathBuf, String> {
+    let out = cache.join("wheels").join("installed").join(&python.version);
+    let _ = std::fs::remove_dir_all(&out);
+    let output = Command::new(&python.path)
+        .args(["-c", INSTALLED_WHEEL])
+        .arg(&out)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|err| format!("cannot run {}: {err}", python.path.display()))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if output.status.code() == Some(3) {
+        return Err(format!(
+            "{}; install asyncbis for that interpreter (`{} -m pip install PATH/TO/asyncbis`), \
+             or give --wheel PATH (a built asyncbis wheel) or --asyncbis-src DIR (build one from \
+             a checkout with maturin), or --python another interpreter",
+            stderr.trim(),
+            python.path.display()
+        ));
+    }
+    if !output.status.success() {
+        return Err(format!(
+            "packing the installed asyncbis of {} into a wheel failed: {}",
+            python.path.display(),
+            crate::process::tail(&stderr, 1500)
+        ));
+    }
+    let mut lines = stdout.lines();
+    let about = lines.next().unwrap_or("");
+    let wheel = lines
+        .next()
+        .map(PathBuf::from)
+        .ok_or_else(|| format!("installed_wheel.py printed no wheel: {stdout}"))?;
+    let mut fields = about.split('\t');
+    let (version, dir, kind) = (
+        fields.next().unwrap_or("?"),
+        fields.next().unwrap_or("?"),
+        fields.next().unwrap_or("installed"),
+    );
+    eprintln!(
+        "asyncbis-compat: testing the asyncbis {version} {kind} for {} ({dir}), packed into {}",
+        python.path.display(),
+        wheel.display()
+    );
+    Ok(wheel)
 }
 
 /// Downloads (once) and unpacks (once) the sdist of `name==version`; returns the project root.
@@ -363,19 +453,7 @@ pub fn build_wheel(
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out)
         .map_err(|err| format!("cannot create {}: {err}", out.display()))?;
-    let maturin = match find_on_path("maturin") {
-        Some(path) => path,
-        None => {
-            eprintln!(
-                "asyncbis-compat: maturin not found; installing it with {} -m pip",
-                host.path.display()
-            );
-            output_of(
-                Command::new(&host.path).args(["-m", "pip", "install", "--quiet", "maturin"]),
-            )?;
-            find_on_path("maturin").unwrap_or_else(|| PathBuf::from("maturin"))
-        }
-    };
+    let maturin = ensure_tool("maturin", host, cache)?;
     let log = out.join("build.log");
     let mut command = Command::new(maturin);
     command

@@ -145,6 +145,8 @@ fn absolute(path: &Path) -> Result<PathBuf, String> {
 }
 
 /// Resolves interpreters, uv, the cache and the asyncbis wheels shared by `run` and `check`.
+/// asyncbis comes from --wheel, else --asyncbis-src (built), else the asyncbis each Python has
+/// installed (packed into a wheel as it is).
 fn make_study(
     options: &Options,
     projects: usize,
@@ -159,7 +161,6 @@ fn make_study(
         .map(|s| environment::resolve_python(s))
         .collect::<Result<Vec<_>, _>>()?;
     let host = pythons[0].clone();
-    let uv = environment::ensure_uv(&host)?;
     let cache_root = absolute(&options.cache.clone().unwrap_or_else(default_cache))?;
     std::fs::create_dir_all(&cache_root)
         .map_err(|err| format!("cannot create cache {}: {err}", cache_root.display()))?;
@@ -192,10 +193,7 @@ fn make_study(
                 );
                 environment::build_wheel(&host, python, &absolute(source)?, &cache_root)?
             } else {
-                return Err(
-                    "give --wheel PATH or --asyncbis-src DIR (or --stock-only for baselines)"
-                        .into(),
-                );
+                environment::installed_wheel(python, &cache_root)?
             };
             if !wheel.is_file() {
                 return Err(format!("wheel {} does not exist", wheel.display()));
@@ -212,6 +210,8 @@ fn make_study(
             wheels.insert(python.version.clone(), (wheel, hash));
         }
     }
+    // After the wheels: a missing asyncbis is reported before any tool is fetched.
+    let uv = environment::ensure_tool("uv", &host, &cache_root)?;
     let study = Study {
         // A local project's code changes under the same name: `check` never reuses results.
         cache: cache::Cache::new(
