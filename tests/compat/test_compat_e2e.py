@@ -217,3 +217,40 @@ def test_without_asyncbis_check_says_what_to_do_and_installs_nothing(tmp_path):
     assert sorted(p.name for p in (bare / "lib").rglob("site-packages/*")) == before
     assert not (tmp_path / "cache" / "tools").exists()
     assert not (tmp_path / "report").exists()
+
+
+def test_a_profile_changes_the_runs_and_probes_start_from_it(tmp_path):
+    """--profile recommended: every asyncbis run gets ASYNCBIS_PROFILE; one-switch-off probes
+    are layered on it (the harness idiom passes under no-loop-policies=deprecated, the other
+    breakages keep their switches); the report records the profile."""
+    missing = _activation_missing()
+    if missing:
+        pytest.skip(missing)
+    explicit = os.environ.get("ASYNCBIS_WHEEL")
+    wheel = ["--wheel", explicit] if explicit else []
+    done, report = _check(tmp_path, *wheel, "--profile", "recommended")
+    assert report["profile"] == "recommended"
+    (project,) = report["projects"]
+    assert project["status"] == "ok", project["reason"]
+    failures = {f["nodeid"]: f["attribution"] for f in project["failures"]}
+    expected = {
+        nodeid: switch
+        for nodeid, switch in EXPECTED_SWITCH.items()
+        if switch != "no-loop-policies"  # deprecated, not refused: the test passes
+    }
+    assert sorted(failures) == sorted(expected), done.stderr[-3000:]
+    for nodeid, switch in expected.items():
+        assert switch in failures[nodeid]["fixed_by"], (nodeid, failures[nodeid])
+    assert "asyncbis profile: **recommended**" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_an_unknown_profile_is_refused_up_front(tmp_path):
+    done = subprocess.run(
+        _tool() + ["check", str(FIXTURE), "--profile", "fastest", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert "invalid value 'fastest' for '--profile <NAME>'" in done.stderr
+    assert "seed, recommended, additive, additive+timeouts" in done.stderr

@@ -105,6 +105,15 @@ struct StudyArgs {
         hide_possible_values = true
     )]
     keep_off: Vec<String>,
+    /// asyncbis profile of every asyncbis run (ASYNCBIS_PROFILE; docs/switches.md, Profiles);
+    /// the probes turn one switch off on top of it.
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "seed",
+        value_parser = clap::builder::PossibleValuesParser::new(crate::analysis::PROFILES.iter().copied())
+    )]
+    profile: String,
     /// Report directory.
     #[arg(long, default_value = DEFAULT_OUT, value_name = "DIR")]
     out: PathBuf,
@@ -168,6 +177,8 @@ pub struct Options {
     pub asyncbis_src: Option<PathBuf>,
     pub stock_only: bool,
     pub keep_off: Vec<String>,
+    /// `None`: asyncbis's defaults (the seed profile, whose runs are the plain ones).
+    pub profile: Option<String>,
     pub out: PathBuf,
     pub cache: Option<PathBuf>,
     pub jobs: usize,
@@ -194,6 +205,7 @@ impl Options {
             asyncbis_src: None,
             stock_only: false,
             keep_off: Vec::new(),
+            profile: None,
             out: PathBuf::from(DEFAULT_OUT),
             cache: None,
             jobs: 1,
@@ -223,6 +235,7 @@ impl Options {
             asyncbis_src: study.asyncbis_src,
             stock_only: study.stock_only,
             keep_off,
+            profile: (study.profile != "seed").then_some(study.profile),
             out: study.out,
             cache: study.cache,
             jobs: study.jobs as usize,
@@ -321,6 +334,17 @@ mod tests {
         let kept = parse("--keep-off no-loop-policies,no-task-factory --keep-off no-loop-policies")
             .unwrap();
         assert_eq!(kept.keep_off, vec!["no-loop-policies", "no-task-factory"]);
+        assert_eq!(o.profile, None);
+        let profiled = parse("--profile recommended").unwrap();
+        assert_eq!(profiled.profile.as_deref(), Some("recommended"));
+        // seed is asyncbis's default: no ASYNCBIS_PROFILE, the plain runs' cache entries
+        assert_eq!(parse("check p --profile=seed").unwrap().profile, None);
+        let err = parse("--profile fastest").unwrap_err().to_string();
+        assert!(err.contains("fastest"), "{err}");
+        assert!(
+            err.contains("seed, recommended, additive, additive+timeouts"),
+            "{err}"
+        );
         let run = parse("run -j 3 -q --wheel a.whl --wheel b.whl").unwrap();
         assert_eq!(run.command, Command::Run);
         assert_eq!((run.jobs, run.quiet), (3, true));

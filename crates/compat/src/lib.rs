@@ -224,7 +224,7 @@ fn make_study(
         wheels,
         stock_only: options.stock_only,
         always_off: options.keep_off.clone(),
-        profile: None,
+        profile: options.profile.clone(),
         progress: progress::Progress::new(projects * pythons.len(), options.quiet),
     };
     Ok((study, pythons, wheel_infos))
@@ -326,7 +326,7 @@ fn build_report(
         wheels,
         stock_only: options.stock_only,
         always_off: options.keep_off.clone(),
-        profile: None,
+        profile: options.profile.clone(),
         shard: options.shard.map(|(i, n)| format!("{i}/{n}")),
         wall_seconds,
         summary: report::summarize(&projects),
