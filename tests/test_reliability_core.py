@@ -416,3 +416,121 @@ def test_eager_start_child_failure_before_started_goes_to_the_caller():
         return "ok"
 
     assert asyncbis.run(main()) == "ok"
+
+
+# -- 11a. a completed wait is not lost to a cancellation arriving before the task resumes ---
+
+
+def test_completed_wait_wins_over_a_later_cancellation():
+    async def main():
+        fut = asyncio.get_running_loop().create_future()
+        got = []
+
+        async def waiter():
+            got.append(await fut)
+            await asyncio.sleep(0)  # the cancellation is delivered here
+            got.append("not reached")
+
+        async with asyncbis.TaskGroup() as tg:
+            tg.create_task(waiter())
+            await asyncio.sleep(0)
+            fut.set_result("item")  # the waiter's wake-up is scheduled ...
+            tg.cancel()  # ... and its scope cancelled before it resumes
+        assert got == ["item"]
+
+    asyncbis.run(main())
+
+
+def test_completed_wait_wins_over_task_cancel():
+    async def main():
+        fut = asyncio.get_running_loop().create_future()
+        got = []
+
+        async def waiter():
+            got.append(await fut)
+            await asyncio.sleep(0)
+            got.append("not reached")
+
+        t = asyncio.get_running_loop().create_task(waiter())
+        await asyncio.sleep(0)
+        fut.set_result("item")
+        t.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await t
+        assert got == ["item"]
+
+    asyncbis.run(main())
+
+
+# -- 11b. a start() child runs under the caller's scope until started() ------------------
+
+
+def test_start_child_not_cancelled_by_target_group_before_started():
+    """AnyIO's test_start_not_cancelled_before_started_by_tg: the caller is outside the target
+    group; cancelling the target before started() does not reach the child, after it does."""
+    reached = []
+    box = {}
+
+    async def child(task_status):
+        await box["ev"].wait()
+        await asyncio.sleep(0)  # not cancelled here: still under the caller's scope
+        reached.append("before started")
+        task_status.started("started")
+        await asyncio.sleep(0)  # cancelled here: now in the (cancelled) target group
+        reached.append("after started")
+
+    async def outside(target):
+        return await target.start(child)
+
+    async def main():
+        box["ev"] = ev = asyncio.Event()
+        async with asyncbis.TaskGroup() as tg:
+            async with asyncbis.TaskGroup() as target:
+                t = tg.create_task(outside(target))
+                for _ in range(5):
+                    await asyncio.sleep(0)
+                target.cancel()
+                ev.set()
+        assert t.result() == "started"
+        assert reached == ["before started"]
+
+    asyncbis.run(main())
+
+
+def test_start_child_is_cancelled_with_the_caller_before_started():
+    cancelled = []
+
+    async def child(task_status):
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+        task_status.started()
+
+    async def main():
+        async with asyncbis.TaskGroup() as target:
+            with asyncbis.move_on_after(0.01) as caller_scope:
+                await target.start(child)
+        assert caller_scope.cancelled_caught
+        assert cancelled == [True]
+
+    asyncbis.run(main())
+
+
+def test_start_child_moves_under_the_target_group_after_started():
+    async def child(task_status):
+        task_status.started()
+        await asyncio.sleep(3600)
+
+    async def main():
+        async with asyncbis.TaskGroup() as target:
+            with CancelScope() as caller_scope:
+                await target.start(child)
+                caller_scope.cancel()  # no longer reaches the child
+            await asyncio.sleep(0.01)
+            assert target.live_tasks == 1
+            target.cancel()  # does reach it
+        return "ok"
+
+    assert asyncbis.run(main()) == "ok"

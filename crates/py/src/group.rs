@@ -128,6 +128,11 @@ pub fn _gc_callback(py: Python<'_>, phase: &str, info: &Bound<'_, PyAny>) -> PyR
 }
 
 impl TaskGroup {
+    /// The node of the group's scope (None before entry and after exit).
+    pub fn scope_node(&self, py: Python<'_>) -> Option<asyncbis_scopes::NodeId> {
+        self.scope.bind(py).get().node()
+    }
+
     /// Called by a child's step when the child finishes (its Future state is already set).
     /// Returns true if the child's failure is decided when the task is collected: the core
     /// then reports it from `Task.__del__` (see `TaskCore::_collected`).
@@ -331,7 +336,17 @@ impl TaskGroup {
             .get_ref(py)
             .ok_or_else(|| runtime_error("task group has no loop"))?
             .into_bound(py);
-        let node = this.scope.bind(py).get().node();
+        // A child of start() runs under the caller's scope until it calls started() (Trio,
+        // AnyIO): cancelling this group meanwhile does not reach it, cancelling the caller does.
+        // `TaskCore::set_starting(false)` moves it under the group's scope.
+        let caller_node = || {
+            let tid = current_core(py)?.get().tree_id()?;
+            tree().current_node(tid)
+        };
+        let node = match starting.then(caller_node).flatten() {
+            Some(n) => Some(n),
+            None => this.scope_node(py),
+        };
         let task = crate::new_task_object(py, &loop_)?;
         let core = TaskCore::attach(
             py,

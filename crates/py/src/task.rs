@@ -1016,9 +1016,17 @@ impl TaskCore {
         self.starting.get()
     }
 
+    /// Setting it to False (`task_status.started()`) hands the child over to its group: it
+    /// leaves the scope of the caller of `start()` for the group's scope (Trio, AnyIO).
     #[setter]
-    fn set_starting(&self, value: bool) {
-        self.starting.set(value);
+    fn set_starting(&self, py: Python<'_>, value: bool) {
+        if self.starting.replace(value) && !value {
+            let group_node = self.group.get_ref(py).and_then(|g| g.get().scope_node(py));
+            if let (Some(root), Some(group_node)) = (self.root_node.get(), group_node) {
+                let wakes = tree().reparent(root, group_node);
+                wake_all(py, wakes, None);
+            }
+        }
     }
 
     #[getter]

@@ -423,6 +423,32 @@ impl Tree {
         Ok(wakes)
     }
 
+    /// Moves a node (a task's root node, with its subtree) under another parent; returns the
+    /// tasks a cancellation now visible to them must wake. Used when a child of
+    /// `TaskGroup.start()` calls `started()`: it leaves the caller's scope for the group's.
+    pub fn reparent(&mut self, id: NodeId, new_parent: NodeId) -> Vec<Wake> {
+        let mut wakes = Vec::new();
+        if self.node(id).is_none() || self.node(new_parent).is_none() || id == new_parent {
+            return wakes;
+        }
+        let (parent, prev, next) = {
+            let n = &self.nodes[id.idx as usize];
+            (n.parent, n.prev_sibling, n.next_sibling)
+        };
+        if let Some(p) = prev {
+            self.nodes[p as usize].next_sibling = next;
+        } else if let Some(parent) = parent.filter(|p| self.node(*p).is_some()) {
+            self.nodes[parent.idx as usize].first_child = next;
+        }
+        if let Some(nx) = next {
+            self.nodes[nx as usize].prev_sibling = prev;
+        }
+        self.nodes[id.idx as usize].parent = Some(new_parent);
+        self.link_child(new_parent, id);
+        self.recompute_subtree(id.idx, &mut wakes);
+        wakes
+    }
+
     pub fn is_effectively_cancelled(&self, id: NodeId) -> bool {
         self.node(id).is_some_and(|n| n.effective)
     }
@@ -657,6 +683,43 @@ impl Tree {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reparent_moves_a_task_between_scopes() {
+        let mut tree = Tree::new();
+        let (caller, caller_root) = task_with_root(&mut tree, 1, None);
+        let caller_scope = tree
+            .open_scope(caller, false, false, f64::INFINITY)
+            .unwrap();
+        let (host, host_root) = task_with_root(&mut tree, 2, None);
+        let group = tree.open_scope(host, false, false, f64::INFINITY).unwrap();
+        let (child, child_root) = task_with_root(&mut tree, 3, Some(caller_scope));
+        // Before started(): the group's cancellation does not reach the child.
+        let wakes = tree.cancel(group);
+        assert_eq!(
+            wakes,
+            vec![Wake {
+                task: host,
+                handle: 2
+            }]
+        );
+        assert!(!tree.task_should_deliver_level(child));
+        // After: it does (the child is woken).
+        let wakes = tree.reparent(child_root, group);
+        assert_eq!(
+            wakes,
+            vec![Wake {
+                task: child,
+                handle: 3
+            }]
+        );
+        assert!(tree.task_should_deliver_level(child));
+        assert_eq!(tree.subtree_len(caller_scope), 1);
+        assert_eq!(tree.subtree_len(group), 2);
+        tree.remove_task(child);
+        assert_eq!(tree.close(caller_scope), Ok(Some(caller_root)));
+        assert_eq!(tree.close(group), Ok(Some(host_root)));
+    }
 
     #[test]
     fn splice_out_a_node_in_the_middle_of_a_stack() {
