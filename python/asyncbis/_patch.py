@@ -54,7 +54,10 @@ def _run_until_complete(self: Any, future: Any) -> Any:
         and not _runner.runner_managed(self)
         and not self.is_running()
     ):
+        # Stock's checks first ("Event loop is closed", "another loop is running"), before the
+        # coroutine is scheduled: a refused coroutine must not run the next time the loop runs.
         self._check_closed()
+        self._check_running()
         _stats.count_task(self)
         task = _core.spawn(self, _runner._root_main(self, future))
         task._log_destroy_pending = False  # as stock does for the task it makes
