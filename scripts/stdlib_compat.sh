@@ -8,7 +8,8 @@
 #   bash scripts/stdlib_compat.sh [OUTDIR]          (default OUTDIR: .stdlib-compat)
 #
 # Interpreters: ASYNCBIS_PYTHONS (space-separated) or the venvs scripts/test.sh made
-# (.venv-test/<ver>/bin/python); each must have asyncbis installed. One Python at a time,
+# (.venv-test/<ver>/bin/python, 3.11-3.15); each must have asyncbis installed. Debian's 3.14/3.15
+# (scripts/pythons.sh) keep test_asyncio in a package of its own: `pythons.sh --testsuite`. One Python at a time,
 # one test module per process (per-module limit 15 min, per-test 60 s).
 # Writes OUTDIR/{stock,off,default,harness,attribution-default,attribution-harness}-<ver>.json
 # and OUTDIR/report.md.
@@ -20,7 +21,7 @@ pythons=()
 if [[ -n "${ASYNCBIS_PYTHONS:-}" ]]; then
   read -r -a pythons <<<"$ASYNCBIS_PYTHONS"
 else
-  for v in 3.11 3.12 3.13; do
+  for v in 3.11 3.12 3.13 3.14 3.15; do
     [[ -x ".venv-test/$v/bin/python" ]] && pythons+=(".venv-test/$v/bin/python")
   done
 fi
@@ -28,6 +29,10 @@ fi
 for py in "${pythons[@]}"; do
   ver=$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
   "$py" -c 'import asyncbis' || { echo "asyncbis is not installed for $py" >&2; exit 2; }
+  "$py" -c 'import test.test_asyncio' 2>/dev/null || {
+    echo "$py has no test.test_asyncio (for 3.14/3.15: bash scripts/pythons.sh --testsuite)" >&2
+    exit 2
+  }
   for mode in stock off default harness; do
     echo "== Python $ver: $mode"
     timeout 7200 "$py" scripts/stdlib_compat.py --mode "$mode" --out "$out/$mode-$ver.json"

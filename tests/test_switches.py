@@ -317,6 +317,21 @@ def test_no_loop_policies_off_is_stock():
         loop.close()
 
 
+@pytest.mark.skipif(sys.version_info < (3, 14), reason="the policy system is deprecated in 3.14")
+def test_no_loop_policies_off_warns_for_the_caller_like_stock():
+    # 3.14's policy functions warn (removal planned for 3.16) pointing at their caller: the
+    # patched ones must point at the same line, not into asyncbis (which a default warning
+    # filter for __main__ would then hide).
+    switches.disable("no-loop-policies")
+    asyncbis.patch_asyncio()
+    with pytest.warns(DeprecationWarning, match="get_event_loop_policy") as got:
+        policy = asyncio.get_event_loop_policy()
+    with pytest.warns(DeprecationWarning, match="set_event_loop_policy") as set_got:
+        asyncio.set_event_loop_policy(policy)
+    assert [w.filename for w in [*got, *set_got]] == [__file__, __file__]
+    assert asyncio.get_event_loop_policy.__module__ == "asyncbis._loops"  # really patched
+
+
 # -- no-task-factory ---------------------------------------------------------------------------
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 import weakref
 
 import pytest
@@ -471,10 +472,13 @@ def test_root_group_keeps_alive_a_background_task_nobody_references():
     assert asyncbis.run(main()) is True
 
 
-# Closing the abandoned parent's coroutine runs the group's __aexit__, which cannot wait for its
-# child any more: "coroutine ignored GeneratorExit", exactly as with asyncio.TaskGroup.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-def test_garbage_group_with_a_pending_child_in_a_cycle_is_collected():
+@pytest.mark.xfail(
+    sys.version_info >= (3, 15),
+    strict=True,
+    reason="GroupExit's reference to the group is invisible to the GC; on 3.15 the closed "
+    "coroutine keeps its frame, so the cycle is never found (docs/architecture.md)",
+)
+def test_garbage_group_with_a_pending_child_in_a_cycle_is_collected(monkeypatch):
     # A running child's core is kept out of the cyclic GC while its group holds it (the group
     # keeps it alive anyway); a group that itself becomes garbage must hand its children back
     # to the GC, or a child that references itself would leak forever.
@@ -482,6 +486,12 @@ def test_garbage_group_with_a_pending_child_in_a_cycle_is_collected():
     asyncbis._runner.install_on_loop(loop)
     destroyed: list[str] = []
     loop.set_exception_handler(lambda _, ctx: destroyed.append(ctx["task"].get_name()))
+    # Closing the abandoned parent's coroutine runs the group's __aexit__, which cannot wait for
+    # its child any more: "coroutine ignored GeneratorExit", exactly as with asyncio.TaskGroup.
+    # Only the message is kept: pytest's own hook keeps the exception, whose traceback holds
+    # the coroutine's frame (and so the tasks) alive until the test ends (3.15).
+    unraisable: list[str] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: unraisable.append(str(u.exc_value)))
     refs: list[weakref.ref[asyncio.Future]] = []
 
     async def child() -> None:
@@ -502,8 +512,17 @@ def test_garbage_group_with_a_pending_child_in_a_cycle_is_collected():
         loop.run_until_complete(main())
         for _ in range(3):  # the parent's cycle first, then the child's
             gc.collect()
+        if sys.version_info >= (3, 15) and any(r() is not None for r in refs):
+            # 3.15's collector finalises the parent's coroutine first: the group's exit cancels
+            # the child, which schedules the child's next step on the stopped loop, and that
+            # handle keeps both tasks alive (rightly: they would run) until the loop is closed.
+            assert len(loop._ready) == 1  # type: ignore[attr-defined]
+            loop.close()
+            for _ in range(3):
+                gc.collect()
         assert [r() for r in refs] == [None, None]
         assert sorted(destroyed) == ["child", "parent"]  # "destroyed but it is pending", as stock
+        assert unraisable == ["coroutine ignored GeneratorExit"]
     finally:
         loop.close()
 
@@ -525,3 +544,34 @@ def test_many_live_children_stay_reachable_through_a_full_collection():
         return [t.result() for t in tasks]  # type: ignore[union-attr]
 
     assert asyncbis.run(main()) == list(range(1000))
+
+
+def test_full_collections_still_run_by_themselves():
+    # The gc.callbacks hook that hands abandoned groups' children back to the collector acts
+    # on generation-2 collections (group.rs): it relies on the interpreter running them without
+    # an explicit gc.collect(). 3.14 was planned to ship an incremental collector without them;
+    # the 3.14/3.15 builds tested here still run them, as 3.11-3.13 do.
+    if not gc.isenabled():
+        pytest.skip("the cyclic GC is disabled")
+    seen: list[int] = []
+
+    def hook(phase: str, info: dict) -> None:
+        if phase == "start":
+            seen.append(info["generation"])
+
+    class Node:
+        pass
+
+    kept: list[Node] = []
+    gc.callbacks.append(hook)
+    try:
+        for i in range(1_500_000):
+            a, b = Node(), Node()
+            a.other, b.other = b, a
+            if i % 4 == 0:
+                kept.append(a)  # survivors, so that full collections become due
+            if 2 in seen:
+                break
+    finally:
+        gc.callbacks.remove(hook)
+    assert 2 in seen

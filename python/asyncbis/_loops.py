@@ -5,6 +5,10 @@ running loop (where it returns that loop), and the policy functions raise. ``dep
 policy functions work and emit DeprecationWarning (what CPython 3.14 itself does), and
 ``get_event_loop()`` is stock. Off: stock asyncio.
 
+3.14 deprecates the policy system (DeprecationWarning, removal planned for 3.16) and its
+``get_event_loop()`` no longer creates a loop when none is set: there ``on`` previews 3.16 for
+the policy functions and differs from stock only by its message for ``get_event_loop()``.
+
 Loops a policy makes are asyncbis-ready under patch_asyncio() whatever the policy: the patched
 ``BaseEventLoop`` makes asyncbis tasks (in the root group of a patched
 ``run_until_complete()``) and applies the no-task-factory switch to ``set_task_factory()``.
@@ -64,6 +68,11 @@ def get_event_loop_policy() -> Any:
         raise RuntimeError(
             f"asyncbis: event loop policies are not supported (switch no-loop-policies): {_HOW}"
         )
+    elif _stock_get_policy is not None:
+        # Off, 3.14+: stock's own warning, pointing at our caller as stock's points at its own
+        # (warnings._deprecated warns with stacklevel 3 from the function that calls it).
+        warnings._deprecated("asyncio.get_event_loop_policy", remove=(3, 16))  # type: ignore[attr-defined]
+        return _stock_get_policy()
     return _stock.get_event_loop_policy()
 
 
@@ -85,4 +94,8 @@ def set_event_loop_policy(policy: Any) -> None:
             "(e.g. loop_factory=uvloop.new_event_loop), or turn the switch off with "
             "asyncbis.switches.disable('no-loop-policies') / ASYNCBIS_DISABLE=no-loop-policies"
         )
+    elif _stock_set_policy is not None:
+        warnings._deprecated("asyncio.set_event_loop_policy", remove=(3, 16))  # type: ignore[attr-defined]
+        _stock_set_policy(policy)
+        return
     _stock.set_event_loop_policy(policy)

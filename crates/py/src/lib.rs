@@ -213,7 +213,11 @@ fn _tree_stats() -> (usize, usize) {
     (t.live_nodes(), t.live_tasks())
 }
 
-#[pymodule]
+// `gil_used = true`: every pyclass keeps its state in `GilCell`s, sound only because the GIL
+// serialises all access. A free-threaded interpreter (3.13t+) therefore re-enables the GIL when
+// it imports this module (with a RuntimeWarning) instead of running it unsoundly; PyO3 0.30's
+// default would declare the opposite. What real free-threading would take: docs/architecture.md.
+#[pymodule(gil_used = true)]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<CancelScope>()?;
     m.add_class::<TaskCore>()?;

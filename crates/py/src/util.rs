@@ -18,8 +18,9 @@ pub fn tree() -> MutexGuard<'static, Tree> {
     TREE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// A `Cell` for pyclass fields. asyncbis objects are only touched with the GIL held (this
-/// extension does not declare free-threading support), which serialises every access.
+/// A `Cell` for pyclass fields. asyncbis objects are only touched with the GIL held (the module
+/// is declared `gil_used = true`, so free-threaded builds re-enable the GIL for it), which
+/// serialises every access.
 pub struct GilCell<T>(Cell<T>);
 
 // SAFETY: see the type's comment; the GIL is the lock.
