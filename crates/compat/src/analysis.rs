@@ -4,7 +4,7 @@ use crate::results::{ExceptionInfo, Outcome, TestRecord};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
-/// The behaviour switches of DESIGN §2 and the two added since (asyncbis.switches.NAMES), in the
+/// The behaviour switches (docs/switches.md; asyncbis.switches.NAMES), in the
 /// order they are tried (after the harness switch).
 pub const SWITCHES: &[&str] = &[
     "root-task-group",

@@ -166,10 +166,10 @@ pub fn summarize(projects: &[ProjectResult]) -> Summary {
                 .as_ref()
                 .map(|a| a.involved.clone())
                 .unwrap_or_default();
-            let key = if !involved.is_empty() {
+            let key = if involved.len() >= 2 {
                 format!("combination({})", involved.join("+"))
             } else if fixed_by.is_empty() {
-                verdict_name.to_string()
+                failure_category(failure.attribution.as_ref())
             } else {
                 fixed_by.join("+")
             };
@@ -222,8 +222,20 @@ pub fn write_report(report: &Report, out: &Path) -> Result<(), String> {
     let json = serde_json::to_string_pretty(report)
         .map_err(|err| format!("cannot encode report: {err}"))?;
     write("report.json", json)?;
-    write("report.md", render_markdown(report))?;
-    write("report.html", render_html(report))
+    let switch_doc = switch_doc_link(out);
+    write("report.md", render_markdown(report, switch_doc.as_deref()))?;
+    write("report.html", render_html(report, switch_doc.as_deref()))
+}
+
+/// docs/switches.md relative to `out` when `out` lies inside an asyncbis checkout (a committed
+/// report links its switch definitions); `None` elsewhere.
+pub fn switch_doc_link(out: &Path) -> Option<String> {
+    let out = std::path::absolute(out).ok()?;
+    out.ancestors().enumerate().find_map(|(depth, dir)| {
+        let is_checkout =
+            dir.join("docs/switches.md").is_file() && dir.join("crates/compat").is_dir();
+        is_checkout.then(|| "../".repeat(depth) + "docs/switches.md")
+    })
 }
 
 /// Versions worth naming next to each project (the rest stays in report.json).
@@ -270,13 +282,16 @@ fn switch_counts(project: &ProjectResult) -> BTreeMap<String, usize> {
                     *counts.entry(s.clone()).or_default() += 1;
                 }
             }
-            Some(a) if !a.involved.is_empty() => {
+            Some(a) if a.involved.len() >= 2 => {
                 *counts
                     .entry(format!("combination({})", a.involved.join("+")))
                     .or_default() += 1
             }
-            Some(a) => *counts.entry(a.verdict.as_str().to_string()).or_default() += 1,
-            None => *counts.entry("not-attributed-yet".to_string()).or_default() += 1,
+            attribution => {
+                *counts
+                    .entry(failure_category(attribution.as_ref()))
+                    .or_default() += 1
+            }
         }
     }
     counts
@@ -290,13 +305,13 @@ fn format_counts(counts: &BTreeMap<String, usize>) -> String {
         .join(", ")
 }
 
-pub fn render_markdown(report: &Report) -> String {
+pub fn render_markdown(report: &Report, switch_doc: Option<&str>) -> String {
     let s = &report.summary;
     let mut md = String::new();
     let _ = writeln!(md, "# asyncbis breakage study\n");
     let _ = writeln!(
         md,
-        "Corpus `{}`, Python {}, asyncbis-compat {}{}; {} projects, {:.0} s wall for this invocation (results already in the cache are reused, not rerun).\n",
+        "Corpus `{}`, Python {}, asyncbis-compat {}{}; {}, {:.0} s wall for this invocation (results already in the cache are reused, not rerun).\n",
         report.corpus,
         report.pythons.join(", "),
         report.tool_version,
@@ -305,7 +320,7 @@ pub fn render_markdown(report: &Report) -> String {
             .as_ref()
             .map(|s| format!(", shard {s}"))
             .unwrap_or_default(),
-        s.projects,
+        plural(s.projects, "project", "projects"),
         report.wall_seconds
     );
     if report.stock_only {
@@ -355,21 +370,26 @@ pub fn render_markdown(report: &Report) -> String {
     let _ = writeln!(md, "| raised by | {} |", format_counts(&s.by_owner));
     let _ = writeln!(md);
     let _ = writeln!(md, "## Per switch\n");
-    let _ = writeln!(md, "Tests that pass again with the switch turned off (a test may count for several switches).\n");
+    let doc = match switch_doc {
+        Some(link) => format!("[docs/switches.md]({link})"),
+        None => "docs/switches.md of the asyncbis repository".to_string(),
+    };
+    let _ = writeln!(md, "Each behaviour asyncbis changes is a switch that can be turned off on its own (full definitions: {doc}). Tests that pass again with the switch turned off (a test may count for several switches).\n");
     let _ = writeln!(
         md,
-        "| switch | tests | only this switch | projects |\n|---|---:|---:|---|"
+        "| switch | what it changes (stock asyncio otherwise) | tests | only this switch | projects |\n|---|---|---:|---:|---|"
     );
-    for sw in &s.per_switch {
+    for (name, definition) in SWITCH_DEFINITIONS {
+        let sw = s.per_switch.iter().find(|sw| sw.switch == *name);
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} |",
-            sw.switch,
-            sw.tests,
-            sw.sole,
-            sw.projects.join(", ")
+            "| `{name}` | {definition} | {} | {} | {} |",
+            sw.map(|sw| sw.tests).unwrap_or(0),
+            sw.map(|sw| sw.sole).unwrap_or(0),
+            sw.map(|sw| sw.projects.join(", ")).unwrap_or_default()
         );
     }
+    let _ = writeln!(md, "\nOther verdicts: `combination` (no single switch fixes the test, all off together does, and two or more switches break it each on its own), `unattributed` (fails with every switch off, or nothing above explains it), `not-reproducible` (passes when rerun alone).");
     let _ = writeln!(md, "\n## Per project\n");
     let _ = writeln!(md, "| project | python | status | stock (passed/failed/errors/skipped) | flaky | newly failing | by switch | harness-raised |\n|---|---|---|---|---:|---:|---|---:|");
     for p in &report.projects {
@@ -488,12 +508,21 @@ fn one_line(text: &str, max: usize) -> String {
     }
 }
 
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
+/// One line per switch (in `SWITCHES` order): what it changes, short. docs/switches.md has the
+/// full definitions, values and profiles.
+pub const SWITCH_DEFINITIONS: &[(&str, &str)] = &[
+    ("root-task-group", "tasks created outside a task group join the root group of run(); a failure cancels the group and reaches run()'s caller (stock: ungrouped, a failure is only logged)"),
+    ("level-cancellation", "a cancelled scope raises CancelledError at every yield point until it exits (stock: delivered once)"),
+    ("task-cancel-level", "Task.cancel() cancels the task's own scope, level-triggered (stock: one CancelledError; uncancel() as documented)"),
+    ("inline-shield", "shield(aw) runs aw in the calling task under a shielded scope, protecting the caller too (stock: aw in its own task, the caller is cancelled at once)"),
+    ("scoped-timeouts", "timeout(), timeout_at(), wait_for() are cancel scopes: level cancellation, TimeoutError only from the expired one (stock: built on Task.cancel()/uncancel())"),
+    ("graceful-signals", "the first SIGINT/SIGTERM cancels the root task group, the second is a hard shutdown (stock Runner: SIGINT cancels the main task)"),
+    ("no-loop-policies", "get_event_loop() outside a running loop and the event-loop-policy API raise RuntimeError (stock: they work)"),
+    ("no-task-factory", "loop.set_task_factory() is refused, except asyncio.eager_task_factory (stock: any factory)"),
+    ("structured-exit", "run() returns when main and the root group's background tasks are done (stock: leftover tasks are cancelled)"),
+    ("scoped-taskgroups", "after patch_asyncio(), asyncio.TaskGroup is the asyncbis task group (stock: the stock class)"),
+    ("sniffio-name", "sniffio.current_async_library() is \"asyncbis\" (stock: \"asyncio\")"),
+];
 
 /// Eleven switch colours, then the verdicts: combination, unattributed, not reproducible, pending.
 const PALETTE: &[&str] = &[
@@ -501,85 +530,322 @@ const PALETTE: &[&str] = &[
     "#9c755f", "#17becf", "#bcbd22", "#8c8c8c", "#222222", "#d0d0d0", "#f0e442",
 ];
 
-/// A horizontal stacked bar chart as inline SVG; `series` names the stacked parts.
-pub fn bar_chart(title: &str, series: &[String], rows: &[(String, Vec<usize>)]) -> String {
-    let label_width = 260.0;
-    let bar_width = 460.0;
-    let row_height = 22.0;
-    let top = 30.0;
-    let legend_rows = series.len().div_ceil(3) as f64;
-    let height = top + rows.len() as f64 * row_height + 20.0 + legend_rows * 18.0;
-    let max = rows
-        .iter()
-        .map(|(_, v)| v.iter().sum::<usize>())
-        .max()
-        .unwrap_or(0)
-        .max(1) as f64;
-    let mut svg = format!(
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{height}" role="img" aria-label="{t}"><text x="0" y="16" font-weight="bold">{t}</text>"#,
-        w = label_width + bar_width + 60.0,
-        t = escape(title)
-    );
-    for (index, (label, values)) in rows.iter().enumerate() {
-        let y = top + index as f64 * row_height;
-        let _ = write!(
-            svg,
-            r#"<text x="{}" y="{}" text-anchor="end" font-size="12">{}</text>"#,
-            label_width - 6.0,
-            y + 14.0,
-            escape(label)
-        );
-        let mut x = label_width;
-        for (part, value) in values.iter().enumerate() {
-            let w = *value as f64 / max * bar_width;
-            if w > 0.0 {
-                let _ = write!(
-                    svg,
-                    r#"<rect x="{x:.1}" y="{y:.1}" width="{w:.1}" height="{}" fill="{}"><title>{}: {value}</title></rect>"#,
-                    row_height - 6.0,
-                    PALETTE[part % PALETTE.len()],
-                    escape(series.get(part).map(String::as_str).unwrap_or(""))
-                );
-            }
-            x += w;
+/// The verdict categories drawn after the switches.
+const VERDICT_CATEGORIES: &[&str] = &[
+    "combination",
+    "unattributed",
+    "not-reproducible",
+    "not-attributed-yet",
+];
+
+/// The category a failure is drawn in: its first fixing switch, else its verdict. A
+/// "combination" needs two switches or more that each break the test; one (as older reports
+/// have it) explains nothing, so it is drawn as unattributed, never as a grey combination.
+pub fn failure_category(attribution: Option<&crate::analysis::Attribution>) -> String {
+    match attribution {
+        None => "not-attributed-yet".into(),
+        Some(a) if !a.fixed_by.is_empty() => a.fixed_by[0].clone(),
+        Some(a) if a.verdict == Verdict::Combination && a.involved.len() < 2 => {
+            "unattributed".into()
         }
-        let _ = write!(
-            svg,
-            r#"<text x="{:.1}" y="{}" font-size="12">{}</text>"#,
-            x + 4.0,
-            y + 14.0,
-            values.iter().sum::<usize>()
-        );
+        Some(a) => a.verdict.as_str().into(),
     }
-    let legend_top = top + rows.len() as f64 * row_height + 10.0;
-    for (index, name) in series.iter().enumerate() {
-        let x = (index % 3) as f64 * 240.0;
-        let y = legend_top + (index / 3) as f64 * 18.0;
-        let _ = write!(
-            svg,
-            r#"<rect x="{x}" y="{y}" width="12" height="12" fill="{}"/><text x="{}" y="{}" font-size="12">{}</text>"#,
-            PALETTE[index % PALETTE.len()],
-            x + 16.0,
-            y + 11.0,
-            escape(name)
-        );
-    }
-    svg.push_str("</svg>");
-    svg
 }
 
-pub fn render_html(report: &Report) -> String {
+#[derive(Debug, Serialize)]
+pub struct Bar {
+    x: String,
+    width: String,
+    fill: &'static str,
+    name: String,
+    value: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ChartRow {
+    label: String,
+    y: String,
+    text_y: String,
+    bars: Vec<Bar>,
+    total: usize,
+    total_x: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LegendItem {
+    name: String,
+    fill: &'static str,
+    x: String,
+    y: String,
+    text_x: String,
+    text_y: String,
+}
+
+/// A horizontal stacked bar chart's geometry, drawn by templates/chart.html.
+#[derive(Debug, Serialize)]
+pub struct Chart {
+    title: String,
+    width: String,
+    height: String,
+    label_right: String,
+    bar_height: String,
+    rows: Vec<ChartRow>,
+    legend: Vec<LegendItem>,
+}
+
+impl Chart {
+    /// `series` names the stacked parts (colours in PALETTE order); each row has one value per
+    /// series.
+    pub fn new(title: &str, series: &[String], rows: &[(String, Vec<usize>)]) -> Chart {
+        let label_width = 260.0;
+        let bar_width = 460.0;
+        let row_height = 22.0;
+        let top = 30.0;
+        let legend_rows = series.len().div_ceil(3) as f64;
+        let max = rows
+            .iter()
+            .map(|(_, v)| v.iter().sum::<usize>())
+            .max()
+            .unwrap_or(0)
+            .max(1) as f64;
+        let px = |v: f64| format!("{v:.1}");
+        let chart_rows = rows
+            .iter()
+            .enumerate()
+            .map(|(index, (label, values))| {
+                let y = top + index as f64 * row_height;
+                let mut x = label_width;
+                let mut bars = Vec::new();
+                for (part, value) in values.iter().enumerate() {
+                    let w = *value as f64 / max * bar_width;
+                    if w > 0.0 {
+                        bars.push(Bar {
+                            x: px(x),
+                            width: px(w),
+                            fill: PALETTE[part % PALETTE.len()],
+                            name: series.get(part).cloned().unwrap_or_default(),
+                            value: *value,
+                        });
+                    }
+                    x += w;
+                }
+                ChartRow {
+                    label: label.clone(),
+                    y: px(y),
+                    text_y: px(y + 14.0),
+                    bars,
+                    total: values.iter().sum(),
+                    total_x: px(x + 4.0),
+                }
+            })
+            .collect();
+        let legend_top = top + rows.len() as f64 * row_height + 10.0;
+        let legend = series
+            .iter()
+            .enumerate()
+            .map(|(index, name)| {
+                let x = (index % 3) as f64 * 240.0;
+                let y = legend_top + (index / 3) as f64 * 18.0;
+                LegendItem {
+                    name: name.clone(),
+                    fill: PALETTE[index % PALETTE.len()],
+                    x: px(x),
+                    y: px(y),
+                    text_x: px(x + 16.0),
+                    text_y: px(y + 11.0),
+                }
+            })
+            .collect();
+        Chart {
+            title: title.to_string(),
+            width: px(label_width + bar_width + 60.0),
+            height: px(top + rows.len() as f64 * row_height + 20.0 + legend_rows * 18.0),
+            label_right: px(label_width - 6.0),
+            bar_height: px(row_height - 6.0),
+            rows: chart_rows,
+            legend,
+        }
+    }
+}
+
+/// A piece of text; `switch` is set when it is a switch name (the template links it).
+#[derive(Debug, Serialize, PartialEq)]
+pub struct Part {
+    text: String,
+    switch: Option<&'static str>,
+}
+
+/// Splits `text` into switch names and the text between them, e.g. "combination(a+b)".
+pub fn switch_parts(text: &str) -> Vec<Part> {
+    let mut parts = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        // The earliest switch name in the rest, the longest at that position, on word bounds.
+        let found = SWITCHES
+            .iter()
+            .filter_map(|name| {
+                let mut from = 0;
+                while let Some(i) = rest[from..].find(name) {
+                    let at = from + i;
+                    let end = at + name.len();
+                    let word = |c: Option<char>| {
+                        c.is_some_and(|c| c.is_alphanumeric() || c == '-' || c == '_')
+                    };
+                    if !word(rest[..at].chars().next_back()) && !word(rest[end..].chars().next()) {
+                        return Some((at, *name));
+                    }
+                    from = at + 1;
+                }
+                None
+            })
+            .min_by_key(|(at, name)| (*at, std::cmp::Reverse(name.len())));
+        match found {
+            Some((at, name)) => {
+                if at > 0 {
+                    parts.push(Part {
+                        text: rest[..at].to_string(),
+                        switch: None,
+                    });
+                }
+                parts.push(Part {
+                    text: name.to_string(),
+                    switch: Some(name),
+                });
+                rest = &rest[at + name.len()..];
+            }
+            None => {
+                parts.push(Part {
+                    text: rest.to_string(),
+                    switch: None,
+                });
+                rest = "";
+            }
+        }
+    }
+    parts
+}
+
+#[derive(Debug, Serialize)]
+struct CountItem {
+    label: Vec<Part>,
+    count: usize,
+}
+
+fn count_items(counts: &BTreeMap<String, usize>) -> Vec<CountItem> {
+    counts
+        .iter()
+        .map(|(key, count)| CountItem {
+            label: switch_parts(key),
+            count: *count,
+        })
+        .collect()
+}
+
+#[derive(Debug, Serialize)]
+struct SummaryRow {
+    name: &'static str,
+    value: Vec<Part>,
+}
+
+#[derive(Debug, Serialize)]
+struct SwitchRow {
+    name: &'static str,
+    definition: &'static str,
+    colour: &'static str,
+    tests: usize,
+    sole: usize,
+    projects: String,
+}
+
+#[derive(Debug, Serialize)]
+struct ProjectRow {
+    name: String,
+    version: String,
+    python: String,
+    status: &'static str,
+    reason: Option<String>,
+    stock: String,
+    asyncbis: String,
+    flaky: usize,
+    newly_failing: usize,
+    by_switch: Vec<CountItem>,
+    versions: String,
+}
+
+#[derive(Debug, Serialize)]
+struct SignatureRow {
+    id: String,
+    tests: usize,
+    exc_type: String,
+    message: String,
+    frame: String,
+    owner: &'static str,
+    fixed_by: Vec<CountItem>,
+    projects: String,
+    sample_test: String,
+    traceback: String,
+    shown_lines: usize,
+    omitted_lines: usize,
+}
+
+/// Lines of a sample traceback shown in the HTML report: the end, where the exception is.
+const TRACEBACK_LINES: usize = 60;
+
+/// The last `max` lines of a traceback, and how many lines were left out above them.
+pub fn traceback_tail(text: &str, max: usize) -> (String, usize) {
+    let lines: Vec<&str> = text.trim_end().lines().collect();
+    let omitted = lines.len().saturating_sub(max);
+    (lines[omitted..].join("\n"), omitted)
+}
+
+#[derive(Debug, Serialize)]
+struct HtmlContext<'a> {
+    corpus: &'a str,
+    pythons: String,
+    tool_version: &'a str,
+    shard: Option<&'a str>,
+    projects_text: String,
+    wall: String,
+    stock_only: bool,
+    always_off: &'a [String],
+    summary_rows: Vec<SummaryRow>,
+    switch_doc: Option<&'a str>,
+    switches: Vec<SwitchRow>,
+    project_chart: Chart,
+    switch_chart: Chart,
+    owner_chart: Chart,
+    projects: Vec<ProjectRow>,
+    notes: Vec<&'a ProjectResult>,
+    harness_only: Vec<BTreeMap<&'static str, String>>,
+    signatures: Vec<SignatureRow>,
+    wheels: &'a [WheelInfo],
+}
+
+fn run_counts(project: &ProjectResult, index: usize) -> String {
+    project
+        .runs
+        .get(index)
+        .map(|r| {
+            format!(
+                "{}/{}/{}/{}",
+                r.counts.passed,
+                r.counts.failed + r.counts.timeouts + r.counts.hung,
+                r.counts.errors,
+                r.counts.skipped
+            )
+        })
+        .unwrap_or_else(|| "-".into())
+}
+
+const TEMPLATE_REPORT: &str = include_str!("../templates/report.html");
+const TEMPLATE_CHART: &str = include_str!("../templates/chart.html");
+
+/// report.html, self-contained. `switch_doc` is a link to docs/switches.md (relative to the
+/// report) when the report lies inside an asyncbis checkout.
+pub fn render_html(report: &Report, switch_doc: Option<&str>) -> String {
     let s = &report.summary;
     let mut categories: Vec<String> = SWITCHES.iter().map(|s| s.to_string()).collect();
-    categories.extend(
-        [
-            "combination",
-            "unattributed",
-            "not-reproducible",
-            "not-attributed-yet",
-        ]
-        .map(String::from),
-    );
+    categories.extend(VERDICT_CATEGORIES.iter().map(|c| c.to_string()));
     let project_rows: Vec<(String, Vec<usize>)> = report
         .projects
         .iter()
@@ -588,14 +854,7 @@ pub fn render_html(report: &Report) -> String {
             // Each failure counted once: under its first fixing switch, or its verdict.
             let mut values = vec![0; categories.len()];
             for failure in &p.failures {
-                let key = match &failure.attribution {
-                    Some(a) => a
-                        .fixed_by
-                        .first()
-                        .cloned()
-                        .unwrap_or_else(|| a.verdict.as_str().to_string()),
-                    None => "not-attributed-yet".to_string(),
-                };
+                let key = failure_category(failure.attribution.as_ref());
                 if let Some(i) = categories.iter().position(|c| *c == key) {
                     values[i] += 1;
                 }
@@ -613,168 +872,156 @@ pub fn render_html(report: &Report) -> String {
         "new failures".to_string(),
         s.by_owner.values().copied().collect::<Vec<_>>(),
     )];
-    let mut html = String::new();
-    let _ = write!(
-        html,
-        r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>asyncbis breakage study</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}}table{{border-collapse:collapse;margin:1em 0;font-size:14px}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top}}pre{{background:#f6f6f6;padding:8px;overflow-x:auto;font-size:12px;max-height:30em}}code{{font-size:13px}}.bad{{color:#b00}}</style></head><body>
-<h1>asyncbis breakage study</h1><p>Corpus <code>{}</code>, Python {}, asyncbis-compat {}{}; {} projects, {:.0} s wall for this invocation (results already in the cache are reused, not rerun).</p>"#,
-        escape(&report.corpus),
-        escape(&report.pythons.join(", ")),
-        escape(&report.tool_version),
-        report
-            .shard
-            .as_ref()
-            .map(|s| format!(", shard {}", escape(s)))
-            .unwrap_or_default(),
-        s.projects,
-        report.wall_seconds
-    );
-    if report.stock_only {
-        html.push_str("<p><b>Stock-only run</b>: baselines without asyncbis (no comparison).</p>");
-    }
-    if let Some(profile) = &report.profile {
-        let _ = write!(
-            html,
-            "<p>asyncbis profile: <b>{}</b> (its switch values: docs/switches.md, Profiles); each switch is probed by turning it off on top of the profile, and switches the profile turns off are not probed.</p>",
-            escape(profile)
-        );
-    }
-    if !report.always_off.is_empty() {
-        let _ = write!(
-            html,
-            "<p>Switches kept off in every asyncbis run: {} (not attributed; their breakage is not counted).</p>",
-            escape(&report.always_off.join(", "))
-        );
-    }
-    let _ = write!(
-        html,
-        "<table><tr><th>projects compared</th><td>{} of {} ({})</td></tr><tr><th>tests passing on stock asyncio (first run)</th><td>{}</td></tr><tr><th>flaky on stock (ignored)</th><td>{}</td></tr><tr><th>newly failing under asyncbis</th><td>{}</td></tr><tr><th>newly passing</th><td>{}</td></tr><tr><th>verdicts</th><td>{}</td></tr><tr><th>attributed</th><td>{:.1}% of reproducible failures</td></tr><tr><th>raised by</th><td>{}</td></tr></table>",
-        s.compared,
-        s.projects,
-        escape(&format_counts(&s.by_status)),
-        s.stock_passing_tests,
-        s.flaky_tests,
-        s.newly_failing,
-        s.newly_passing,
-        escape(&format_counts(&s.by_verdict)),
-        s.attributed_share * 100.0,
-        escape(&format_counts(&s.by_owner))
-    );
-    html.push_str("<h2>Per project</h2>");
-    html.push_str(&bar_chart(
-        "Newly failing tests per project, by the switch that fixes them",
-        &categories,
-        &project_rows,
-    ));
-    html.push_str("<h2>Per switch</h2>");
-    html.push_str(&bar_chart(
-        "Tests passing again with the switch off",
-        &[
-            "only this switch".to_string(),
-            "also other switches".to_string(),
-        ],
-        &switch_rows,
-    ));
-    html.push_str(&bar_chart(
-        "Who raised the new failures",
-        &owners,
-        &owner_rows,
-    ));
-    html.push_str("<table><tr><th>project</th><th>python</th><th>status</th><th>stock passed/failed/errors/skipped</th><th>under asyncbis</th><th>flaky</th><th>newly failing</th><th>by switch</th><th>versions</th></tr>");
-    for p in &report.projects {
-        let counts = |i: usize| {
-            p.runs
-                .get(i)
-                .map(|r| {
-                    format!(
-                        "{}/{}/{}/{}",
-                        r.counts.passed,
-                        r.counts.failed + r.counts.timeouts + r.counts.hung,
-                        r.counts.errors,
-                        r.counts.skipped
-                    )
-                })
-                .unwrap_or_else(|| "-".into())
-        };
-        let status = match &p.reason {
-            Some(reason) => format!(
-                "<span class=bad>{}</span>: {}",
-                status_name(p.status),
-                escape(&one_line(reason, 200))
-            ),
-            None => status_name(p.status).to_string(),
-        };
-        let _ = write!(
-            html,
-            "<tr><td>{}-{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            escape(&p.name),
-            escape(&p.version),
-            escape(&p.python),
-            status,
-            counts(0),
-            counts(2),
-            p.flaky.len(),
-            p.failures.len(),
-            escape(&format_counts(&switch_counts(p))),
-            escape(&key_versions(p))
-        );
-    }
-    html.push_str("</table>");
-    for p in report.projects.iter().filter(|p| p.note.is_some()) {
-        let _ = write!(
-            html,
-            "<p><b>Note</b> on {} (py{}): {}</p>",
-            escape(&p.name),
-            escape(&p.python),
-            escape(p.note.as_deref().unwrap_or(""))
-        );
-    }
-    if !s.harness_only.is_empty() {
-        html.push_str("<h2>Harness-only breakage</h2><p>Failures raised in the test harness (pytest, pytest-asyncio, AnyIO's plugin, unittest).</p><ul>");
-        for (project, count) in &s.harness_only {
-            let _ = write!(html, "<li>{}: {count}</li>", escape(project));
-        }
-        html.push_str("</ul>");
-    }
-    html.push_str("<h2>Failure signatures</h2>");
-    for sig in &s.signatures {
-        let g = &sig.signature;
-        let _ = write!(
-            html,
-            "<details><summary><code>{}</code> × {} — <b>{}</b>: {} <i>in {} ({})</i>; fixed by {}</summary><p>projects: {}; sample: <code>{}</code></p><pre>{}</pre></details>",
-            escape(&g.id),
-            sig.tests,
-            escape(&g.exc_type),
-            escape(&one_line(&g.message, 140)),
-            escape(&g.frame),
-            g.owner.as_str(),
-            escape(&format_counts(&sig.fixed_by)),
-            escape(&sig.projects.join(", ")),
-            escape(&sig.sample_test),
-            escape(&sig.sample_traceback)
-        );
-    }
-    html.push_str("<h2>Versions used</h2><ul>");
-    for p in &report.projects {
-        let _ = write!(
-            html,
-            "<li>{} on Python {}: {}</li>",
-            escape(&p.name),
-            escape(&p.python),
-            escape(&key_versions(p))
-        );
-    }
-    for wheel in &report.wheels {
-        let _ = write!(
-            html,
-            "<li>asyncbis wheel for {}: <code>{}</code> ({})</li>",
-            escape(&wheel.python),
-            escape(&wheel.wheel),
-            escape(&wheel.content_hash)
-        );
-    }
-    html.push_str("</ul></body></html>\n");
+    let text = |t: String| switch_parts(&t);
+    let summary_rows = vec![
+        SummaryRow {
+            name: "projects compared",
+            value: text(format!(
+                "{} of {} ({})",
+                s.compared,
+                s.projects,
+                format_counts(&s.by_status)
+            )),
+        },
+        SummaryRow {
+            name: "tests passing on stock asyncio (first run)",
+            value: text(s.stock_passing_tests.to_string()),
+        },
+        SummaryRow {
+            name: "flaky on stock (ignored)",
+            value: text(s.flaky_tests.to_string()),
+        },
+        SummaryRow {
+            name: "newly failing under asyncbis",
+            value: text(s.newly_failing.to_string()),
+        },
+        SummaryRow {
+            name: "newly passing",
+            value: text(s.newly_passing.to_string()),
+        },
+        SummaryRow {
+            name: "verdicts",
+            value: text(format_counts(&s.by_verdict)),
+        },
+        SummaryRow {
+            name: "attributed",
+            value: text(format!(
+                "{:.1}% of reproducible failures",
+                s.attributed_share * 100.0
+            )),
+        },
+        SummaryRow {
+            name: "raised by",
+            value: text(format_counts(&s.by_owner)),
+        },
+    ];
+    let switches = SWITCH_DEFINITIONS
+        .iter()
+        .enumerate()
+        .map(|(index, (name, definition))| {
+            let summary = s.per_switch.iter().find(|sw| sw.switch == *name);
+            SwitchRow {
+                name,
+                definition,
+                colour: PALETTE[index % PALETTE.len()],
+                tests: summary.map(|sw| sw.tests).unwrap_or(0),
+                sole: summary.map(|sw| sw.sole).unwrap_or(0),
+                projects: summary.map(|sw| sw.projects.join(", ")).unwrap_or_default(),
+            }
+        })
+        .collect();
+    let projects = report
+        .projects
+        .iter()
+        .map(|p| ProjectRow {
+            name: p.name.clone(),
+            version: p.version.clone(),
+            python: p.python.clone(),
+            status: status_name(p.status),
+            reason: p.reason.as_deref().map(|r| one_line(r, 200)),
+            stock: run_counts(p, 0),
+            asyncbis: run_counts(p, 2),
+            flaky: p.flaky.len(),
+            newly_failing: p.failures.len(),
+            by_switch: count_items(&switch_counts(p)),
+            versions: key_versions(p),
+        })
+        .collect();
+    let signatures = s
+        .signatures
+        .iter()
+        .map(|sig| {
+            let g = &sig.signature;
+            let (traceback, omitted) = traceback_tail(&sig.sample_traceback, TRACEBACK_LINES);
+            SignatureRow {
+                id: g.id.clone(),
+                tests: sig.tests,
+                exc_type: g.exc_type.clone(),
+                message: one_line(&g.message, 140),
+                frame: g.frame.clone(),
+                owner: g.owner.as_str(),
+                fixed_by: count_items(&sig.fixed_by),
+                projects: sig.projects.join(", "),
+                sample_test: sig.sample_test.clone(),
+                shown_lines: traceback.lines().count(),
+                traceback,
+                omitted_lines: omitted,
+            }
+        })
+        .collect();
+    let context = HtmlContext {
+        corpus: &report.corpus,
+        pythons: report.pythons.join(", "),
+        tool_version: &report.tool_version,
+        shard: report.shard.as_deref(),
+        projects_text: plural(s.projects, "project", "projects"),
+        wall: format!("{:.0} s", report.wall_seconds),
+        stock_only: report.stock_only,
+        always_off: &report.always_off,
+        summary_rows,
+        switch_doc,
+        switches,
+        project_chart: Chart::new(
+            "Newly failing tests per project, by the switch that fixes them",
+            &categories,
+            &project_rows,
+        ),
+        switch_chart: Chart::new(
+            "Tests passing again with the switch off",
+            &[
+                "only this switch".to_string(),
+                "also other switches".to_string(),
+            ],
+            &switch_rows,
+        ),
+        owner_chart: Chart::new("Who raised the new failures", &owners, &owner_rows),
+        projects,
+        notes: report
+            .projects
+            .iter()
+            .filter(|p| p.note.is_some())
+            .collect(),
+        harness_only: s
+            .harness_only
+            .iter()
+            .map(|(project, count)| {
+                BTreeMap::from([("project", project.clone()), ("count", count.to_string())])
+            })
+            .collect(),
+        signatures,
+        wheels: &report.wheels,
+    };
+    let mut env = minijinja::Environment::new();
+    // The templates are compiled in and their context is fixed: an error is a bug of this tool.
+    env.add_template("chart.html", TEMPLATE_CHART)
+        .expect("templates/chart.html parses");
+    env.add_template("report.html", TEMPLATE_REPORT)
+        .expect("templates/report.html parses");
+    let mut html = env
+        .get_template("report.html")
+        .and_then(|t| t.render(minijinja::Value::from(minijinja::value::Serde(&context))))
+        .expect("templates/report.html renders");
+    html.push('\n');
     html
 }
 
@@ -914,11 +1161,11 @@ mod tests {
     #[test]
     fn renders_markdown_and_self_contained_html() {
         let report = sample_report();
-        let md = render_markdown(&report);
-        assert!(md.contains("| root-task-group | 1 | 1 | aiofoo |"));
+        let md = render_markdown(&report, None);
+        assert!(md.contains("a failure is only logged) | 1 | 1 | aiofoo |"));
         assert!(md.contains("needs postgres \\| no apt"));
         assert!(md.contains("75.0% of reproducible failures"));
-        let html = render_html(&report);
+        let html = render_html(&report, None);
         assert!(html.starts_with("<!DOCTYPE html>"));
         assert!(html.contains("<svg"));
         assert!(!html.contains("<script"));
@@ -949,7 +1196,137 @@ mod tests {
 
     #[test]
     fn empty_chart_does_not_divide_by_zero() {
-        let svg = bar_chart("t", &["a".into()], &[("x".into(), vec![0])]);
-        assert!(svg.contains("</svg>") && !svg.contains("NaN"));
+        let chart = Chart::new("t", &["a".into()], &[("x".into(), vec![0])]);
+        let json = serde_json::to_string(&chart).unwrap();
+        assert!(!json.contains("NaN") && !json.contains("inf"), "{json}");
+        assert!(chart.rows[0].bars.is_empty());
+    }
+
+    #[test]
+    fn switches_are_defined_in_the_report_and_in_docs() {
+        let names: Vec<&str> = SWITCH_DEFINITIONS.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, SWITCHES);
+        let docs = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/switches.md"),
+        )
+        .unwrap();
+        for name in SWITCHES {
+            assert!(
+                docs.contains(&format!("| `{name}` |")),
+                "{name} not in docs"
+            );
+        }
+        let report = sample_report();
+        let html = render_html(&report, Some("../../docs/switches.md"));
+        for (name, definition) in SWITCH_DEFINITIONS {
+            assert!(
+                html.contains(&format!("<tr id=\"switch-{name}\">")),
+                "{name}"
+            );
+            let escaped = definition
+                .replace('"', "&quot;")
+                .replace('\'', "&#x27;")
+                .replace('/', "&#x2f;");
+            assert!(html.contains(&escaped), "definition of {name}");
+        }
+        // minijinja escapes '/' as &#x2f; (browsers read it as '/').
+        assert!(
+            html.contains("<a href=\"..&#x2f;..&#x2f;docs&#x2f;switches.md\">docs/switches.md</a>"),
+            "{html}"
+        );
+        // Switch names elsewhere link to their definition.
+        assert!(html.contains("<a href=\"#switch-root-task-group\">root-task-group</a> 1"));
+        let md = render_markdown(&report, Some("../../docs/switches.md"));
+        assert!(md.contains("[docs/switches.md](../../docs/switches.md)"));
+        assert!(md.contains("| `sniffio-name` | sniffio.current_async_library()"));
+        let unlinked = render_html(&report, None);
+        assert!(unlinked.contains("docs/switches.md of the asyncbis repository"));
+    }
+
+    #[test]
+    fn switch_names_are_found_in_labels() {
+        let parts = switch_parts("combination(root-task-group+no-loop-policies)");
+        let linked: Vec<_> = parts.iter().filter_map(|p| p.switch).collect();
+        assert_eq!(linked, ["root-task-group", "no-loop-policies"]);
+        let text: String = parts.iter().map(|p| p.text.as_str()).collect();
+        assert_eq!(text, "combination(root-task-group+no-loop-policies)");
+        // Not inside longer words.
+        assert!(switch_parts("xroot-task-group")
+            .iter()
+            .all(|p| p.switch.is_none()));
+        assert!(switch_parts("").is_empty());
+    }
+
+    #[test]
+    fn one_switch_combination_is_not_drawn_as_a_combination() {
+        let mut one = failure("t::x", Owner::Tests, &[], Verdict::Combination);
+        one.attribution.as_mut().unwrap().involved = vec!["no-loop-policies".into()];
+        let mut two = failure("t::y", Owner::Tests, &[], Verdict::Combination);
+        two.attribution.as_mut().unwrap().involved =
+            vec!["no-loop-policies".into(), "root-task-group".into()];
+        assert_eq!(failure_category(one.attribution.as_ref()), "unattributed");
+        assert_eq!(failure_category(two.attribution.as_ref()), "combination");
+        let mut report = sample_report();
+        report.projects[0].failures = vec![one, two];
+        report.summary = summarize(&report.projects);
+        let html = render_html(&report, None);
+        assert!(html.contains("<title>unattributed: 1</title>"), "{html}");
+        assert!(html.contains("<title>combination: 1</title>"));
+        let keys: Vec<&String> = report.summary.signatures[0].fixed_by.keys().collect();
+        assert_eq!(
+            keys,
+            [
+                "combination(no-loop-policies+root-task-group)",
+                "unattributed"
+            ]
+        );
+        assert!(!html
+            .contains("combination(<a href=\"#switch-no-loop-policies\">no-loop-policies</a>)"));
+    }
+
+    #[test]
+    fn counts_are_pluralised() {
+        let mut report = sample_report();
+        report.projects.truncate(1);
+        report.summary = summarize(&report.projects);
+        let html = render_html(&report, None);
+        assert!(html.contains("; 1 project, 5 s wall"), "{html}");
+        assert!(render_markdown(&report, None).contains("; 1 project, 5 s wall"));
+        assert!(render_html(&sample_report(), None).contains("; 2 projects, 5 s wall"));
+        assert_eq!(plural(1, "process", "processes"), "1 process");
+        assert_eq!(plural(0, "process", "processes"), "0 processes");
+    }
+
+    #[test]
+    fn a_long_sample_traceback_shows_its_last_line() {
+        let mut report = sample_report();
+        let long: Vec<String> = (0..200).map(|i| format!("  frame {i}")).collect();
+        let traceback = long.join("\n") + "\nValueError: the last line\n";
+        for failure in &mut report.projects[0].failures {
+            failure.traceback = traceback.clone();
+        }
+        report.summary = summarize(&report.projects);
+        let html = render_html(&report, None);
+        assert!(html.contains("ValueError: the last line</pre>"), "{html}");
+        assert!(html.contains("its last 60 lines; 141 above them are in report.json"));
+        assert!(!html.contains("frame 100\n"));
+        // No scroll box: nothing caps the height of a traceback.
+        assert!(!html.contains("max-height"));
+        assert_eq!(traceback_tail("a\nb\nc", 5), ("a\nb\nc".to_string(), 0));
+        assert_eq!(traceback_tail("a\nb\nc\n", 2), ("b\nc".to_string(), 1));
+    }
+
+    #[test]
+    fn the_switch_doc_is_linked_inside_a_checkout_only() {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        assert_eq!(
+            switch_doc_link(&repo.join("report/quick-py3.12")).as_deref(),
+            Some("../../docs/switches.md")
+        );
+        assert_eq!(
+            switch_doc_link(&repo.join("asyncbis-compat-report")).as_deref(),
+            Some("../docs/switches.md")
+        );
+        assert_eq!(switch_doc_link(Path::new("/")), None);
     }
 }
