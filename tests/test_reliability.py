@@ -15,6 +15,8 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
+from asyncio import timeout as early_bound_timeout  # bound before any run: routed all the same
 from typing import Any
 
 import pytest
@@ -57,6 +59,137 @@ class _ExceptionLog:
     @property
     def messages(self) -> list[str]:
         return [str(c.get("message")) for c in self.contexts]
+
+
+# -- defect 4: stock asyncio.wait_for / asyncio.timeout under asyncbis.run() ------------------
+
+
+async def _stock_timeouts_leave_the_task_usable() -> list[str]:
+    """Stock names (the patch is not applied): each times out once; the task goes on."""
+    seen: list[str] = []
+    loop = asyncio.get_running_loop()
+    try:
+        await asyncio.wait_for(asyncio.sleep(3600), 0.01)
+    except TimeoutError:
+        seen.append("wait_for")
+    for name, make in [
+        ("timeout", lambda: asyncio.timeout(0.01)),
+        ("timeout_at", lambda: asyncio.timeout_at(loop.time() + 0.01)),
+        ("Timeout", lambda: asyncio.Timeout(loop.time() + 0.01)),
+        ("early-bound timeout", lambda: early_bound_timeout(0.01)),
+    ]:
+        try:
+            async with make() as cm:
+                await asyncio.sleep(3600)
+        except TimeoutError:
+            assert cm.expired()
+            seen.append(name)
+    assert asyncio.current_task().cancelling() == 0
+    await asyncio.sleep(0)  # not cancelled: the timeouts' cancellations are over
+    seen.append("awaits again")
+    return seen
+
+
+def test_stock_wait_for_and_timeout_under_run_leave_the_task_uncancelled():
+    assert asyncbis.run(_stock_timeouts_leave_the_task_usable()) == [
+        "wait_for",
+        "timeout",
+        "timeout_at",
+        "Timeout",
+        "early-bound timeout",
+        "awaits again",
+    ]
+
+
+def test_stock_timeouts_in_background_tasks_and_with_the_eager_factory():
+    async def main() -> list[list[str]]:
+        if sys.version_info >= (3, 12):
+            asyncio.get_running_loop().set_task_factory(asyncio.eager_task_factory)
+        async with asyncbis.TaskGroup() as tg:
+            tasks = [tg.create_task(_stock_timeouts_leave_the_task_usable()) for _ in range(3)]
+        return [t.result() for t in tasks]
+
+    results = asyncbis.run(main())
+    assert all(r[-1] == "awaits again" for r in results), results
+
+
+def test_stock_timeout_names_are_stock_again_after_the_run():
+    stock = asyncbis._stock
+    seen: list[Any] = []
+
+    async def main() -> None:
+        seen.append(asyncio.timeouts.Timeout)
+        async with asyncio.timeout(10) as cm:
+            seen.append(cm)
+
+    asyncbis.run(main())
+    assert asyncio.timeouts.Timeout is stock.Timeout and asyncio.Timeout is stock.Timeout
+    assert asyncio.timeout is stock.timeout and asyncio.wait_for is stock.wait_for
+    assert isinstance(seen[1], stock.Timeout)  # isinstance checks against the stock class hold
+
+
+def test_patch_and_unpatch_during_a_run_leave_the_stock_class_afterwards():
+    async def main() -> None:
+        asyncbis.patch_asyncio()  # saves the routed class as the one to restore
+
+    try:
+        asyncbis.run(main())
+    finally:
+        asyncbis.unpatch_asyncio()
+    assert asyncio.Timeout is asyncbis._stock.Timeout
+    assert asyncio.timeouts.Timeout is asyncbis._stock.Timeout
+
+
+def test_stock_timeouts_stay_stock_in_a_stock_loop_running_meanwhile():
+    # A stock asyncio.run() in another thread while an asyncbis run is active: its timeouts are
+    # the stock ones (no asyncbis task there), cancellation semantics and all.
+    ready = threading.Event()
+    release = threading.Event()
+    out: list[Any] = []
+
+    async def stock_main() -> None:
+        ready.wait()
+        try:
+            async with asyncio.timeout(0.01):
+                await asyncio.sleep(3600)
+        except TimeoutError:
+            out.append(type(asyncio.current_task()).__module__)
+        release.set()
+
+    async def asyncbis_main() -> None:
+        ready.set()
+        await asyncio.to_thread(release.wait)
+
+    thread = threading.Thread(target=lambda: asyncio.run(stock_main()))
+    thread.start()
+    asyncbis.run(asyncbis_main())
+    thread.join()
+    assert out and out[0] != "asyncbis._task"
+
+
+def test_with_scoped_timeouts_off_stock_timeouts_follow_task_cancel_level():
+    # The switches' documented combination: stock timeouts are built on Task.cancel(), which
+    # task-cancel-level "uncancel" lifts when uncancel() brings the count back to zero.
+    switches.disable("scoped-timeouts")
+    switches.set("task-cancel-level", "uncancel")
+    assert asyncbis.run(_stock_timeouts_leave_the_task_usable())[-1] == "awaits again"
+
+
+def test_a_stock_timeout_still_cancels_what_runs_under_it():
+    async def main() -> tuple[bool, str]:
+        try:
+            async with asyncio.timeout(0.01):
+                try:
+                    await asyncio.sleep(3600)
+                finally:
+                    # level cancellation inside the expired timeout
+                    with pytest.raises(asyncio.CancelledError):
+                        await asyncio.sleep(0)
+        except TimeoutError:
+            timed_out = True
+        return timed_out, "after"
+
+    assert asyncbis.run(main()) == (True, "after")
 
 
 # -- defect 7: patched loop.run_until_complete(coro) refuses before scheduling ---------------

@@ -157,6 +157,7 @@ def unpatch_asyncio() -> None:
         return
     while _saved:
         owner, attr, value = _saved.pop()
+        value = _timeouts.unrouted(value)
         if value is _MISSING:
             delattr(owner, attr)
         else:

@@ -26,7 +26,7 @@ import weakref
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
-from . import _core, _stats, _stock, switches
+from . import _core, _stats, _stock, _timeouts, switches
 from ._taskgroup import TaskGroup
 
 T = TypeVar("T")
@@ -388,7 +388,7 @@ class Runner(_stock.Runner):
         main: Coroutine[Any, Any, T] = coro
         if switches.enabled("root-task-group"):
             main = _root_main(self._loop, coro)  # type: ignore[attr-defined]
-        with _sniffio_name():
+        with _sniffio_name(), _timeouts.stock_timeouts_routed():
             if not switches.enabled("graceful-signals"):
                 return super().run(main, context=context)
             return self._run_graceful(main, context)

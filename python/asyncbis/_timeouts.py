@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import asyncio.timeouts
+import contextlib
 import enum
 import math
-from collections.abc import Awaitable, Generator
+import threading
+from collections.abc import Awaitable, Generator, Iterator
 from typing import Any, TypeVar
 
 from . import _core, _stock, switches
@@ -174,6 +177,106 @@ _core._set_timeout_fallback(_fallback_timeout, _fallback_timeout_at)
 
 # timeout()/timeout_at() return the native class on the fast path; it is a Timeout too.
 Timeout.register(_core.Timeout)
+
+
+class RoutedTimeout(_stock.Timeout):  # type: ignore[misc,valid-type]
+    """The stock ``asyncio.Timeout`` while an asyncbis run is active without patch_asyncio().
+
+    Stock timeouts are built on ``Task.cancel()``/``uncancel()``; on an asyncbis task with
+    task-cancel-level on, ``Task.cancel()`` is permanent, so a stock timeout that fired would
+    leave its task cancelled for good. Inside an asyncbis task with scoped-timeouts on, this
+    class is the scoped timeout instead (a cancel scope with a deadline: what patch_asyncio()
+    makes of ``asyncio.timeout``); anywhere else (another thread's stock loop, a foreign task
+    factory's task, scoped-timeouts off) it is exactly the stock class. Being a subclass, it
+    passes ``isinstance(t, asyncio.Timeout)`` checks made with the stock class.
+    """
+
+    def __init__(self, when: float | None) -> None:
+        super().__init__(when)
+        self._scoped: Any = None
+
+    async def __aenter__(self) -> RoutedTimeout:
+        if self._scoped is not None:
+            raise RuntimeError("Timeout has already been entered")
+        if (
+            self._state is _stock_state_created()
+            and switches.enabled("scoped-timeouts")
+            and _scopes_usable()
+        ):
+            scoped = _core.Timeout(self._when)
+            await scoped.__aenter__()
+            self._scoped = scoped
+            return self
+        await super().__aenter__()
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> bool | None:
+        if self._scoped is not None:
+            return await self._scoped.__aexit__(exc_type, exc, tb)
+        return await super().__aexit__(exc_type, exc, tb)
+
+    def when(self) -> float | None:
+        return self._scoped.when() if self._scoped is not None else super().when()
+
+    def reschedule(self, when: float | None) -> None:
+        if self._scoped is not None:
+            self._scoped.reschedule(when)
+        else:
+            super().reschedule(when)
+
+    def expired(self) -> bool:
+        return self._scoped.expired() if self._scoped is not None else super().expired()
+
+    def __repr__(self) -> str:
+        return repr(self._scoped) if self._scoped is not None else super().__repr__()
+
+
+def _stock_state_created() -> Any:
+    return asyncio.timeouts._State.CREATED
+
+
+# How many asyncbis runs are active (in any thread): while there is one, the stock Timeout
+# class is RoutedTimeout where stock code looks it up (see stock_timeouts_routed()).
+_routes_lock = threading.Lock()
+_routed_runs = 0
+_ROUTED_OWNERS = (asyncio, asyncio.timeouts)
+
+
+@contextlib.contextmanager
+def stock_timeouts_routed() -> Iterator[None]:
+    """For the duration of an asyncbis run: stock ``asyncio.timeout()``, ``timeout_at()``,
+    ``Timeout`` and (3.12+, built on them) ``wait_for()`` become scoped timeouts inside asyncbis
+    tasks. ``asyncio.timeouts.Timeout`` is the name all of them look up when called (also
+    through ``from asyncio import timeout`` made earlier), so it is the one replaced, and only
+    while it is the stock class (patch_asyncio() installs asyncbis's own). 3.11's ``wait_for()``
+    does not use a timeout: it runs the awaitable in a task of its own and cancels that one,
+    which leaves the caller uncancelled already."""
+    global _routed_runs
+    with _routes_lock:
+        _routed_runs += 1
+        if _routed_runs == 1:
+            for owner in _ROUTED_OWNERS:
+                if owner.__dict__.get("Timeout") is _stock.Timeout:
+                    owner.Timeout = RoutedTimeout  # type: ignore[attr-defined,misc]
+    try:
+        yield
+    finally:
+        with _routes_lock:
+            _routed_runs -= 1
+            if _routed_runs == 0:
+                for owner in _ROUTED_OWNERS:
+                    if owner.__dict__.get("Timeout") is RoutedTimeout:
+                        owner.Timeout = _stock.Timeout  # type: ignore[attr-defined,misc]
+
+
+def unrouted(value: Any) -> Any:
+    """What unpatch_asyncio() puts back for a name saved while a run routed it: the stock
+    class once no run is active any more."""
+    if value is RoutedTimeout:
+        with _routes_lock:
+            if _routed_runs == 0:
+                return _stock.Timeout
+    return value
 
 
 async def wait_for(fut: Awaitable[T], timeout: float | None) -> T:
