@@ -1,21 +1,40 @@
 #!/usr/bin/env bash
-# The breakage study from a fresh checkout: installs the build tools (maturin, uv), builds the
-# asyncbis wheel and the asyncbis-compat tool, then runs the corpus and writes report/.
+# The breakage study from a fresh checkout: builds the asyncbis wheel and the asyncbis-compat
+# tool, runs the corpus, writes the report. Never writes tracked files unless asked to.
 #
-#   scripts/study.sh                      quick corpus, report/ (a few minutes)
-#   CORPUS=default JOBS=2 scripts/study.sh   the full default corpus
-#   scripts/study.sh --python 3.13 ...    extra arguments go to asyncbis-compat
+#   bash scripts/study.sh                         quick corpus -> report-local/quick-py3.12/
+#   CORPUS=default JOBS=2 bash scripts/study.sh   the full default corpus (hours)
+#   bash scripts/study.sh --commit-report         regenerate the committed report/quick-py3.12/
+#                                                 (needs the pinned Python 3.12.1)
+#   bash scripts/study.sh --python 3.13 ...       other arguments go to asyncbis-compat run
 #
-# Environment: PYTHON (default python3, must be >= 3.11), CORPUS (quick|default|FILE),
-# JOBS (default 2), OUT (default report), ASYNCBIS_COMPAT_CACHE (cache directory).
+# Environment: PYTHON (default: pyenv's 3.12.1 when installed, else python3; >= 3.11),
+# CORPUS (quick|default|FILE), JOBS (default 2), OUT (report directory),
+# ASYNCBIS_COMPAT_CACHE (cache directory, default ~/.cache/asyncbis-compat).
+# Reaches PyPI (maturin, uv, the corpus's sdists and test dependencies) and crates.io (cargo).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-PYTHON=${PYTHON:-python3}
+# The committed reports are made with this interpreter (pinned: results differ across
+# patch releases of asyncio).
+PINNED=3.12.1
 CORPUS=${CORPUS:-quick}
 JOBS=${JOBS:-2}
-OUT=${OUT:-$REPO/report}
 
+COMMIT=0
+ARGS=()
+for arg in "$@"; do
+    if [ "$arg" = "--commit-report" ]; then COMMIT=1; else ARGS+=("$arg"); fi
+done
+
+PYENV_PINNED=""
+if command -v pyenv >/dev/null 2>&1; then
+    candidate="$(pyenv root)/versions/$PINNED/bin/python"
+    [ -x "$candidate" ] && PYENV_PINNED=$candidate
+fi
+if [ -z "${PYTHON:-}" ]; then
+    PYTHON=${PYENV_PINNED:-python3}
+fi
 if ! command -v "$PYTHON" >/dev/null; then
     echo "study.sh: no $PYTHON on PATH (set PYTHON to a Python >= 3.11)" >&2
     exit 2
@@ -30,26 +49,41 @@ if ! command -v cargo >/dev/null; then
 fi
 # The real interpreter, not a shim or the tools venv below: the study makes its venvs from it.
 REAL_PYTHON=$("$PYTHON" -c 'import sys; print(sys.executable)')
+VERSION=$("$REAL_PYTHON" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])')
+MINOR=${VERSION%.*}
+
+CORPUS_NAME=$(basename "$CORPUS" .toml)
+if [ "$COMMIT" = 1 ]; then
+    if [ "$VERSION" != "$PINNED" ]; then
+        echo "study.sh: --commit-report needs Python $PINNED (committed reports are comparable only" \
+             "on the pinned interpreter); $PYTHON is $VERSION. Install it (pyenv install $PINNED)" \
+             "or set PYTHON to it." >&2
+        exit 2
+    fi
+    OUT=${OUT:-$REPO/report/$CORPUS_NAME-py$MINOR}
+else
+    OUT=${OUT:-$REPO/report-local/$CORPUS_NAME-py$MINOR}
+    if [ "$VERSION" != "$PINNED" ]; then
+        echo "study.sh: note: Python $VERSION; the committed reports use $PINNED" >&2
+    fi
+fi
 
 # maturin and uv live in a private venv so a system Python (PEP 668) is never modified.
 TOOLS="$REPO/.cache/study-tools"
 if [ ! -x "$TOOLS/bin/maturin" ] || [ ! -x "$TOOLS/bin/uv" ]; then
-    echo "study.sh: installing maturin and uv into $TOOLS" >&2
+    echo "study.sh: installing maturin and uv from PyPI into $TOOLS (private to this checkout)" >&2
     if "$PYTHON" -m venv "$TOOLS" 2>/dev/null; then
         "$TOOLS/bin/python" -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
-        "$TOOLS/bin/python" -m pip install --quiet maturin uv
+        "$TOOLS/bin/python" -m pip install --quiet "maturin>=1.7,<2" uv
     else
-        # No venv module (Debian without python3-venv): fall back to a user install.
-        "$PYTHON" -m pip install --quiet --user maturin uv || "$PYTHON" -m pip install --quiet --user --break-system-packages maturin uv
-        mkdir -p "$TOOLS/bin"
-        USER_BIN=$("$PYTHON" -c 'import site, os; print(os.path.join(site.USER_BASE, "bin"))')
-        ln -sf "$USER_BIN/maturin" "$TOOLS/bin/maturin"
-        ln -sf "$USER_BIN/uv" "$TOOLS/bin/uv"
+        echo "study.sh: $PYTHON cannot make a venv (on Debian/Ubuntu: apt install python3-venv);" \
+             "or put maturin and uv on PATH (e.g. pipx install maturin uv)" >&2
+        command -v maturin >/dev/null && command -v uv >/dev/null || exit 2
     fi
 fi
 export PATH="$TOOLS/bin:$PATH"
 
-echo "study.sh: building the asyncbis wheel for $("$REAL_PYTHON" -V 2>&1)" >&2
+echo "study.sh: building the asyncbis wheel for Python $VERSION" >&2
 WHEELS="$REPO/target/study-wheels"
 rm -rf "$WHEELS"
 # A reproducible wheel (fixed zip timestamps): the same sources give the same wheel hash, so a
@@ -61,14 +95,18 @@ WHEEL=$(ls "$WHEELS"/*.whl | head -n 1)
 echo "study.sh: building asyncbis-compat" >&2
 (cd "$REPO" && cargo build --release -q -p asyncbis-compat --bin asyncbis-compat)
 
+# The built-in corpora by name (the tool compiles in corpus/*.toml), so the report names the
+# corpus, not a path of this machine.
 CORPUS_ARG=$CORPUS
-if [ -f "$REPO/corpus/$CORPUS.toml" ]; then
-    CORPUS_ARG="$REPO/corpus/$CORPUS.toml"
-fi
+case "$CORPUS" in
+    quick | default) ;;
+    *) [ -f "$REPO/corpus/$CORPUS.toml" ] && CORPUS_ARG="$REPO/corpus/$CORPUS.toml" ;;
+esac
+echo "study.sh: corpus $CORPUS_ARG, Python $VERSION, report in $OUT" >&2
 exec "$REPO/target/release/asyncbis-compat" run \
     --corpus "$CORPUS_ARG" \
     --python "$REAL_PYTHON" \
     --wheel "$WHEEL" \
     --jobs "$JOBS" \
     --out "$OUT" \
-    "$@"
+    ${ARGS[@]+"${ARGS[@]}"}

@@ -113,6 +113,17 @@ pub fn resolve_python(spec: &str) -> Result<Python, String> {
     ))
 }
 
+/// The interpreter's standard library directory (where its asyncio lives).
+pub fn stdlib_dir(python: &Python) -> Option<PathBuf> {
+    output_of(Command::new(&python.path).args([
+        "-c",
+        "import sysconfig; print(sysconfig.get_paths()['stdlib'])",
+    ]))
+    .ok()
+    .map(|out| PathBuf::from(out.trim()))
+    .filter(|dir| dir.is_absolute())
+}
+
 /// A build or install tool (uv, maturin): on PATH, else in the tool's own venv under the cache
 /// (`<cache>/tools`), installed there from PyPI on first use and said so. Never installed into
 /// the user's environment.

@@ -293,7 +293,7 @@ fn run_corpus(options: &Options) -> Result<i32, String> {
         })
         .collect();
     let results = run_all(&study, &work, options.jobs);
-    let report = build_report(
+    let mut report = build_report(
         options,
         &options.corpus,
         &pythons,
@@ -301,6 +301,7 @@ fn run_corpus(options: &Options) -> Result<i32, String> {
         results,
         started.elapsed().as_secs_f64(),
     );
+    report.replace_paths(&machine_paths(&study, &pythons, None));
     report::write_report(&report, &options.out)?;
     print_closing(&report, &options.out);
     let not_activated = report
@@ -308,6 +309,38 @@ fn run_corpus(options: &Options) -> Result<i32, String> {
         .iter()
         .any(|p| p.status == Status::NotActivated);
     Ok(if not_activated { 1 } else { 0 })
+}
+
+/// Absolute paths of this machine that reach a report (tracebacks, freeze entries, reasons),
+/// each with the name it is written as, so a report carries no paths of the machine that made
+/// it: the cache, each interpreter's standard library, the asyncbis wheels' directories, the
+/// checked project, the home directory.
+fn machine_paths(
+    study: &Study,
+    pythons: &[Python],
+    project: Option<&Path>,
+) -> Vec<(String, String)> {
+    let mut paths = vec![(study.cache.root().to_path_buf(), "<cache>".to_string())];
+    for python in pythons {
+        if let Some(stdlib) = environment::stdlib_dir(python) {
+            paths.push((stdlib, format!("<python{} stdlib>", python.minor())));
+        }
+    }
+    for (wheel, _) in study.wheels.values() {
+        if let Some(dir) = wheel.parent() {
+            paths.push((dir.to_path_buf(), "<wheels>".to_string()));
+        }
+    }
+    if let Some(project) = project {
+        paths.push((project.to_path_buf(), "<project>".to_string()));
+    }
+    if let Some(home) = std::env::var_os("HOME").filter(|h| h.len() > 1) {
+        paths.push((PathBuf::from(home), "~".to_string()));
+    }
+    paths
+        .into_iter()
+        .map(|(path, name)| (path.to_string_lossy().into_owned(), name))
+        .collect()
 }
 
 fn build_report(
@@ -402,14 +435,15 @@ fn check(path: &Path, options: &Options) -> Result<i32, String> {
         .map(|python| (entry.clone(), Source::Local(root.clone()), python.clone()))
         .collect();
     let results = run_all(&study, &work, options.jobs);
-    let report = build_report(
+    let mut report = build_report(
         options,
-        &format!("check {}", root.display()),
+        &format!("check {}", path.display()),
         &pythons,
         wheel_infos,
         results,
         started.elapsed().as_secs_f64(),
     );
+    report.replace_paths(&machine_paths(&study, &pythons, Some(&root)));
     report::write_report(&report, &options.out)?;
     print_closing(&report, &options.out);
     for project in &report.projects {

@@ -211,6 +211,62 @@ pub fn summarize(projects: &[ProjectResult]) -> Summary {
     summary
 }
 
+impl Report {
+    /// Rewrites every string of the report with `paths` (absolute path, name) replaced by their
+    /// names, longest path first. A path is replaced only where it ends (at a separator,
+    /// quote or the end), so `/a/b` never rewrites `/a/bc`.
+    pub fn replace_paths(&mut self, paths: &[(String, String)]) {
+        let mut paths: Vec<&(String, String)> =
+            paths.iter().filter(|(path, _)| path.len() > 1).collect();
+        paths.sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));
+        let Ok(mut value) = serde_json::to_value(&*self) else {
+            return;
+        };
+        replace_in_strings(&mut value, &paths);
+        if let Ok(report) = serde_json::from_value(value) {
+            *self = report;
+        }
+    }
+}
+
+fn replace_in_strings(value: &mut serde_json::Value, paths: &[&(String, String)]) {
+    match value {
+        serde_json::Value::String(text) => {
+            for (path, name) in paths {
+                if text.contains(path.as_str()) {
+                    *text = replace_path(text, path, name);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for item in items {
+                replace_in_strings(item, paths);
+            }
+        }
+        serde_json::Value::Object(map) => {
+            for item in map.values_mut() {
+                replace_in_strings(item, paths);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn replace_path(text: &str, path: &str, name: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(path) {
+        let end = at + path.len();
+        let next = rest[end..].chars().next();
+        let whole = next.is_none_or(|c| !(c.is_alphanumeric() || c == '-' || c == '_' || c == '.'));
+        out.push_str(&rest[..at]);
+        out.push_str(if whole { name } else { path });
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Writes report.json, report.md and report.html into `out`.
 pub fn write_report(report: &Report, out: &Path) -> Result<(), String> {
     std::fs::create_dir_all(out)
@@ -1328,5 +1384,48 @@ mod tests {
             Some("../docs/switches.md")
         );
         assert_eq!(switch_doc_link(Path::new("/")), None);
+    }
+
+    #[test]
+    fn machine_paths_are_replaced_everywhere() {
+        let mut report = sample_report();
+        let failure = &mut report.projects[0].failures[0];
+        failure.traceback = "File \"/home/u/.cache/ac/venvs/x/site.py\", line 1\n\
+                             File \"/opt/py/lib/python3.12/asyncio/base_events.py\"\n\
+                             /opt/py/lib/python3.12x/other.py"
+            .into();
+        report.projects[0].installed.insert(
+            "asyncbis".into(),
+            "file:///work/w/asyncbis-0.1.0-cp312-cp312-linux_x86_64.whl".into(),
+        );
+        report.projects[1].reason = Some("no /home/u/.cache/ac/src/x-1".into());
+        report.replace_paths(&[
+            ("/home/u/.cache/ac".into(), "<cache>".into()),
+            (
+                "/opt/py/lib/python3.12".into(),
+                "<python3.12 stdlib>".into(),
+            ),
+            ("/work/w".into(), "<wheels>".into()),
+            ("/home/u".into(), "~".into()),
+        ]);
+        let failure = &report.projects[0].failures[0];
+        assert_eq!(
+            failure.traceback,
+            "File \"<cache>/venvs/x/site.py\", line 1\n\
+             File \"<python3.12 stdlib>/asyncio/base_events.py\"\n\
+             /opt/py/lib/python3.12x/other.py"
+        );
+        assert_eq!(
+            report.projects[0].installed["asyncbis"],
+            "file://<wheels>/asyncbis-0.1.0-cp312-cp312-linux_x86_64.whl"
+        );
+        assert_eq!(
+            report.projects[1].reason.as_deref(),
+            Some("no <cache>/src/x-1")
+        );
+        assert_eq!(
+            readable_version(&report.projects[0].installed["asyncbis"], "?"),
+            "0.1.0"
+        );
     }
 }
