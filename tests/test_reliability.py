@@ -192,6 +192,103 @@ def test_a_stock_timeout_still_cancels_what_runs_under_it():
     assert asyncbis.run(main()) == (True, "after")
 
 
+# -- defect 6: sniffio and threads ----------------------------------------------------------
+
+
+SLOW_SNIFFIO_IMPORT = """
+import importlib.abc, importlib.util, sys, threading, time
+importing = threading.Event()  # the first run's import of sniffio has begun
+
+class SlowLoader(importlib.abc.Loader):
+    # the real sniffio, but its import takes a while: the module sits in sys.modules, half
+    # initialised, while other threads start their runs
+    def __init__(self, real): self.real = real
+    def create_module(self, spec): return self.real.create_module(spec)
+    def exec_module(self, module):
+        importing.set()
+        time.sleep(0.3)
+        self.real.exec_module(module)
+
+class SlowFinder(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name != "sniffio":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        sys.meta_path.insert(0, self)
+        spec.loader = SlowLoader(spec.loader)
+        return spec
+
+sys.meta_path.insert(0, SlowFinder())
+
+import asyncio, asyncbis
+assert "sniffio" not in sys.modules
+
+async def main():
+    import sniffio
+    await asyncio.sleep(0)
+    return sniffio.current_async_library()
+
+N = 8
+barrier = threading.Barrier(N - 1)
+results = []
+
+def worker(first):
+    if not first:
+        importing.wait()
+        barrier.wait()
+    try:
+        results.append(asyncbis.run(main()))
+    except BaseException as exc:
+        results.append(repr(exc))
+
+threads = [threading.Thread(target=worker, args=(n == 0,)) for n in range(N)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(sorted(results))
+"""
+
+
+def test_first_runs_in_several_threads_at_once_see_sniffio_whole():
+    pytest.importorskip("sniffio")
+    proc = _python(SLOW_SNIFFIO_IMPORT)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(["asyncbis"] * 8), proc.stdout + proc.stderr
+
+
+NO_SNIFFIO = """
+import sys
+sys.modules["sniffio"] = None  # as if it were not installed
+import asyncio, asyncbis
+
+async def main():
+    assert sys.exc_info() == (None, None, None), sys.exc_info()
+    raise ValueError("main failed")
+
+def contexts(exc, seen):
+    # every exception reachable through __context__ (and exception groups' members)
+    if exc is None or id(exc) in seen:
+        return
+    seen[id(exc)] = type(exc).__name__
+    contexts(exc.__context__, seen)
+    for inner in getattr(exc, "exceptions", ()):
+        contexts(inner, seen)
+
+try:
+    asyncbis.run(main())
+except ValueError as exc:
+    seen = {}
+    contexts(exc, seen)
+    print(sorted(set(seen.values())))
+"""
+
+
+def test_without_sniffio_failures_carry_no_import_error_context():
+    proc = _python(NO_SNIFFIO)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(["ExceptionGroup", "ValueError"]), proc.stdout
+
+
 # -- defect 7: patched loop.run_until_complete(coro) refuses before scheduling ---------------
 
 

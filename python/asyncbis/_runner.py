@@ -240,17 +240,36 @@ async def _root_main(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, 
             del _root_groups[loop]
 
 
+# sniffio, imported once for every thread (None: not installed). Under a lock, and by an
+# import statement rather than sys.modules: while a first run imports it, sys.modules already
+# holds the half-initialised module, and another thread's first run would read its
+# thread_local before it exists.
+_sniffio_lock = threading.Lock()
+_sniffio_module: Any = None
+_sniffio_loaded = False
+
+
+def _load_sniffio() -> Any:
+    global _sniffio_module, _sniffio_loaded
+    if not _sniffio_loaded:
+        with _sniffio_lock:
+            if not _sniffio_loaded:
+                try:
+                    import sniffio
+                except ImportError:
+                    sniffio = None
+                _sniffio_module = sniffio
+                _sniffio_loaded = True
+    return _sniffio_module
+
+
 @contextlib.contextmanager
 def _sniffio_name() -> Iterator[None]:
     """sniffio reports "asyncbis" on this thread while the loop runs (switch sniffio-name)."""
-    sniffio = sys.modules.get("sniffio")
-    if sniffio is None:
-        try:
-            import sniffio
-        except ImportError:
-            yield
-            return
-    if not switches.enabled("sniffio-name"):
+    # Never yield inside an except block: the run's exceptions would get its ImportError as
+    # their context.
+    sniffio = _load_sniffio()
+    if sniffio is None or not switches.enabled("sniffio-name"):
         yield
         return
     from . import _anyio_alias
