@@ -269,3 +269,40 @@ def test_anyio_on_the_loop(loop_factory: Any) -> None:
         True,
         7,
     )
+
+
+def _foreign_task_factory(loop: Any, coro: Any, **kwargs: Any) -> asyncio.Future:
+    return asyncio.tasks._PyTask(coro, loop=loop, **kwargs)  # type: ignore[attr-defined]
+
+
+def test_no_task_factory_is_enforced(loop_factory: Any) -> None:
+    # Issue 13 defect 8: uvloop and rloop took any factory, and their tasks were foreign tasks
+    # (outside every group, no cancel scopes).
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        with pytest.raises(RuntimeError, match="no-task-factory"):
+            loop.set_task_factory(_foreign_task_factory)
+        assert loop.get_task_factory() is not _foreign_task_factory
+        loop.set_task_factory(None)  # allowed: tasks stay asyncbis tasks
+        task = asyncio.create_task(asyncio.sleep(0))
+        assert isinstance(task, asyncbis.Task)
+        assert task._core.group is asyncbis.root_group(loop)
+        await task
+
+    run(main(), loop_factory)
+
+
+def test_no_task_factory_off_accepts_a_foreign_factory(loop_factory: Any) -> None:
+    async def main() -> bool:
+        loop = asyncio.get_running_loop()
+        loop.set_task_factory(_foreign_task_factory)
+        task = asyncio.create_task(asyncio.sleep(0))
+        await task
+        return isinstance(task, asyncbis.Task)
+
+    state = asyncbis.switches.snapshot()
+    asyncbis.switches.disable("no-task-factory")
+    try:
+        assert run(main(), loop_factory) is False
+    finally:
+        asyncbis.switches.restore(state)

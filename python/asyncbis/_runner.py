@@ -199,14 +199,26 @@ def install_on_loop(loop: asyncio.AbstractEventLoop) -> None:
     # Not vars(loop): on 3.11/3.12 that materialises the instance dict, and every later
     # attribute access of the loop's own code (call_soon, _run_once) loses its fast path.
     own_method = getattr(loop.set_task_factory, "__self__", None) is loop
-    if isinstance(loop, _stock.BaseEventLoop) and own_method:
-        # An unpatched stock loop: guard its set_task_factory (an instance attribute).
-        def set_task_factory(factory: Any, _loop: Any = loop) -> None:
+    if own_method:
+        # An unpatched stock loop, or any other loop (uvloop, rloop): guard its
+        # set_task_factory with an instance attribute that calls the class's method.
+        original = (
+            _stock.loop_set_task_factory
+            if isinstance(loop, _stock.BaseEventLoop)
+            else type(loop).set_task_factory
+        )
+
+        def set_task_factory(factory: Any, _loop: Any = loop, _original: Any = original) -> None:
             if switches.enabled("no-task-factory"):
                 factory = accepted_task_factory(_loop, factory) or task_factory
-            _stock.loop_set_task_factory(_loop, factory)
+            _original(_loop, factory)
 
-        loop.set_task_factory = set_task_factory  # type: ignore[method-assign]
+        try:
+            loop.set_task_factory = set_task_factory  # type: ignore[method-assign]
+        except AttributeError:
+            # A loop type whose instances take no attributes (no __dict__): the switch cannot
+            # be enforced on it (docs/loops.md).
+            pass
 
 
 async def _root_main(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T:
