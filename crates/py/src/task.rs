@@ -40,6 +40,21 @@ pub fn current_core(py: Python<'_>) -> Option<Py<TaskCore>> {
     CURRENT.with(|c| c.borrow().as_ref().map(|t| t.clone_ref(py)))
 }
 
+/// What started a step (see `TaskCore::step`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum StepKind {
+    /// Scheduled by the loop (first step, bare yield, an exception to throw in), or a wake-up
+    /// by a cancelled future: a pending scope cancellation is delivered.
+    Scheduled,
+    /// A wake-up by a future that completed on its own: its result or error is delivered; a
+    /// pending cancellation waits for the next yield point, as in Trio, so that a completed
+    /// operation's result is never lost.
+    Completed,
+    /// The first step, run synchronously by the spawner (3.12+ eager start) inside another
+    /// task's step: the current task is swapped instead of entered.
+    Eager,
+}
+
 #[pyclass(module = "asyncbis._core", frozen)]
 pub struct TaskCore {
     task: GilCell<Option<Py<PyAny>>>,
@@ -185,20 +200,11 @@ impl TaskCore {
         }
     }
 
-    fn step_inner<'py>(slf: &Bound<'py, TaskCore>, exc: Option<Bound<'py, PyAny>>) -> PyResult<()> {
-        Self::step_impl(slf, exc, false, true)
-    }
-
-    /// One step. `eager`: the first step run synchronously by the spawner (3.12+ eager start),
-    /// inside another task's step, so the current task is swapped instead of entered.
-    /// `may_deliver`: false when waking up from a future that completed on its own (its result
-    /// or error is delivered; a pending cancellation waits for the next yield point, as in Trio,
-    /// so that a completed operation's result is never lost).
-    fn step_impl<'py>(
+    /// One step of the coroutine: send None, or throw `exc` in (`kind`: what started it).
+    fn step<'py>(
         slf: &Bound<'py, TaskCore>,
         exc: Option<Bound<'py, PyAny>>,
-        eager: bool,
-        may_deliver: bool,
+        kind: StepKind,
     ) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
@@ -258,7 +264,7 @@ impl TaskCore {
                 .root_node
                 .get()
                 .is_some_and(|n| tree().cancel_called(n));
-        if (this.started.get() || cancelled_before_start) && may_deliver {
+        if (this.started.get() || cancelled_before_start) && kind != StepKind::Completed {
             if let Some(tid) = this.tree_id.get() {
                 let deliver = {
                     let mut t = tree();
@@ -294,7 +300,10 @@ impl TaskCore {
             .get_ref(py)
             .ok_or_else(|| runtime_error("task has no coroutine"))?
             .into_bound(py);
-        let swap = c.swap_current_task.as_ref().filter(|_| eager);
+        let swap = c
+            .swap_current_task
+            .as_ref()
+            .filter(|_| kind == StepKind::Eager);
         let prev_task = match swap {
             Some(swap) => Some(swap.bind(py).call1((&loop_, &task))?),
             None => {
@@ -598,7 +607,7 @@ impl TaskCore {
                 .expect("context set at creation");
             ctx.bind(py).call_method1(
                 pyo3::intern!(py, "run"),
-                (core.getattr(pyo3::intern!(py, "_eager_step"))?,),
+                (core.getattr(pyo3::intern!(py, "_step_eager"))?,),
             )?;
             Ok(())
         } else {
@@ -846,15 +855,15 @@ impl TaskCore {
     fn __call__(slf: &Bound<'_, Self>, arg: Option<Bound<'_, PyAny>>) -> PyResult<()> {
         let py = slf.py();
         match arg {
-            None => Self::step_inner(slf, None),
+            None => Self::step(slf, None, StepKind::Scheduled),
             Some(a) if a.is_instance_of::<pyo3::exceptions::PyBaseException>() => {
-                Self::step_inner(slf, Some(a))
+                Self::step(slf, Some(a), StepKind::Scheduled)
             }
             Some(fut) => {
                 // Wake-up: the awaited future is done.
                 slf.get().fut_waiter.set(None);
                 if let Some(exc) = crate::own_cancelled_exc(&fut) {
-                    return Self::step_inner(slf, Some(exc));
+                    return Self::step(slf, Some(exc), StepKind::Scheduled);
                 }
                 let c = cached(py);
                 let outcome = if fut.get_type().is(c.future_type.bind(py)) {
@@ -863,13 +872,17 @@ impl TaskCore {
                     fut.call_method0(pyo3::intern!(py, "result"))
                 };
                 match outcome {
-                    Ok(_) => Self::step_impl(slf, None, false, false),
+                    Ok(_) => Self::step(slf, None, StepKind::Completed),
                     Err(e) => {
                         let value = e.value(py).clone().into_any();
                         // A cancelled future (typically cancelled by a scope to wake this task)
                         // lets the scope's cancellation through; a real outcome goes first.
-                        let cancelled = value.is_instance(c.cancelled_error.bind(py))?;
-                        Self::step_impl(slf, Some(value), false, cancelled)
+                        let kind = if value.is_instance(c.cancelled_error.bind(py))? {
+                            StepKind::Scheduled
+                        } else {
+                            StepKind::Completed
+                        };
+                        Self::step(slf, Some(value), kind)
                     }
                 }
             }
@@ -888,8 +901,8 @@ impl TaskCore {
     }
 
     /// The first step of an eagerly started task (called inside the task's context).
-    fn _eager_step(slf: &Bound<'_, Self>) -> PyResult<()> {
-        Self::step_impl(slf, None, true, true)
+    fn _step_eager(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::step(slf, None, StepKind::Eager)
     }
 
     /// `Task.cancel()`: level (the task's own scope is cancelled) or stock edge semantics.
