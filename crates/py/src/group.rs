@@ -13,7 +13,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyList;
 
 use crate::scope::CancelScope;
-use crate::task::{current_core, TaskCore};
+use crate::task::{current_core, Start, TaskCore, TaskOptions};
 use crate::util::{
     cached, gc_retrack, gc_untrack, is_marked_for, new_marked_cancelled_error, runtime_error, tree,
     GilCell,
@@ -26,6 +26,19 @@ enum GroupState {
     Active,
     Exiting,
     Exited,
+}
+
+/// How `TaskGroup::spawn` makes a child.
+#[derive(Default)]
+pub struct SpawnOptions<'py> {
+    /// The task's name (None: `Task-N`).
+    pub name: Option<Bound<'py, PyAny>>,
+    /// The context its steps run in (None: a copy of the current one).
+    pub context: Option<Bound<'py, PyAny>>,
+    /// A child of `start()`: its failures go to the starter until it calls `started()`.
+    pub starting: bool,
+    /// Run the first step now (3.12+, loop running); None: as the loop's task factory says.
+    pub eager_start: Option<bool>,
 }
 
 #[pyclass(module = "asyncbis._core", frozen, subclass)]
@@ -306,16 +319,19 @@ impl TaskGroup {
         Ok(())
     }
 
-    /// Spawns `coro` as a child; `starting` marks a child of `start()` until `started()`.
+    /// Spawns `coro` as a child.
     pub fn spawn<'py>(
         slf: &Bound<'py, Self>,
         coro: &Bound<'py, PyAny>,
-        name: Option<Bound<'py, PyAny>>,
-        context: Option<Bound<'py, PyAny>>,
-        starting: bool,
-        eager: Option<bool>,
+        options: SpawnOptions<'py>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
+        let SpawnOptions {
+            name,
+            context,
+            starting,
+            eager_start,
+        } = options;
         let this = slf.get();
         match this.state.get() {
             GroupState::Active | GroupState::Exiting => {}
@@ -349,16 +365,17 @@ impl TaskGroup {
         };
         let task = crate::new_task_object(py, &loop_)?;
         let core = TaskCore::attach(
-            py,
             &task,
             &loop_,
             coro,
-            name,
-            context,
-            Some(slf),
-            node,
-            false,
-            false,
+            TaskOptions {
+                name,
+                context,
+                group: Some(slf),
+                parent_node: node,
+                // Started below, once the group counts it.
+                start: None,
+            },
         );
         let core = match core {
             Ok(c) => c,
@@ -385,11 +402,11 @@ impl TaskGroup {
         }
         this.live.set(this.live.get() + 1);
         // Counted as a child before its first step: an eager child may finish within it.
-        let eager = match eager {
+        let eager = match eager_start {
             Some(eager) => eager,
             None => crate::loop_wants_eager_tasks(py, &loop_)?,
         };
-        TaskCore::start(&core, &loop_, eager)?;
+        TaskCore::start(&core, &loop_, Start::eager_if(eager))?;
         Ok(task)
     }
 
@@ -655,7 +672,13 @@ impl TaskGroup {
             let _ = coro.call_method0(pyo3::intern!(slf.py(), "close"));
             return Err(e);
         }
-        match Self::spawn(slf, &coro, name, context, false, eager_start) {
+        let options = SpawnOptions {
+            name,
+            context,
+            eager_start,
+            ..SpawnOptions::default()
+        };
+        match Self::spawn(slf, &coro, options) {
             Ok(t) => Ok(t),
             Err(e) => {
                 let _ = coro.call_method0(pyo3::intern!(slf.py(), "close"));
@@ -671,7 +694,12 @@ impl TaskGroup {
         coro: Bound<'py, PyAny>,
         name: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        Self::spawn(slf, &coro, name, None, true, None)
+        let options = SpawnOptions {
+            name,
+            starting: true,
+            ..SpawnOptions::default()
+        };
+        Self::spawn(slf, &coro, options)
     }
 
     /// Cancels the group: its body and every child, including children spawned later.

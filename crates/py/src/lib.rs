@@ -10,9 +10,9 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 
-use crate::group::{GroupExit, TaskGroup};
+use crate::group::{GroupExit, SpawnOptions, TaskGroup};
 use crate::scope::{CancelScope, Checkpoint};
-use crate::task::{current_core, TaskCore};
+use crate::task::{current_core, Start, TaskCore, TaskOptions};
 use crate::util::{cached, runtime_error, tree};
 
 /// The Python `asyncbis.Task` class (an `asyncio.Future` subclass), registered at import.
@@ -100,7 +100,6 @@ fn _register_task_class(py: Python<'_>, cls: Bound<'_, PyAny>) -> PyResult<()> {
 #[pyfunction]
 #[pyo3(signature = (task, coro, r#loop, name = None, context = None, *, eager_start = false))]
 fn _init_task<'py>(
-    py: Python<'py>,
     task: Bound<'py, PyAny>,
     coro: Bound<'py, PyAny>,
     r#loop: Bound<'py, PyAny>,
@@ -109,16 +108,15 @@ fn _init_task<'py>(
     eager_start: bool,
 ) -> PyResult<()> {
     TaskCore::attach(
-        py,
         &task,
         &r#loop,
         &coro,
-        name,
-        context,
-        None,
-        None,
-        true,
-        eager_start,
+        TaskOptions {
+            name,
+            context,
+            start: Some(Start::eager_if(eager_start)),
+            ..TaskOptions::default()
+        },
     )?;
     Ok(())
 }
@@ -138,7 +136,15 @@ fn spawn<'py>(
     eager_start: Option<bool>,
 ) -> PyResult<Bound<'py, PyAny>> {
     match group {
-        Some(g) => TaskGroup::spawn(&g, &coro, name, context, false, eager_start),
+        Some(g) => {
+            let options = SpawnOptions {
+                name,
+                context,
+                eager_start,
+                ..SpawnOptions::default()
+            };
+            TaskGroup::spawn(&g, &coro, options)
+        }
         None => {
             let task = new_task_object(py, &r#loop)?;
             let eager = match eager_start {
@@ -146,7 +152,15 @@ fn spawn<'py>(
                 None => loop_wants_eager_tasks(py, &r#loop)?,
             };
             TaskCore::attach(
-                py, &task, &r#loop, &coro, name, context, None, None, true, eager,
+                &task,
+                &r#loop,
+                &coro,
+                TaskOptions {
+                    name,
+                    context,
+                    start: Some(Start::eager_if(eager)),
+                    ..TaskOptions::default()
+                },
             )?;
             Ok(task)
         }

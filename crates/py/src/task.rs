@@ -40,6 +40,42 @@ pub fn current_core(py: Python<'_>) -> Option<Py<TaskCore>> {
     CURRENT.with(|c| c.borrow().as_ref().map(|t| t.clone_ref(py)))
 }
 
+/// How a new task starts.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Start {
+    /// Its first step is scheduled on the loop.
+    Soon,
+    /// Its first step runs now, inside the spawner's step, when the loop is running on 3.12+
+    /// (stock's `eager_start`); otherwise as `Soon`.
+    Eager,
+}
+
+impl Start {
+    /// From a Python `eager_start` flag.
+    pub fn eager_if(eager: bool) -> Start {
+        if eager {
+            Start::Eager
+        } else {
+            Start::Soon
+        }
+    }
+}
+
+/// What `TaskCore::attach` takes besides the task, its loop and its coroutine.
+#[derive(Default)]
+pub struct TaskOptions<'a, 'py> {
+    /// The task's name (None: `Task-N`).
+    pub name: Option<Bound<'py, PyAny>>,
+    /// The context the steps run in (None: a copy of the current one).
+    pub context: Option<Bound<'py, PyAny>>,
+    /// The group that holds the task (and hears of its end).
+    pub group: Option<&'a Bound<'py, TaskGroup>>,
+    /// The scope node the task's own node hangs below (None: a root of the tree).
+    pub parent_node: Option<NodeId>,
+    /// None: the caller starts the task later, with `TaskCore::start`.
+    pub start: Option<Start>,
+}
+
 /// What started a step (see `TaskCore::step`).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum StepKind {
@@ -510,20 +546,21 @@ impl TaskCore {
     }
 
     /// Creates the core of `task` (an instance of the Python Task class whose Future part is
-    /// initialised), registers it and, with `start`, starts it (see `start`).
-    #[allow(clippy::too_many_arguments)]
+    /// initialised), registers it and starts it as `options.start` says.
     pub fn attach<'py>(
-        py: Python<'py>,
         task: &Bound<'py, PyAny>,
         loop_: &Bound<'py, PyAny>,
         coro: &Bound<'py, PyAny>,
-        name: Option<Bound<'py, PyAny>>,
-        context: Option<Bound<'py, PyAny>>,
-        group: Option<&Bound<'py, TaskGroup>>,
-        parent_node: Option<NodeId>,
-        start: bool,
-        eager: bool,
+        options: TaskOptions<'_, 'py>,
     ) -> PyResult<Bound<'py, TaskCore>> {
+        let py = task.py();
+        let TaskOptions {
+            name,
+            context,
+            group,
+            parent_node,
+            start,
+        } = options;
         let c = cached(py);
         if !c.iscoroutine.bind(py).call1((coro,))?.is_truthy()? {
             return Err(PyTypeError::new_err(format!(
@@ -579,22 +616,21 @@ impl TaskCore {
         core.get().root_node.set(Some(node));
         task.setattr(pyo3::intern!(py, "_core"), &core)?;
         c.register_task.bind(py).call1((task,))?;
-        if start {
-            Self::start(&core, loop_, eager)?;
+        if let Some(start) = start {
+            Self::start(&core, loop_, start)?;
         }
         Ok(core)
     }
 
-    /// Starts a task made by `attach(.., start=false)`: schedules its first step, or with
-    /// `eager` (3.12+, loop running) runs it now, inside the spawner's step. A group adopts its
-    /// child before starting it, so a child that finishes during its eager step is counted.
+    /// Starts a task attached with `start: None` (see `Start`). A group adopts its child
+    /// before starting it, so a child that finishes during its eager step is counted.
     pub fn start<'py>(
         core: &Bound<'py, TaskCore>,
         loop_: &Bound<'py, PyAny>,
-        eager: bool,
+        start: Start,
     ) -> PyResult<()> {
         let py = core.py();
-        let run_eagerly = eager
+        let run_eagerly = start == Start::Eager
             && cached(py).swap_current_task.is_some()
             && loop_
                 .call_method0(pyo3::intern!(py, "is_running"))?
