@@ -15,8 +15,8 @@ use pyo3::types::PyList;
 use crate::scope::CancelScope;
 use crate::task::{current_core, Start, TaskCore, TaskOptions};
 use crate::util::{
-    cached, gc_retrack, gc_untrack, is_marked_for, new_marked_cancelled_error, runtime_error, tree,
-    GilCell,
+    cached, gc_retrack, gc_untrack, is_exit_request, is_marked_for, new_marked_cancelled_error,
+    runtime_error, tree, GilCell,
 };
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
@@ -299,17 +299,19 @@ impl TaskGroup {
         if exc.is_none() {
             return Ok(());
         }
-        let c = cached(py);
-        if exc.is_instance(c.keyboard_interrupt.bind(py))?
-            || exc.is_instance(c.system_exit.bind(py))?
-        {
-            if !this.base_error.is_some() {
-                this.base_error.set(Some(exc.clone().unbind()));
-            }
-        } else {
-            this.errors.push(exc.unbind());
-        }
+        this.record_error(exc)?;
         Self::cancel_scope_now(slf, None)
+    }
+
+    /// Keeps an error that leaves the group: the first KeyboardInterrupt/SystemExit leaves
+    /// alone, anything else in the exception group.
+    fn record_error(&self, exc: Bound<'_, PyAny>) -> PyResult<()> {
+        if !is_exit_request(&exc)? {
+            self.errors.push(exc.unbind());
+        } else if !self.base_error.is_some() {
+            self.base_error.set(Some(exc.unbind()));
+        }
+        Ok(())
     }
 
     fn cancel_scope_now(slf: &Bound<'_, Self>, reason: Option<Bound<'_, PyAny>>) -> PyResult<()> {
@@ -839,15 +841,7 @@ impl GroupExit {
             if !exc.is_instance(c.cancelled_error.bind(py))? {
                 // The body failed: cancel the children; the error joins the group's (as in
                 // asyncio.TaskGroup, Trio and AnyIO, even with no failing child).
-                if exc.is_instance(c.keyboard_interrupt.bind(py))?
-                    || exc.is_instance(c.system_exit.bind(py))?
-                {
-                    if !g.base_error.is_some() {
-                        g.base_error.set(Some(exc.clone().unbind()));
-                    }
-                } else {
-                    g.errors.push(exc.clone().unbind());
-                }
+                g.record_error(exc.clone())?;
                 self.body_exc.set(None);
                 TaskGroup::cancel_scope_now(group, None)?;
             }
@@ -935,16 +929,8 @@ impl GroupExit {
                 self.body_exc.set(Some(exc.unbind()));
             }
             TaskGroup::cancel_scope_now(group, None)?;
-        } else if exc.is_instance(c.keyboard_interrupt.bind(py))?
-            || exc.is_instance(c.system_exit.bind(py))?
-        {
-            let g = group.get();
-            if !g.base_error.is_some() {
-                g.base_error.set(Some(exc.unbind()));
-            }
-            TaskGroup::cancel_scope_now(group, None)?;
         } else {
-            group.get().errors.push(exc.unbind());
+            group.get().record_error(exc)?;
             TaskGroup::cancel_scope_now(group, None)?;
         }
         self.poll(py)

@@ -20,8 +20,8 @@ use pyo3::{PyTraverseError, PyVisit};
 
 use crate::group::TaskGroup;
 use crate::util::{
-    cached, gc_retrack, level_cancellation, new_marked_cancelled_error, runtime_error,
-    task_cancel_mode, tree, GilCell,
+    cached, gc_retrack, is_exit_request, level_cancellation, new_marked_cancelled_error,
+    runtime_error, task_cancel_mode, tree, GilCell,
 };
 
 static TASK_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -169,6 +169,17 @@ impl TaskCore {
             exc.as_ref(),
             &ctx,
         )
+    }
+
+    /// Schedules a step that throws a RuntimeError with `msg` into the coroutine (stock's answer
+    /// to a bad yield).
+    fn schedule_step_raising<'py>(
+        slf: &Bound<'py, TaskCore>,
+        loop_: &Bound<'py, PyAny>,
+        msg: String,
+    ) -> PyResult<()> {
+        let exc = runtime_error(msg).into_value(slf.py()).into_bound(slf.py());
+        Self::schedule_step(slf, loop_, Some(exc.into_any()))
     }
 
     /// Wakes a blocked task so that its next step delivers a cancellation: cancels the future
@@ -400,9 +411,7 @@ impl TaskCore {
                         .set(Some(value.clone().into_any().unbind()));
                     Self::finish(slf);
                     Ok(())
-                } else if value.is_instance(c.keyboard_interrupt.bind(py))?
-                    || value.is_instance(c.system_exit.bind(py))?
-                {
+                } else if is_exit_request(value)? {
                     c.future_set_exception.bind(py).call1((task, value))?;
                     Self::finish(slf);
                     Err(err)
@@ -441,38 +450,32 @@ impl TaskCore {
                             }
                         };
                         if !fut_loop.is(loop_) {
-                            let e = runtime_error(format!(
-                                "Task {} got Future {} attached to a different loop",
-                                task.repr()?,
-                                result.repr()?
-                            ));
-                            return Self::schedule_step(
+                            return Self::schedule_step_raising(
                                 slf,
                                 loop_,
-                                Some(e.value(py).clone().into_any()),
+                                format!(
+                                    "Task {} got Future {} attached to a different loop",
+                                    task.repr()?,
+                                    result.repr()?
+                                ),
                             );
                         }
                         if !b.is_truthy()? {
-                            let e = runtime_error(format!(
-                                "yield was used instead of yield from in task {} with {}",
-                                task.repr()?,
-                                result.repr()?
-                            ));
-                            return Self::schedule_step(
+                            return Self::schedule_step_raising(
                                 slf,
                                 loop_,
-                                Some(e.value(py).clone().into_any()),
+                                format!(
+                                    "yield was used instead of yield from in task {} with {}",
+                                    task.repr()?,
+                                    result.repr()?
+                                ),
                             );
                         }
                         if result.is(task) {
-                            let e = runtime_error(format!(
-                                "Task cannot await on itself: {}",
-                                task.repr()?
-                            ));
-                            return Self::schedule_step(
+                            return Self::schedule_step_raising(
                                 slf,
                                 loop_,
-                                Some(e.value(py).clone().into_any()),
+                                format!("Task cannot await on itself: {}", task.repr()?),
                             );
                         }
                         result.setattr(pyo3::intern!(py, "_asyncio_future_blocking"), false)?;
@@ -537,8 +540,7 @@ impl TaskCore {
                         } else {
                             format!("Task got bad yield: {}", result.repr()?)
                         };
-                        let e = runtime_error(msg);
-                        Self::schedule_step(slf, loop_, Some(e.value(py).clone().into_any()))
+                        Self::schedule_step_raising(slf, loop_, msg)
                     }
                 }
             }

@@ -132,8 +132,8 @@ pub struct Cached {
     /// 3.12+: used for eager starts, which run inside another task's step.
     pub swap_current_task: Option<Py<PyAny>>,
     pub base_exception_group: Py<PyAny>,
-    pub keyboard_interrupt: Py<PyAny>,
-    pub system_exit: Py<PyAny>,
+    /// `(KeyboardInterrupt, SystemExit)`: see `is_exit_request`.
+    pub exit_requests: Py<pyo3::types::PyTuple>,
     pub timeout_error: Py<PyAny>,
     pub iscoroutine: Py<PyAny>,
     pub isgenerator: Py<PyAny>,
@@ -190,8 +190,14 @@ pub fn cached(py: Python<'_>) -> &'static Cached {
                 register_task: tasks.getattr("_register_task")?.unbind(),
                 swap_current_task: tasks.getattr("_swap_current_task").ok().map(|f| f.unbind()),
                 base_exception_group: builtins.getattr("BaseExceptionGroup")?.unbind(),
-                keyboard_interrupt: builtins.getattr("KeyboardInterrupt")?.unbind(),
-                system_exit: builtins.getattr("SystemExit")?.unbind(),
+                exit_requests: pyo3::types::PyTuple::new(
+                    py,
+                    [
+                        builtins.getattr("KeyboardInterrupt")?,
+                        builtins.getattr("SystemExit")?,
+                    ],
+                )?
+                .unbind(),
                 timeout_error: builtins.getattr("TimeoutError")?.unbind(),
                 iscoroutine: coroutines.getattr("iscoroutine")?.unbind(),
                 isgenerator: inspect.getattr("isgenerator")?.unbind(),
@@ -276,6 +282,14 @@ pub fn is_marked_for(exc: &Bound<'_, PyAny>, task_mark: u64) -> bool {
         Ok(v) => v.extract::<u64>().map(|m| m == task_mark).unwrap_or(false),
         Err(_) => false,
     }
+}
+
+/// Whether `exc` is a KeyboardInterrupt or SystemExit: a request to stop the program, not a
+/// failure of the task that raised it. Like stock asyncio, it propagates out of the loop
+/// (a task step re-raises it) and a task group raises it alone, never inside an exception group.
+pub fn is_exit_request(exc: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let py = exc.py();
+    exc.is_instance(cached(py).exit_requests.bind(py))
 }
 
 pub fn runtime_error(msg: impl Into<String>) -> PyErr {
