@@ -124,10 +124,6 @@ impl CancelScope {
         self.state.get() != ScopeState::Fresh
     }
 
-    pub fn cancel_called_value(&self) -> bool {
-        self.cancel_called.get()
-    }
-
     pub fn deadline_expired_value(&self) -> bool {
         self.deadline_expired.get()
     }

@@ -142,10 +142,6 @@ impl TaskCore {
         self.loop_.get_ref(py)
     }
 
-    pub fn task_obj(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.task.get_ref(py)
-    }
-
     pub fn mark(&self) -> u64 {
         self.tree_id.get().map(|t| t.as_u64()).unwrap_or(u64::MAX)
     }

@@ -198,16 +198,14 @@ impl Tree {
         self.live_tasks -= 1;
     }
 
-    pub fn task_alive(&self, task: TaskId) -> bool {
-        self.task(task).is_some()
-    }
-
+    /// The task's innermost open node (its current scope).
     pub fn current_node(&self, task: TaskId) -> Option<NodeId> {
         self.task(task).and_then(|t| t.current)
     }
 
-    pub fn node_task(&self, id: NodeId) -> Option<TaskId> {
-        self.node(id).and_then(|n| n.task)
+    /// Whether `cancel()` was called on the node itself (not only reached by a cancellation).
+    pub fn cancel_called(&self, id: NodeId) -> bool {
+        self.node(id).is_some_and(|n| n.cancel_called)
     }
 
     pub fn node_alive(&self, id: NodeId) -> bool {
@@ -451,10 +449,6 @@ impl Tree {
 
     pub fn is_effectively_cancelled(&self, id: NodeId) -> bool {
         self.node(id).is_some_and(|n| n.effective)
-    }
-
-    pub fn cancel_called(&self, id: NodeId) -> bool {
-        self.node(id).is_some_and(|n| n.cancel_called)
     }
 
     /// Whether the task's innermost scope is effectively cancelled (level delivery).
