@@ -34,7 +34,8 @@ class Task(asyncio.Future):
         eager_start: bool = False,
     ) -> None:
         super().__init__(loop=loop)
-        # Direct construction (stock API): the task joins the loop's root group if there is one.
+        # Direct construction (stock API): an ungrouped task, never in the loop's root group
+        # (only create_task() and the loop's task factory put tasks there).
         from ._runner import spawn_ungrouped
 
         spawn_ungrouped(

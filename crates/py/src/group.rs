@@ -90,9 +90,10 @@ enum OrphanPolicy {
 /// is; a host task is only garbage if it was abandoned (it waits on a future nobody holds,
 /// typically because its loop stopped or was closed with tasks pending). The references of
 /// an untracked core count as external to the collector, though, so they would keep such an
-/// abandoned group and its host alive for ever. `gc_full_collection_starts` therefore hands
-/// back to the GC, before every full collection, the children of groups whose loop is not
-/// running; a task abandoned on a loop that keeps running is collected once the loop stops.
+/// abandoned group and its host alive for ever. `_gc_callback` (a `gc.callbacks` hook)
+/// therefore hands back to the GC, before every full collection, the children of groups whose
+/// loop is not running; a task abandoned on a loop that keeps running is collected once the
+/// loop stops.
 static UNTRACKED_GROUPS: Mutex<Option<HashSet<usize>>> = Mutex::new(None);
 
 fn untracked_groups() -> MutexGuard<'static, Option<HashSet<usize>>> {
