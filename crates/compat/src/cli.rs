@@ -114,6 +114,10 @@ struct StudyArgs {
         value_parser = clap::builder::PossibleValuesParser::new(crate::analysis::PROFILES.iter().copied())
     )]
     profile: String,
+    /// A switch value on top of the profile in every asyncbis run (ASYNCBIS_SWITCHES), e.g.
+    /// root-task-group=unretrieved-next-tick; the probes still turn each switch off. Repeatable.
+    #[arg(long = "set", value_name = "SWITCH=VALUE", value_parser = parse_switch_value)]
+    set: Vec<String>,
     /// Report directory.
     #[arg(long, default_value = DEFAULT_OUT, value_name = "DIR")]
     out: PathBuf,
@@ -179,6 +183,8 @@ pub struct Options {
     pub keep_off: Vec<String>,
     /// `None`: asyncbis's defaults (the seed profile, whose runs are the plain ones).
     pub profile: Option<String>,
+    /// `--set` values, `name=value`, one per switch (the last one given wins).
+    pub switch_values: Vec<String>,
     pub out: PathBuf,
     pub cache: Option<PathBuf>,
     pub jobs: usize,
@@ -206,6 +212,7 @@ impl Options {
             stock_only: false,
             keep_off: Vec::new(),
             profile: None,
+            switch_values: Vec::new(),
             out: PathBuf::from(DEFAULT_OUT),
             cache: None,
             jobs: 1,
@@ -229,6 +236,12 @@ impl Options {
                 keep_off.push(switch);
             }
         }
+        let mut switch_values: Vec<String> = Vec::new();
+        for item in study.set {
+            let name = item.split('=').next().unwrap_or_default();
+            switch_values.retain(|v| v.split('=').next() != Some(name));
+            switch_values.push(item);
+        }
         Options {
             pythons: study.pythons,
             wheels: study.wheels,
@@ -236,6 +249,7 @@ impl Options {
             stock_only: study.stock_only,
             keep_off,
             profile: (study.profile != "seed").then_some(study.profile),
+            switch_values,
             out: study.out,
             cache: study.cache,
             jobs: study.jobs as usize,
@@ -283,6 +297,26 @@ impl From<Cli> for Options {
             },
         }
     }
+}
+
+/// `--set SWITCH=VALUE`: a known switch and a value word (asyncbis itself checks the value).
+fn parse_switch_value(text: &str) -> Result<String, String> {
+    let (name, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("takes SWITCH=VALUE, not {text:?}"))?;
+    if !crate::analysis::SWITCHES.contains(&name) {
+        return Err(format!(
+            "unknown switch {name:?} (known: {})",
+            crate::analysis::SWITCHES.join(", ")
+        ));
+    }
+    let word = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
+    if value.is_empty() || !value.chars().all(word) {
+        return Err(format!(
+            "{name}: the value must be a word like on, off, unretrieved; got {value:?}"
+        ));
+    }
+    Ok(format!("{name}={value}"))
 }
 
 pub fn parse_shard(text: &str) -> Result<(usize, usize), String> {
@@ -339,6 +373,21 @@ mod tests {
         assert_eq!(profiled.profile.as_deref(), Some("recommended"));
         // seed is asyncbis's default: no ASYNCBIS_PROFILE, the plain runs' cache entries
         assert_eq!(parse("check p --profile=seed").unwrap().profile, None);
+        let set = parse(
+            "--set root-task-group=unretrieved --set inline-shield=coroutines \
+             --set root-task-group=unretrieved-next-tick",
+        )
+        .unwrap();
+        assert_eq!(
+            set.switch_values,
+            vec![
+                "inline-shield=coroutines",
+                "root-task-group=unretrieved-next-tick"
+            ]
+        );
+        assert!(parse("--set nope=on").is_err());
+        assert!(parse("--set root-task-group").is_err());
+        assert!(parse("--set root-task-group=a,b").is_err());
         let err = parse("--profile fastest").unwrap_err().to_string();
         assert!(err.contains("fastest"), "{err}");
         assert!(

@@ -225,6 +225,7 @@ fn make_study(
         stock_only: options.stock_only,
         always_off: options.keep_off.clone(),
         profile: options.profile.clone(),
+        switch_values: options.switch_values.clone(),
         progress: progress::Progress::new(projects * pythons.len(), options.quiet),
     };
     Ok((study, pythons, wheel_infos))
@@ -360,6 +361,7 @@ fn build_report(
         stock_only: options.stock_only,
         always_off: options.keep_off.clone(),
         profile: options.profile.clone(),
+        switch_values: options.switch_values.clone(),
         shard: options.shard.map(|(i, n)| format!("{i}/{n}")),
         wall_seconds,
         summary: report::summarize(&projects),

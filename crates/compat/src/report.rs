@@ -29,6 +29,9 @@ pub struct Report {
     /// The asyncbis profile of the asyncbis runs (`--profile`); `None`: the seed's defaults.
     #[serde(default)]
     pub profile: Option<String>,
+    /// `--set` switch values on top of the profile (`name=value`).
+    #[serde(default)]
+    pub switch_values: Vec<String>,
     pub shard: Option<String>,
     pub wall_seconds: f64,
     pub projects: Vec<ProjectResult>,
@@ -385,12 +388,18 @@ pub fn render_markdown(report: &Report, switch_doc: Option<&str>) -> String {
             "**Stock-only run**: baselines without asyncbis (no comparison).\n"
         );
     }
-    if let Some(profile) = &report.profile {
+    if report.profile.is_some() || !report.switch_values.is_empty() {
         let _ = writeln!(
             md,
-            "asyncbis profile: **{profile}** (its switch values: docs/switches.md, Profiles); \
-             each switch is probed by turning it off on top of the profile, and switches the \
-             profile turns off are not probed.\n"
+            "asyncbis profile: **{}**{} (switch values: docs/switches.md, Profiles); each switch \
+             is probed by turning it off on top of these values, and switches they turn off \
+             are not probed.\n",
+            report.profile.as_deref().unwrap_or("seed"),
+            if report.switch_values.is_empty() {
+                String::new()
+            } else {
+                format!(", with {}", report.switch_values.join(", "))
+            }
         );
     }
     if !report.always_off.is_empty() {
@@ -864,6 +873,8 @@ struct HtmlContext<'a> {
     wall: String,
     stock_only: bool,
     always_off: &'a [String],
+    profile: Option<&'a str>,
+    switch_values: &'a [String],
     summary_rows: Vec<SummaryRow>,
     switch_doc: Option<&'a str>,
     switches: Vec<SwitchRow>,
@@ -1034,6 +1045,8 @@ pub fn render_html(report: &Report, switch_doc: Option<&str>) -> String {
         wall: format!("{:.0} s", report.wall_seconds),
         stock_only: report.stock_only,
         always_off: &report.always_off,
+        profile: report.profile.as_deref(),
+        switch_values: &report.switch_values,
         summary_rows,
         switch_doc,
         switches,
@@ -1180,6 +1193,7 @@ mod tests {
             stock_only: false,
             always_off: vec![],
             profile: None,
+            switch_values: vec![],
             shard: None,
             wall_seconds: 5.0,
             summary: summarize(&projects),
@@ -1235,6 +1249,28 @@ mod tests {
         let json = serde_json::to_string(&report).unwrap();
         let back: Report = serde_json::from_str(&json).unwrap();
         assert_eq!(back.projects.len(), 2);
+    }
+
+    #[test]
+    fn the_profile_and_switch_values_are_recorded() {
+        let mut report = sample_report();
+        assert!(!render_markdown(&report, None).contains("asyncbis profile"));
+        report.profile = Some("recommended".into());
+        report.switch_values = vec!["root-task-group=unretrieved-next-tick".into()];
+        let md = render_markdown(&report, None);
+        assert!(md.contains(
+            "asyncbis profile: **recommended**, with root-task-group=unretrieved-next-tick"
+        ));
+        let html = render_html(&report, None);
+        assert!(html.contains(
+            "asyncbis profile: <b>recommended</b>, with root-task-group=unretrieved-next-tick"
+        ));
+        // reports written before profiles existed still load
+        let mut json: serde_json::Value = serde_json::to_value(&report).unwrap();
+        json.as_object_mut().unwrap().remove("profile");
+        json.as_object_mut().unwrap().remove("switch_values");
+        let back: Report = serde_json::from_value(json).unwrap();
+        assert_eq!((back.profile, back.switch_values.len()), (None, 0));
     }
 
     #[test]

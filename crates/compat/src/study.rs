@@ -221,6 +221,9 @@ pub struct Study {
     /// The asyncbis profile of every asyncbis run (`ASYNCBIS_PROFILE`); `None`: the seed's
     /// defaults. One-switch-off probes start from the profile's values.
     pub profile: Option<String>,
+    /// `name=value` switch values on top of the profile in every asyncbis run
+    /// (`ASYNCBIS_SWITCHES`, leaving out the switch a probe turns off).
+    pub switch_values: Vec<String>,
     pub progress: Progress,
 }
 
@@ -288,11 +291,14 @@ impl Study {
             Ok(installed) => installed,
             Err(reason) => return result.stop(Status::SetupFailed, reason),
         };
-        let profile_off = match (&self.profile, wheel) {
-            (Some(profile), Some(_)) => match profile_off(&venv, profile) {
-                Ok(off) => off,
-                Err(reason) => return result.stop(Status::SetupFailed, reason),
-            },
+        let configured = self.profile.is_some() || !self.switch_values.is_empty();
+        let profile_off = match wheel {
+            Some(_) if configured => {
+                match configured_off(&venv, self.profile.as_deref(), &self.switch_values) {
+                    Ok(off) => off,
+                    Err(reason) => return result.stop(Status::SetupFailed, reason),
+                }
+            }
             _ => Vec::new(),
         };
         let runner = SuiteRunner {
@@ -303,11 +309,17 @@ impl Study {
             venv: &venv,
             service_env: &service_env,
             entry_fingerprint: entry_fingerprint(entry, source),
-            // asyncbis runs under a profile are other runs (stock runs are shared)
-            wheel_fingerprint: match (wheel, &self.profile) {
-                (Some((_, hash)), Some(profile)) => short_hash(&[hash, "profile", profile]),
-                (Some((_, hash)), None) => hash.clone(),
-                (None, _) => String::new(),
+            // asyncbis runs under a profile or --set values are other runs (stock runs are
+            // shared)
+            wheel_fingerprint: match wheel {
+                Some((_, hash)) if configured => short_hash(&[
+                    hash,
+                    "profile",
+                    self.profile.as_deref().unwrap_or("seed"),
+                    &self.switch_values.join(","),
+                ]),
+                Some((_, hash)) => hash.clone(),
+                None => String::new(),
             },
             profile_off,
             stock_durations: std::cell::RefCell::new(BTreeMap::new()),
@@ -707,7 +719,7 @@ struct SuiteRunner<'a> {
     service_env: &'a BTreeMap<String, String>,
     entry_fingerprint: String,
     wheel_fingerprint: String,
-    /// Switches the study's profile turns off: already stock, so never probed.
+    /// Switches the study's profile (or --set) turns off: already stock, so never probed.
     profile_off: Vec<String>,
     label: &'a str,
 }
@@ -931,14 +943,33 @@ impl SuiteRunner<'_> {
             if let Some(profile) = &self.study.profile {
                 command.env("ASYNCBIS_PROFILE", profile);
             }
+            // Applied after ASYNCBIS_DISABLE: a switch this run turns off is left out.
+            let values: Vec<&str> = self
+                .study
+                .switch_values
+                .iter()
+                .filter(|v| {
+                    let name = v.split('=').next().unwrap_or_default();
+                    !disabled.iter().any(|d| d == name)
+                })
+                .map(String::as_str)
+                .collect();
+            if !values.is_empty() {
+                command.env("ASYNCBIS_SWITCHES", values.join(","));
+            }
         }
         command
     }
 }
 
-/// The switches `profile` turns off, as the asyncbis installed in `venv` defines it (the
-/// profiles live in `asyncbis.switches`; an unknown name fails with its list of profiles).
-fn profile_off(venv: &Venv, profile: &str) -> Result<Vec<String>, String> {
+/// The switches `profile` and `values` turn off, as the asyncbis installed in `venv` defines
+/// them (profiles and values live in `asyncbis.switches`; an unknown profile or value fails
+/// with the list of valid ones).
+fn configured_off(
+    venv: &Venv,
+    profile: Option<&str>,
+    values: &[String],
+) -> Result<Vec<String>, String> {
     let mut command = Command::new(&venv.python);
     command.args([
         "-c",
@@ -949,15 +980,20 @@ fn profile_off(venv: &Venv, profile: &str) -> Result<Vec<String>, String> {
             command.env_remove(key);
         }
     }
+    if let Some(profile) = profile {
+        command.env("ASYNCBIS_PROFILE", profile);
+    }
+    if !values.is_empty() {
+        command.env("ASYNCBIS_SWITCHES", values.join(","));
+    }
     let output = command
-        .env("ASYNCBIS_PROFILE", profile)
         .output()
         .map_err(|err| format!("cannot run {}: {err}", venv.python.display()))?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let last = stderr.lines().rev().find(|l| !l.trim().is_empty());
         return Err(format!(
-            "asyncbis refused --profile {profile}: {}",
+            "asyncbis refused --profile/--set: {}",
             last.unwrap_or("(no message)").trim()
         ));
     }
