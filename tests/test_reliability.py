@@ -10,6 +10,7 @@ no-task-factory switch on other loops (tests/test_loops.py), the signal tests
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
 import os
 import subprocess
@@ -22,7 +23,7 @@ from typing import Any
 import pytest
 
 import asyncbis
-from asyncbis import switches
+from asyncbis import _core, switches
 
 
 @pytest.fixture(autouse=True)
@@ -59,6 +60,172 @@ class _ExceptionLog:
     @property
     def messages(self) -> list[str]:
         return [str(c.get("message")) for c in self.contexts]
+
+
+# -- defect 2: a spawn whose scheduling fails must not be counted as a live child -------------
+
+
+async def _child(log: list[str]) -> None:
+    log.append("child ran")
+
+
+# Before the fix the group never exited, and neither did the runner's close(): only the
+# thread method of pytest-timeout ends such a hang.
+@pytest.mark.timeout(30, method="thread")
+def test_spawn_from_another_thread_fails_and_the_group_still_exits():
+    # In debug mode the loop refuses call_soon() from another thread: create_task() raises
+    # there, and the task it was making must not stay counted in the group.
+    ran: list[str] = []
+    log = _ExceptionLog()
+
+    async def main() -> tuple[list[BaseException], Any, Any]:
+        log.install()
+        errors: list[BaseException] = []
+        before = _core._tree_stats()
+        async with asyncbis.TaskGroup() as tg:
+            coro = _child(ran)
+
+            def spawn() -> None:
+                try:
+                    tg.create_task(coro)
+                except RuntimeError as exc:
+                    errors.append(exc)
+
+            thread = threading.Thread(target=spawn)
+            thread.start()
+            thread.join()
+            live = tg.live_tasks
+        gc.collect()
+        await asyncio.sleep(0)
+        return errors, live, (before, _core._tree_stats(), inspect.getcoroutinestate(coro))
+
+    errors, live, (before, after, coro_state) = asyncbis.run(main(), debug=True)
+    assert len(errors) == 1 and "thread" in str(errors[0]), errors
+    assert live == 0
+    assert after == before  # no task or scope node left in the tree
+    assert coro_state == inspect.CORO_CLOSED  # closed, so no "never awaited" warning either
+    assert ran == []
+    assert not any("pending" in m for m in log.messages), log.messages
+
+
+@pytest.mark.timeout(30, method="thread")
+def test_root_group_spawn_from_another_thread_fails_and_run_returns():
+    # asyncio.create_task() from a worker thread goes to the root group the same way.
+    async def main() -> str:
+        loop = asyncio.get_running_loop()
+
+        def spawn() -> str:
+            coro = asyncio.sleep(0)
+            try:
+                loop.create_task(coro)
+            except RuntimeError as exc:
+                return str(exc)
+            return "accepted"
+
+        message = await asyncio.to_thread(spawn)
+        assert asyncbis.root_group(loop).live_tasks == 0
+        return message
+
+    assert "thread" in asyncbis.run(main(), debug=True)
+
+
+@pytest.mark.timeout(30, method="thread")
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="eager tasks are new in 3.12")
+def test_eager_spawn_whose_first_step_cannot_start_fails_and_the_group_exits():
+    # An eager child's first step runs inside create_task(), in the child's context; a context
+    # that is already entered (the spawner's own) cannot be entered again: the spawn raises, as
+    # stock's does, and the group must not wait for a child that never started.
+    ran: list[str] = []
+
+    async def main() -> tuple[int, tuple[int, int], tuple[int, int]]:
+        asyncio.get_running_loop().set_task_factory(asyncio.eager_task_factory)
+        before = _core._tree_stats()
+        async with asyncbis.TaskGroup() as tg:
+            own_context = asyncio.current_task().get_context()
+            with pytest.raises(RuntimeError, match="already entered"):
+                tg.create_task(_child(ran), context=own_context)
+            live = tg.live_tasks
+            tg.create_task(_child(ran))  # the group still works
+        return live, before, _core._tree_stats()
+
+    live, before, after = asyncbis.run(main())
+    assert live == 0
+    assert after == before
+    assert ran == ["child ran"]
+
+
+# -- defect 3: asyncbis.Task(coro) joins the root group --------------------------------------
+
+
+async def _fail_soon() -> None:
+    await asyncio.sleep(0)
+    raise ValueError("from a directly constructed task")
+
+
+def test_directly_constructed_task_joins_the_root_group_and_its_failure_reaches_run():
+    async def main() -> None:
+        task = asyncbis.Task(_fail_soon())
+        assert task._core.group is asyncbis.root_group(asyncio.get_running_loop())
+        await asyncio.wait([task])  # the failure cancels the root group, main with it
+        del task  # nobody retrieves the failure here: it must reach run()'s caller
+        await asyncio.sleep(0)
+
+    with pytest.raises(ExceptionGroup) as info:
+        asyncbis.run(main())
+    assert info.group_contains(ValueError, match="directly constructed")
+
+
+def test_directly_constructed_task_is_awaitable_and_run_waits_for_it():
+    done: list[str] = []
+
+    async def background() -> None:
+        for _ in range(10):  # outlives main by several loop iterations
+            await asyncio.sleep(0)
+        done.append("background")
+
+    async def main() -> int:
+        result = await asyncbis.Task(asyncio.sleep(0, 42), name="direct")
+        asyncbis.Task(background())  # not awaited: structured exit waits for it
+        return result
+
+    assert asyncbis.run(main()) == 42
+    assert done == ["background"]
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="eager_start is new in 3.12")
+def test_directly_constructed_eager_task_joins_the_root_group():
+    async def main() -> bool:
+        loop = asyncio.get_running_loop()
+        task = asyncbis.Task(asyncio.sleep(0, "x"), loop=loop, eager_start=True)
+        in_root = task._core.group is asyncbis.root_group(loop)
+        assert await task == "x"
+        return in_root
+
+    assert asyncbis.run(main())
+
+
+def test_directly_constructed_task_outside_a_run_stays_ungrouped():
+    loop = asyncio.new_event_loop()
+    try:
+        task = asyncbis.Task(asyncio.sleep(0, 5), loop=loop)
+        assert task._core.group is None
+        assert loop.run_until_complete(task) == 5
+    finally:
+        loop.close()
+
+
+def test_patched_asyncio_task_joins_the_root_group():
+    async def main() -> None:
+        await asyncio.wait([asyncio.Task(_fail_soon())])
+        await asyncio.sleep(0)
+
+    asyncbis.patch_asyncio()
+    try:
+        with pytest.raises(ExceptionGroup) as info:
+            asyncio.run(main())
+    finally:
+        asyncbis.unpatch_asyncio()
+    assert info.group_contains(ValueError)
 
 
 # -- defect 4: stock asyncio.wait_for / asyncio.timeout under asyncbis.run() ------------------

@@ -206,6 +206,7 @@ def _init_task(
     context: contextvars.Context | None = None,
     *,
     eager_start: bool = False,
+    group: TaskGroup | None = None,
 ) -> None: ...
 def _register_eager_factory(factory: Callable[..., asyncio.Future[Any]]) -> None: ...
 def spawn(

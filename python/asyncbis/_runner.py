@@ -54,7 +54,7 @@ def _patched_active() -> bool:
     return _patch.is_patched()
 
 
-def spawn_ungrouped(
+def init_direct_task(
     task: asyncio.Future,
     coro: Any,
     loop: asyncio.AbstractEventLoop,
@@ -64,10 +64,14 @@ def spawn_ungrouped(
     eager_start: bool = False,
 ) -> None:
     """Initialise a directly constructed Task (``asyncbis.Task(coro)``, and after
-    patch_asyncio() every task a loop without a task factory creates). ``eager_start`` (3.12+)
-    runs the first step at once when the loop is running."""
+    patch_asyncio() ``asyncio.Task(coro)``): it joins the loop's root group like the tasks of
+    create_task(), so that its failure is not lost (switch root-task-group). ``eager_start``
+    (3.12+) runs the first step at once when the loop is running."""
     _stats.count_task(loop)
-    _core._init_task(task, coro, loop, name, context, eager_start=eager_start)
+    group = root_group(loop)
+    if group is None or not group.accepts_tasks or not switches.enabled("root-task-group"):
+        group = None
+    _core._init_task(task, coro, loop, name, context, eager_start=eager_start, group=group)
 
 
 def new_task(

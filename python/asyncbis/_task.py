@@ -34,11 +34,11 @@ class Task(asyncio.Future):
         eager_start: bool = False,
     ) -> None:
         super().__init__(loop=loop)
-        # Direct construction (stock API): an ungrouped task, never in the loop's root group
-        # (only create_task() and the loop's task factory put tasks there).
-        from ._runner import spawn_ungrouped
+        # Direct construction (stock API): the task joins the loop's root group when there is
+        # one, like create_task()'s tasks, so that its failure is not lost.
+        from ._runner import init_direct_task
 
-        spawn_ungrouped(
+        init_direct_task(
             self, coro, self.get_loop(), name=name, context=context, eager_start=eager_start
         )
 

@@ -39,6 +39,9 @@ pub struct SpawnOptions<'py> {
     pub starting: bool,
     /// Run the first step now (3.12+, loop running); None: as the loop's task factory says.
     pub eager_start: Option<bool>,
+    /// The Task object to give the child's core: a directly constructed one (`Task(coro)`,
+    /// its Future part initialised). None: a new one.
+    pub task: Option<Bound<'py, PyAny>>,
 }
 
 #[pyclass(module = "asyncbis._core", frozen, subclass)]
@@ -334,6 +337,7 @@ impl TaskGroup {
             context,
             starting,
             eager_start,
+            task,
         } = options;
         let this = slf.get();
         match this.state.get() {
@@ -366,7 +370,14 @@ impl TaskGroup {
             Some(n) => Some(n),
             None => this.scope_node(py),
         };
-        let task = crate::new_task_object(py, &loop_)?;
+        let task = match task {
+            Some(task) => task,
+            None => crate::new_task_object(py, &loop_)?,
+        };
+        let eager = match eager_start {
+            Some(eager) => eager,
+            None => crate::loop_wants_eager_tasks(py, &loop_)?,
+        };
         let core = TaskCore::attach(
             &task,
             &loop_,
@@ -404,13 +415,25 @@ impl TaskGroup {
                 .insert(key);
         }
         this.live.set(this.live.get() + 1);
-        // Counted as a child before its first step: an eager child may finish within it.
-        let eager = match eager_start {
-            Some(eager) => eager,
-            None => crate::loop_wants_eager_tasks(py, &loop_)?,
-        };
-        TaskCore::start(&core, &loop_, Start::eager_if(eager))?;
+        // Counted as a child before its first step: an eager child may finish within it. A
+        // first step that cannot be started (call_soon() refused, from another thread in
+        // debug mode; an eager step's context already entered) un-counts it again: the
+        // spawner gets the error, as with stock, and the group does not wait for it.
+        if let Err(e) = TaskCore::start(&core, &loop_, Start::eager_if(eager)) {
+            TaskCore::abandon_unstarted(&core);
+            return Err(e);
+        }
         Ok(task)
+    }
+
+    /// A child whose first step could not be started (`TaskCore::abandon_unstarted`): no
+    /// longer counted, and no failure of the group's (the spawner got the error).
+    pub fn child_abandoned(&self, py: Python<'_>, slot: Option<usize>) {
+        if let Some(slot) = slot {
+            self.release(slot);
+        }
+        self.live.set(self.live.get().saturating_sub(1));
+        self.wake_exit(py);
     }
 
     fn adopt(&self, task: Py<PyAny>) -> usize {

@@ -95,10 +95,12 @@ fn _register_task_class(py: Python<'_>, cls: Bound<'_, PyAny>) -> PyResult<()> {
     Ok(())
 }
 
-/// Gives `task` (a Task whose Future part is initialised) its core and schedules its first step
-/// (or runs it now, with `eager_start` on 3.12+). The task is not in any group.
+/// Gives `task` (a Task whose Future part is initialised: a directly constructed one) its core
+/// and schedules its first step (or runs it now, with `eager_start` on 3.12+). In `group` if
+/// given (counted as its child, as `group.create_task()`'s tasks are), else ungrouped.
 #[pyfunction]
-#[pyo3(signature = (task, coro, r#loop, name = None, context = None, *, eager_start = false))]
+#[pyo3(signature = (task, coro, r#loop, name = None, context = None, *, eager_start = false, group = None))]
+#[allow(clippy::too_many_arguments)]
 fn _init_task<'py>(
     task: Bound<'py, PyAny>,
     coro: Bound<'py, PyAny>,
@@ -106,7 +108,19 @@ fn _init_task<'py>(
     name: Option<Bound<'py, PyAny>>,
     context: Option<Bound<'py, PyAny>>,
     eager_start: bool,
+    group: Option<Bound<'py, TaskGroup>>,
 ) -> PyResult<()> {
+    if let Some(group) = group {
+        let options = SpawnOptions {
+            name,
+            context,
+            eager_start: Some(eager_start),
+            task: Some(task),
+            ..SpawnOptions::default()
+        };
+        TaskGroup::spawn(&group, &coro, options)?;
+        return Ok(());
+    }
     TaskCore::attach(
         &task,
         &r#loop,

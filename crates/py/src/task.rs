@@ -243,6 +243,43 @@ impl TaskCore {
         }
     }
 
+    /// Undoes a spawn whose first step could not be started (scheduling it raised, or an eager
+    /// first step could not enter the task's context): the coroutine never ran. The task ends
+    /// cancelled (not pending: no "destroyed but it is pending" report), its coroutine is
+    /// closed (no "never awaited" warning), it leaves the scope tree, and its group lets go
+    /// of it. A task whose first step did run is left alone: it lives on (or has finished).
+    pub fn abandon_unstarted(slf: &Bound<'_, TaskCore>) {
+        let py = slf.py();
+        let this = slf.get();
+        if this.started.get() || this.finished.get() {
+            return;
+        }
+        gc_retrack(slf.as_any());
+        this.finished.set(true);
+        this.fut_waiter.set(None);
+        if let Some(id) = this.tree_id.replace(None) {
+            tree().remove_task(id);
+        }
+        this.root_node.set(None);
+        let task = this.task.take();
+        if let Some(task) = &task {
+            let task = task.bind(py);
+            gc_retrack(task);
+            if let Err(e) = cached(py).future_cancel.bind(py).call1((task, py.None())) {
+                e.write_unraisable(py, Some(task));
+            }
+        }
+        if let Some(coro) = this.coro.get_ref(py) {
+            let coro = coro.bind(py);
+            if let Err(e) = coro.call_method0(pyo3::intern!(py, "close")) {
+                e.write_unraisable(py, Some(coro));
+            }
+        }
+        if let Some(group) = this.group.take() {
+            group.get().child_abandoned(py, this.group_slot.take());
+        }
+    }
+
     /// One step of the coroutine: send None, or throw `exc` in (`kind`: what started it).
     fn step<'py>(
         slf: &Bound<'py, TaskCore>,
@@ -615,7 +652,10 @@ impl TaskCore {
         task.setattr(pyo3::intern!(py, "_core"), &core)?;
         c.register_task.bind(py).call1((task,))?;
         if let Some(start) = start {
-            Self::start(&core, loop_, start)?;
+            if let Err(e) = Self::start(&core, loop_, start) {
+                Self::abandon_unstarted(&core);
+                return Err(e);
+            }
         }
         Ok(core)
     }
