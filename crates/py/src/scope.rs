@@ -859,24 +859,36 @@ fn generator_frame(py: Python<'_>) -> Option<Bound<'_, PyAny>> {
     let mut frame = unsafe { Bound::from_borrowed_ptr(py, frame.cast()) };
     // Bounded: wrappers nest a few levels at most.
     for _ in 0..16 {
-        let code = frame.getattr(pyo3::intern!(py, "f_code")).ok()?;
+        let code = frame_code(&frame);
         let flags: i64 = code
             .getattr(pyo3::intern!(py, "co_flags"))
             .ok()?
             .extract()
             .ok()?;
-        let back = frame_back(&frame);
         if flags & CO_GENERATORS != 0 && flags & CO_ITERABLE_COROUTINE == 0 {
-            match &back {
-                Some(b) if is_enter_frame(b) => {}
+            match frame_back(&frame) {
+                // A context manager's generator: go on with the frame that entered it.
+                Some(back) if is_enter_frame(&back) => frame = back,
                 _ => return Some(frame),
             }
-        } else if !is_enter_frame(&frame) {
+        } else if is_enter_code(&code) {
+            frame = frame_back(&frame)?;
+        } else {
             return None;
         }
-        frame = back?;
     }
     None
+}
+
+fn frame_code<'py>(frame: &Bound<'py, PyAny>) -> Bound<'py, PyAny> {
+    // SAFETY: `frame` is a live frame object; PyFrame_GetCode returns a new (non-NULL)
+    // reference.
+    unsafe {
+        Bound::from_owned_ptr(
+            frame.py(),
+            ffi::PyFrame_GetCode(frame.as_ptr().cast()).cast(),
+        )
+    }
 }
 
 fn frame_back<'py>(frame: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
@@ -886,14 +898,15 @@ fn frame_back<'py>(frame: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
 }
 
 fn is_enter_frame(frame: &Bound<'_, PyAny>) -> bool {
-    let py = frame.py();
-    frame
-        .getattr(pyo3::intern!(py, "f_code"))
-        .and_then(|c| c.getattr(pyo3::intern!(py, "co_name")))
-        .is_ok_and(|n| {
-            n.eq(pyo3::intern!(py, "__aenter__")).unwrap_or(false)
-                || n.eq(pyo3::intern!(py, "__enter__")).unwrap_or(false)
-        })
+    is_enter_code(&frame_code(frame))
+}
+
+fn is_enter_code(code: &Bound<'_, PyAny>) -> bool {
+    let py = code.py();
+    code.getattr(pyo3::intern!(py, "co_name")).is_ok_and(|n| {
+        n.eq(pyo3::intern!(py, "__aenter__")).unwrap_or(false)
+            || n.eq(pyo3::intern!(py, "__enter__")).unwrap_or(false)
+    })
 }
 
 /// How many of `nodes` are scopes of generator frames that are suspended (not on the running
