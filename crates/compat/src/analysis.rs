@@ -1,6 +1,6 @@
 //! Pure decisions: flaky tests, newly failing tests, and which switch a failure belongs to.
 
-use crate::results::{ExceptionInfo, Outcome, TestRecord};
+use crate::results::{Outcome, TestRecord};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -33,8 +33,12 @@ pub const HARNESS_SWITCH: &str = "no-loop-policies";
 pub struct Comparison {
     /// Outcome differed between the two stock runs, or listed as known flaky.
     pub flaky: Vec<String>,
-    /// Passed in both stock runs, failed (or never ran) under asyncbis; with the asyncbis record.
+    /// Passed in both stock runs, failed under asyncbis (its module failing to import
+    /// included); with the asyncbis record.
     pub newly_failing: Vec<TestRecord>,
+    /// Passed in both stock runs, never started under asyncbis (the session ended first): not
+    /// a failure; the attribution reruns give each its own outcome in a fresh session.
+    pub not_run: Vec<String>,
     /// Failed in both stock runs, passed under asyncbis.
     pub newly_passing: Vec<String>,
 }
@@ -52,7 +56,6 @@ pub fn compare(
     stock_first: &BTreeMap<String, TestRecord>,
     stock_second: &BTreeMap<String, TestRecord>,
     asyncbis: &BTreeMap<String, TestRecord>,
-    asyncbis_was_killed: bool,
     known_flaky: &[String],
 ) -> Comparison {
     let mut comparison = Comparison::default();
@@ -76,12 +79,14 @@ pub fn compare(
                 comparison.newly_failing.push(record.clone())
             }
             (Some(Outcome::Passed), None) => {
-                let mut record = match collect_errors.iter().find(|c| is_inside(id, &c.nodeid)) {
-                    Some(collect_error) => (*collect_error).clone(),
-                    None => not_run_record(asyncbis_was_killed),
-                };
-                record.nodeid = id.clone();
-                comparison.newly_failing.push(record);
+                match collect_errors.iter().find(|c| is_inside(id, &c.nodeid)) {
+                    Some(collect_error) => {
+                        let mut record = (*collect_error).clone();
+                        record.nodeid = id.clone();
+                        comparison.newly_failing.push(record);
+                    }
+                    None => comparison.not_run.push(id.clone()),
+                }
             }
             (Some(outcome), Some(record))
                 if outcome.is_failure() && record.outcome == Outcome::Passed =>
@@ -95,44 +100,23 @@ pub fn compare(
 }
 
 /// Whether a test node id lies inside a collected node (module or package path).
-fn is_inside(test_id: &str, collector_id: &str) -> bool {
+pub fn is_inside(test_id: &str, collector_id: &str) -> bool {
     !collector_id.is_empty()
         && (test_id.starts_with(&format!("{collector_id}::"))
             || test_id.starts_with(&format!("{collector_id}/")))
 }
 
-fn not_run_record(killed: bool) -> TestRecord {
-    TestRecord {
-        nodeid: String::new(),
-        outcome: if killed {
-            Outcome::Hung
-        } else {
-            Outcome::Error
-        },
-        phase: "call".into(),
-        duration: 0.0,
-        exception: Some(ExceptionInfo {
-            exc_type: "NotRun".into(),
-            message: if killed {
-                "the suite hit its wall-clock cap before this test ran".into()
-            } else {
-                "the test did not run under asyncbis (the session ended early)".into()
-            },
-            frames: Vec::new(),
-            group: None,
-        }),
-        longrepr: String::new(),
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "kebab-case")]
 pub enum Verdict {
-    /// Turning one switch off (any of `fixed_by`) makes the test pass.
+    /// Turning one switch off (any of `fixed_by`) makes the test pass, possibly with switches
+    /// that broke its harness held off (`held_off`).
     Switch,
-    /// No single switch fixes it, all switches off does.
+    /// No single switch fixes it, all switches off does, and at least two switches break it
+    /// each on its own (`involved`).
     Combination,
-    /// Fails even with every switch off: asyncbis's own behaviour (or bug), not a switch.
+    /// Fails even with every switch off (asyncbis's own behaviour or bug), or no switch and no
+    /// real combination of switches explains it.
     Unattributed,
     /// Passes when rerun alone with every switch on: order-dependent or flaky under asyncbis.
     NotReproducible,
@@ -157,69 +141,193 @@ pub struct Attribution {
     /// For a combination: the switches that, left on alone (all others off), break the test.
     #[serde(default)]
     pub involved: Vec<String>,
+    /// Switches held off while `fixed_by` was found: each broke the test before its body ran
+    /// (a setup error turned into a failure of the test itself with the switch off), which
+    /// hid the switch behind the test's own failure.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held_off: Vec<String>,
 }
 
-/// Outcomes of one test across the attribution reruns.
+impl Attribution {
+    /// Named a cause: a switch, or a real combination (two switches or more).
+    pub fn is_attributed(&self) -> bool {
+        match self.verdict {
+            Verdict::Switch => !self.fixed_by.is_empty(),
+            Verdict::Combination => self.involved.len() >= 2,
+            Verdict::Unattributed | Verdict::NotReproducible => false,
+        }
+    }
+}
+
+/// One test in one rerun: its outcome and the phase it failed in (`None`: it did not run).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Probe {
+    pub outcome: Outcome,
+    pub phase: String,
+    /// Implied by a group of switches turned off together (see `probe_groups`), not probed alone.
+    pub by_group: bool,
+}
+
+impl Probe {
+    pub fn new(outcome: Outcome, phase: &str) -> Probe {
+        Probe {
+            outcome,
+            phase: phase.to_string(),
+            by_group: false,
+        }
+    }
+    pub fn passed(&self) -> bool {
+        self.outcome == Outcome::Passed
+    }
+    pub fn failed(&self) -> bool {
+        self.outcome.is_failure()
+    }
+    /// How far the test got before failing: collection, fixture setup, its body, teardown.
+    fn phase_rank(&self) -> u8 {
+        match self.phase.as_str() {
+            "collect" => 0,
+            "setup" => 1,
+            "call" => 2,
+            _ => 3,
+        }
+    }
+}
+
+fn passed(probe: &Option<Probe>) -> bool {
+    probe.as_ref().is_some_and(Probe::passed)
+}
+
+/// One-switch-off probes of a test, each on top of the switches held off for it.
 #[derive(Debug, Default, Clone)]
+pub struct Round {
+    pub held_off: Vec<String>,
+    pub switch_off: BTreeMap<String, Option<Probe>>,
+}
+
+/// Rounds of probes per test at most: the first, then one per unmasked harness-breaking switch.
+pub const MAX_ROUNDS: usize = 3;
+
+/// Outcomes of one test across the attribution reruns.
+#[derive(Debug, Clone)]
 pub struct RerunOutcomes {
     /// Rerun alone with every switch on.
-    pub confirm: Option<Outcome>,
-    /// Rerun with each switch off, by switch name.
-    pub switch_off: BTreeMap<String, Option<Outcome>>,
+    pub confirm: Option<Probe>,
+    /// One-switch-off probes; a later round holds off a switch that masked the test's failure.
+    pub rounds: Vec<Round>,
     /// Rerun with all switches off (only asked when no single switch fixed it).
-    pub all_off: Option<Outcome>,
+    pub all_off: Option<Probe>,
     /// For combinations: rerun with only this switch on, by switch name.
-    pub only_on: BTreeMap<String, Option<Outcome>>,
+    pub only_on: BTreeMap<String, Option<Probe>>,
+}
+
+impl Default for RerunOutcomes {
+    fn default() -> Self {
+        RerunOutcomes {
+            confirm: None,
+            rounds: vec![Round::default()],
+            all_off: None,
+            only_on: BTreeMap::new(),
+        }
+    }
+}
+
+impl RerunOutcomes {
+    /// The probe the current round is compared with: the confirm rerun, or the probe whose
+    /// switch the round holds off.
+    fn baseline(&self, round: usize) -> Option<&Probe> {
+        if round == 0 {
+            return self.confirm.as_ref();
+        }
+        let held = self.rounds[round].held_off.last()?;
+        self.rounds[round - 1].switch_off.get(held)?.as_ref()
+    }
+
+    /// A switch whose probe in the current round got the test past the phase it failed in
+    /// (a fixture-setup error became a failure of the test body): that switch broke the test's
+    /// harness and hides its real failure; the next round holds it off.
+    pub fn masking_switch(&self) -> Option<String> {
+        let round = self.rounds.len() - 1;
+        let baseline = self.baseline(round)?;
+        if !baseline.failed() || baseline.phase_rank() > 1 {
+            return None;
+        }
+        let current = &self.rounds[round];
+        SWITCHES
+            .iter()
+            .find(|switch| {
+                current.switch_off.get(**switch).is_some_and(|probe| {
+                    probe.as_ref().is_some_and(|p| {
+                        !p.by_group && p.failed() && p.phase_rank() > baseline.phase_rank()
+                    })
+                })
+            })
+            .map(|s| s.to_string())
+    }
+
+    /// Whether some round found switches that fix the test.
+    pub fn fixed(&self) -> bool {
+        self.rounds
+            .iter()
+            .any(|round| round.switch_off.values().any(passed))
+    }
+
+    /// Whether the test's failures cost the whole time limit (timeouts, hangs): its probes are
+    /// made by groups of switches (see `probe_groups`).
+    pub fn is_costly(&self) -> bool {
+        let round = self.rounds.len() - 1;
+        self.baseline(round).is_some_and(|p| p.outcome.is_costly())
+    }
 }
 
 pub fn attribute(outcomes: &RerunOutcomes) -> Attribution {
-    let passed = |o: &Option<Outcome>| *o == Some(Outcome::Passed);
-    if passed(&outcomes.confirm) {
-        return Attribution {
-            verdict: Verdict::NotReproducible,
-            fixed_by: Vec::new(),
-            involved: Vec::new(),
-        };
-    }
-    let fixed_by: Vec<String> = SWITCHES
-        .iter()
-        .filter(|switch| outcomes.switch_off.get(**switch).is_some_and(passed))
-        .map(|switch| switch.to_string())
-        .collect();
-    let verdict = if !fixed_by.is_empty() {
-        Verdict::Switch
-    } else if passed(&outcomes.all_off) {
-        Verdict::Combination
-    } else {
-        Verdict::Unattributed
-    };
-    // A switch is involved when, left on with every other switch off, the test still fails.
-    let involved = if verdict == Verdict::Combination {
-        SWITCHES
-            .iter()
-            .filter(|switch| {
-                outcomes
-                    .only_on
-                    .get(**switch)
-                    .is_some_and(|o| o.is_some_and(Outcome::is_failure))
-            })
-            .map(|switch| switch.to_string())
-            .collect()
-    } else {
-        Vec::new()
-    };
-    Attribution {
+    let verdict = |verdict, fixed_by, involved, held_off| Attribution {
         verdict,
         fixed_by,
         involved,
+        held_off,
+    };
+    if passed(&outcomes.confirm) {
+        return verdict(Verdict::NotReproducible, vec![], vec![], vec![]);
     }
+    for round in &outcomes.rounds {
+        let fixed_by: Vec<String> = SWITCHES
+            .iter()
+            .filter(|switch| round.switch_off.get(**switch).is_some_and(passed))
+            .map(|switch| switch.to_string())
+            .collect();
+        if !fixed_by.is_empty() {
+            return verdict(Verdict::Switch, fixed_by, vec![], round.held_off.clone());
+        }
+    }
+    if !passed(&outcomes.all_off) {
+        return verdict(Verdict::Unattributed, vec![], vec![], vec![]);
+    }
+    // A switch is involved when, left on with every other switch off, the test still fails.
+    let involved: Vec<String> = SWITCHES
+        .iter()
+        .filter(|switch| {
+            outcomes
+                .only_on
+                .get(**switch)
+                .is_some_and(|o| o.as_ref().is_some_and(Probe::failed))
+        })
+        .map(|switch| switch.to_string())
+        .collect();
+    // One switch breaking it alone, yet turning that switch off does not fix it: no switch
+    // and no combination explains it. Honestly unattributed, not a "combination" of one.
+    if involved.len() < 2 {
+        return verdict(Verdict::Unattributed, vec![], vec![], vec![]);
+    }
+    verdict(Verdict::Combination, vec![], involved, vec![])
 }
 
 /// Node ids that need the "one switch on" reruns: those only all-switches-off fixes.
 pub fn combinations(outcomes: &BTreeMap<String, RerunOutcomes>) -> Vec<String> {
     outcomes
         .iter()
-        .filter(|(_, o)| attribute(o).verdict == Verdict::Combination)
+        .filter(|(_, o)| {
+            !passed(&o.confirm) && !o.fixed() && passed(&o.all_off) && o.only_on.is_empty()
+        })
         .map(|(id, _)| id.clone())
         .collect()
 }
@@ -229,12 +337,22 @@ pub fn combinations(outcomes: &BTreeMap<String, RerunOutcomes>) -> Vec<String> {
 pub fn needs_all_off(outcomes: &BTreeMap<String, RerunOutcomes>) -> Vec<String> {
     outcomes
         .iter()
-        .filter(|(_, o)| {
-            let attribution = attribute(o);
-            attribution.verdict == Verdict::Unattributed
-        })
+        .filter(|(_, o)| !passed(&o.confirm) && !o.fixed() && o.all_off.is_none())
         .map(|(id, _)| id.clone())
         .collect()
+}
+
+/// The switches tried for a test searched by groups: halves, then halves of those, down to
+/// single switches. A group is probed with all its switches off at once; only groups whose
+/// probe fixes the test are split further. Turning more switches off takes a test closer to stock,
+/// so a group whose probe does not fix the test contains no switch that fixes it alone: a
+/// test that hangs costs about one rerun per level (two to four), not one per switch (ten).
+pub fn split_group(group: &[String]) -> Vec<Vec<String>> {
+    if group.len() <= 1 {
+        return Vec::new();
+    }
+    let middle = group.len().div_ceil(2);
+    vec![group[..middle].to_vec(), group[middle..].to_vec()]
 }
 
 /// What the asyncbis run's stats files prove.
@@ -247,12 +365,21 @@ pub enum ActivationVerdict {
     PatchedButNoTask,
     /// No stats at all: the activation hook never ran. An error.
     HookNeverRan,
+    /// No stats, but the run was killed (stall watchdog, cap) before its processes could
+    /// write them at exit: the attribution reruns, whose sessions end, decide.
+    KilledBeforeStats,
     /// The hook ran, no task was created and nothing changed: not a pass, an error.
     NoTaskNoChange,
 }
 
-pub fn judge_activation(processes: usize, tasks: u64, newly_failing: usize) -> ActivationVerdict {
+pub fn judge_activation(
+    processes: usize,
+    tasks: u64,
+    newly_failing: usize,
+    killed: bool,
+) -> ActivationVerdict {
     match (processes, tasks, newly_failing) {
+        (0, _, changed) if killed && changed > 0 => ActivationVerdict::KilledBeforeStats,
         (0, _, _) => ActivationVerdict::HookNeverRan,
         (_, 0, 0) => ActivationVerdict::NoTaskNoChange,
         (_, 0, _) => ActivationVerdict::PatchedButNoTask,
@@ -337,7 +464,7 @@ mod tests {
         let mut collect = rec("m.py", Error);
         collect.phase = "collect".into();
         asyncbis.insert("m.py".into(), collect);
-        let comparison = compare(&first, &second, &asyncbis, true, &["known".to_string()]);
+        let comparison = compare(&first, &second, &asyncbis, &["known".to_string()]);
         assert_eq!(comparison.flaky, vec!["flip", "known"]);
         let failing: Vec<(&str, Outcome, &str)> = comparison
             .newly_failing
@@ -346,12 +473,10 @@ mod tests {
             .collect();
         assert_eq!(
             failing,
-            vec![
-                ("b", Timeout, "call"),
-                ("lost", Hung, "call"),
-                ("m.py::gone", Error, "collect")
-            ]
+            vec![("b", Timeout, "call"), ("m.py::gone", Error, "collect")]
         );
+        // Never started, and no collection error explains it: not run, not a failure.
+        assert_eq!(comparison.not_run, vec!["lost"]);
         assert_eq!(comparison.newly_passing, vec!["c"]);
     }
 
@@ -360,7 +485,7 @@ mod tests {
         use Outcome::*;
         let first = run(&[("t[1]", Passed)]);
         let asyncbis = run(&[("t[1]", Failed)]);
-        let comparison = compare(&first, &first, &asyncbis, false, &["t".to_string()]);
+        let comparison = compare(&first, &first, &asyncbis, &["t".to_string()]);
         assert_eq!(comparison.flaky, vec!["t[1]"]);
         assert!(comparison.newly_failing.is_empty());
     }
@@ -368,22 +493,43 @@ mod tests {
     #[test]
     fn activation_is_proved_by_tasks_or_by_breakage() {
         use ActivationVerdict::*;
-        assert_eq!(judge_activation(2, 10, 0), Activated);
-        assert_eq!(judge_activation(1, 0, 0), NoTaskNoChange);
-        assert_eq!(judge_activation(1, 0, 5), PatchedButNoTask);
-        assert_eq!(judge_activation(0, 0, 5), HookNeverRan);
-        assert_eq!(judge_activation(0, 0, 0), HookNeverRan);
+        assert_eq!(judge_activation(2, 10, 0, false), Activated);
+        assert_eq!(judge_activation(1, 0, 0, false), NoTaskNoChange);
+        assert_eq!(judge_activation(1, 0, 5, false), PatchedButNoTask);
+        assert_eq!(judge_activation(0, 0, 5, false), HookNeverRan);
+        assert_eq!(judge_activation(0, 0, 0, false), HookNeverRan);
+        // Killed before exit handlers could write stats: the reruns decide.
+        assert_eq!(judge_activation(0, 0, 5, true), KilledBeforeStats);
+        assert_eq!(judge_activation(0, 0, 0, true), HookNeverRan);
+        assert_eq!(judge_activation(1, 3, 5, true), Activated);
+    }
+
+    fn probe(outcome: Outcome, phase: &str) -> Option<Probe> {
+        Some(Probe::new(outcome, phase))
+    }
+
+    fn with(
+        confirm: Option<Outcome>,
+        off: &[(&str, Outcome)],
+        all_off: Option<Outcome>,
+    ) -> RerunOutcomes {
+        RerunOutcomes {
+            confirm: confirm.and_then(|o| probe(o, "call")),
+            rounds: vec![Round {
+                held_off: vec![],
+                switch_off: off
+                    .iter()
+                    .map(|(s, o)| (s.to_string(), probe(*o, "call")))
+                    .collect(),
+            }],
+            all_off: all_off.and_then(|o| probe(o, "call")),
+            only_on: BTreeMap::new(),
+        }
     }
 
     #[test]
     fn attribution_decisions() {
         use Outcome::*;
-        let with = |confirm, off: &[(&str, Outcome)], all_off| RerunOutcomes {
-            confirm,
-            switch_off: off.iter().map(|(s, o)| (s.to_string(), Some(*o))).collect(),
-            all_off,
-            only_on: BTreeMap::new(),
-        };
         let single = attribute(&with(
             Some(Failed),
             &[("root-task-group", Passed), ("level-cancellation", Failed)],
@@ -391,6 +537,7 @@ mod tests {
         ));
         assert_eq!(single.verdict, Verdict::Switch);
         assert_eq!(single.fixed_by, vec!["root-task-group"]);
+        assert!(single.is_attributed() && single.held_off.is_empty());
         let several = attribute(&with(
             Some(Failed),
             &[
@@ -403,25 +550,25 @@ mod tests {
             several.fixed_by,
             vec!["level-cancellation", "task-cancel-level"]
         );
-        let combo = attribute(&with(
-            Some(Failed),
-            &[("root-task-group", Failed)],
-            Some(Passed),
-        ));
-        assert_eq!(combo.verdict, Verdict::Combination);
         let none = attribute(&with(
             Some(Timeout),
             &[("root-task-group", Timeout)],
             Some(Failed),
         ));
         assert_eq!(none.verdict, Verdict::Unattributed);
+        assert!(!none.is_attributed());
         let missing = attribute(&with(Some(Failed), &[], None));
         assert_eq!(missing.verdict, Verdict::Unattributed);
         let flaky = attribute(&with(Some(Passed), &[("root-task-group", Passed)], None));
         assert_eq!(flaky.verdict, Verdict::NotReproducible);
-        // Skipped when rerun is not a pass.
+        // Skipped when rerun is not a pass; not run is not a pass either.
         let skipped = attribute(&with(Some(Failed), &[("root-task-group", Skipped)], None));
         assert_eq!(skipped.verdict, Verdict::Unattributed);
+        let mut unrun = with(Some(Failed), &[], None);
+        unrun.rounds[0]
+            .switch_off
+            .insert("root-task-group".into(), None);
+        assert_eq!(attribute(&unrun).verdict, Verdict::Unattributed);
 
         let mut pending = BTreeMap::new();
         pending.insert(
@@ -433,6 +580,131 @@ mod tests {
             with(Some(Failed), &[("root-task-group", Passed)], None),
         );
         pending.insert("z".to_string(), with(Some(Passed), &[], None));
+        pending.insert(
+            "done".to_string(),
+            with(Some(Failed), &[("root-task-group", Failed)], Some(Failed)),
+        );
         assert_eq!(needs_all_off(&pending), vec!["x"]);
+    }
+
+    #[test]
+    fn a_combination_needs_two_switches_or_it_is_unattributed() {
+        use Outcome::*;
+        let mut combo = with(Some(Failed), &[("root-task-group", Failed)], Some(Passed));
+        let pending: BTreeMap<String, RerunOutcomes> = [("c".to_string(), combo.clone())].into();
+        assert_eq!(combinations(&pending), vec!["c"]);
+        combo.only_on = [
+            ("root-task-group".to_string(), probe(Failed, "call")),
+            ("no-loop-policies".to_string(), probe(Error, "setup")),
+            ("inline-shield".to_string(), probe(Passed, "call")),
+            ("structured-exit".to_string(), None),
+        ]
+        .into();
+        let real = attribute(&combo);
+        assert_eq!(real.verdict, Verdict::Combination);
+        assert_eq!(real.involved, vec!["root-task-group", "no-loop-policies"]);
+        assert!(real.is_attributed());
+        // Probed already: not asked again.
+        let probed: BTreeMap<String, RerunOutcomes> = [("c".to_string(), combo.clone())].into();
+        assert!(combinations(&probed).is_empty());
+        // Only the harness switch breaks it alone, and turning it off does not fix it: the old
+        // "combination(no-loop-policies)" is no category.
+        combo
+            .only_on
+            .insert("root-task-group".into(), probe(Passed, "call"));
+        let lone = attribute(&combo);
+        assert_eq!(lone.verdict, Verdict::Unattributed);
+        assert!(lone.involved.is_empty() && !lone.is_attributed());
+    }
+
+    #[test]
+    fn a_switch_that_breaks_the_harness_is_held_off_and_the_real_switch_named() {
+        use Outcome::*;
+        // Every switch on: pytest-asyncio's fixture errors in setup. With no-loop-policies off
+        // the test gets to its body and fails there: that switch masks the real cause.
+        let mut o = RerunOutcomes {
+            confirm: probe(Error, "setup"),
+            ..Default::default()
+        };
+        o.rounds[0]
+            .switch_off
+            .insert("no-loop-policies".into(), probe(Failed, "call"));
+        assert_eq!(o.masking_switch().as_deref(), Some("no-loop-policies"));
+        assert!(!o.fixed() && !o.is_costly());
+        o.rounds.push(Round {
+            held_off: vec!["no-loop-policies".into()],
+            switch_off: [
+                ("task-cancel-level".to_string(), probe(Passed, "call")),
+                ("root-task-group".to_string(), probe(Failed, "call")),
+            ]
+            .into(),
+        });
+        let found = attribute(&o);
+        assert_eq!(found.verdict, Verdict::Switch);
+        assert_eq!(found.fixed_by, vec!["task-cancel-level"]);
+        assert_eq!(found.held_off, vec!["no-loop-policies"]);
+        assert!(found.is_attributed());
+        // The next round's baseline is the masking probe: nothing masks further.
+        assert_eq!(o.masking_switch(), None);
+
+        // Any switch, not just the harness one; a probe still failing in setup, or failing
+        // later only as implied by a group of switches, masks nothing.
+        let mut other = RerunOutcomes {
+            confirm: probe(Error, "setup"),
+            ..Default::default()
+        };
+        other.rounds[0].switch_off = [
+            ("root-task-group".to_string(), probe(Error, "setup")),
+            (
+                "inline-shield".to_string(),
+                Some(Probe {
+                    by_group: true,
+                    ..Probe::new(Failed, "call")
+                }),
+            ),
+            ("sniffio-name".to_string(), probe(Failed, "teardown")),
+        ]
+        .into();
+        assert_eq!(other.masking_switch().as_deref(), Some("sniffio-name"));
+        // A test failing in its body already is not masked by a switch making it fail later.
+        let body = RerunOutcomes {
+            confirm: probe(Failed, "call"),
+            rounds: vec![Round {
+                held_off: vec![],
+                switch_off: [("sniffio-name".to_string(), probe(Failed, "teardown"))].into(),
+            }],
+            ..Default::default()
+        };
+        assert_eq!(body.masking_switch(), None);
+    }
+
+    #[test]
+    fn timing_out_tests_are_probed_by_halving_groups_of_switches() {
+        let names: Vec<String> = SWITCHES.iter().map(|s| s.to_string()).collect();
+        let halves = split_group(&names);
+        assert_eq!(halves.len(), 2);
+        assert_eq!(halves[0].len() + halves[1].len(), names.len());
+        assert_eq!([halves[0].clone(), halves[1].clone()].concat(), names);
+        // Down to single switches, in at most ceil(log2(n)) levels.
+        let mut level = vec![names.clone()];
+        let mut depth = 0;
+        while level.iter().any(|g| g.len() > 1) {
+            level = level
+                .iter()
+                .flat_map(|g| match split_group(g) {
+                    halves if halves.is_empty() => vec![g.clone()],
+                    halves => halves,
+                })
+                .collect();
+            depth += 1;
+        }
+        assert_eq!(level.len(), names.len());
+        assert!(depth <= 4, "{depth}");
+        assert!(split_group(&names[..1]).is_empty());
+        let costly = RerunOutcomes {
+            confirm: probe(Outcome::Timeout, "call"),
+            ..Default::default()
+        };
+        assert!(costly.is_costly());
     }
 }

@@ -12,7 +12,7 @@ pub struct Finished {
     pub killed_at_cap: bool,
     /// The work was done (the marker appeared) but the process would not exit.
     pub lingered: bool,
-    /// Killed because its progress file stopped growing (`killed_at_cap` is set too).
+    /// Killed by the stall watchdog: its progress file stopped growing (not the cap).
     pub stalled: bool,
     pub wall_seconds: f64,
 }
@@ -29,6 +29,15 @@ pub fn run_capped(command: &mut Command, log: &Path, cap: Duration) -> Result<Fi
     run_capped_with_marker(command, log, cap, None, LINGER_GRACE, None)
 }
 
+/// The stall watchdog: the process is killed when `file` stops growing for `limit`, or for
+/// `startup` while it is still empty (collection can take long before anything is recorded).
+#[derive(Debug, Clone, Copy)]
+pub struct Stall<'p> {
+    pub file: &'p Path,
+    pub startup: Duration,
+    pub limit: Duration,
+}
+
 /// Like `run_capped`; once `done_marker` exists, a process still running after a grace period
 /// gets SIGINT (so exit handlers still run), then the group is killed.
 pub fn run_capped_with_marker(
@@ -37,7 +46,7 @@ pub fn run_capped_with_marker(
     cap: Duration,
     done_marker: Option<&Path>,
     linger_grace: Duration,
-    stall: Option<(&Path, Duration)>,
+    stall: Option<Stall>,
 ) -> Result<Finished, String> {
     let describe = format!("{:?}", command.get_program());
     let log_file = std::fs::OpenOptions::new()
@@ -85,12 +94,20 @@ pub fn run_capped_with_marker(
         }
         // A progress file that stops growing means a test is stuck beyond what its own
         // timeout could stop (e.g. a runaway loop that swallows pytest-timeout's exception).
-        if let Some((file, limit)) = stall {
-            let size = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+        if let Some(watch) = stall {
+            let size = std::fs::metadata(watch.file).map(|m| m.len()).unwrap_or(0);
+            let limit = if size == 0 {
+                watch.startup
+            } else {
+                watch.limit
+            };
             if size != last_progress.0 {
                 last_progress = (size, Instant::now());
-            } else if !killed_at_cap && done_since.is_none() && last_progress.1.elapsed() > limit {
-                killed_at_cap = true;
+            } else if !killed_at_cap
+                && !stalled
+                && done_since.is_none()
+                && last_progress.1.elapsed() > limit
+            {
                 stalled = true;
                 signal(-group, libc::SIGKILL);
             }
@@ -212,5 +229,35 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(20));
         let _ = std::fs::remove_dir_all(dir);
         assert_eq!(tail("héllo", 3), "llo");
+    }
+
+    #[test]
+    fn the_stall_watchdog_is_not_the_cap() {
+        let dir =
+            std::env::temp_dir().join(format!("asyncbis-compat-stall-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("log");
+        let progress = dir.join("progress");
+        // Writes a line, then nothing more: killed by the watchdog, long before the cap.
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!("echo one >> {}; sleep 60", progress.display()));
+        let finished = run_capped_with_marker(
+            &mut command,
+            &log,
+            Duration::from_secs(120),
+            None,
+            LINGER_GRACE,
+            Some(Stall {
+                file: &progress,
+                startup: Duration::from_secs(60),
+                limit: Duration::from_millis(500),
+            }),
+        )
+        .unwrap();
+        assert!(finished.stalled && !finished.killed_at_cap);
+        assert_eq!(finished.code, None);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

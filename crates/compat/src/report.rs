@@ -67,9 +67,13 @@ pub struct Summary {
     pub stock_passing_tests: usize,
     pub flaky_tests: usize,
     pub newly_failing: usize,
+    /// Passed on stock, never ran under asyncbis (their session ended first): not failures.
+    #[serde(default)]
+    pub not_run: usize,
     pub newly_passing: usize,
     pub by_verdict: BTreeMap<String, usize>,
-    /// Share of reproducible new failures explained by a switch or a combination.
+    /// Share of reproducible new failures explained by a named switch or a real combination
+    /// (two switches or more).
     pub attributed_share: f64,
     /// New failures by who raised them (library, tests, harness, ...).
     pub by_owner: BTreeMap<String, usize>,
@@ -100,6 +104,7 @@ pub fn summarize(projects: &[ProjectResult]) -> Summary {
     };
     let mut per_switch: BTreeMap<&str, (usize, usize, BTreeSet<String>)> = BTreeMap::new();
     let mut signatures: BTreeMap<String, SignatureSummary> = BTreeMap::new();
+    let mut attributed = 0;
     for project in projects {
         *summary
             .by_status
@@ -115,7 +120,15 @@ pub fn summarize(projects: &[ProjectResult]) -> Summary {
         summary.flaky_tests += project.flaky.len();
         summary.newly_passing += project.newly_passing.len();
         summary.newly_failing += project.failures.len();
+        summary.not_run += project.not_run.len();
         for failure in &project.failures {
+            if failure
+                .attribution
+                .as_ref()
+                .is_some_and(|a| a.is_attributed())
+            {
+                attributed += 1;
+            }
             let verdict = failure.attribution.as_ref().map(|a| a.verdict);
             let verdict_name = verdict.map(Verdict::as_str).unwrap_or("not-attributed-yet");
             *summary.by_verdict.entry(verdict_name.into()).or_default() += 1;
@@ -174,7 +187,7 @@ pub fn summarize(projects: &[ProjectResult]) -> Summary {
             } else if fixed_by.is_empty() {
                 failure_category(failure.attribution.as_ref())
             } else {
-                fixed_by.join("+")
+                held_off_label(&fixed_by.join("+"), failure)
             };
             *sig.fixed_by.entry(key).or_default() += 1;
         }
@@ -185,12 +198,10 @@ pub fn summarize(projects: &[ProjectResult]) -> Summary {
             .get("not-reproducible")
             .copied()
             .unwrap_or(0);
-    let explained = summary.by_verdict.get("switch").copied().unwrap_or(0)
-        + summary.by_verdict.get("combination").copied().unwrap_or(0);
     summary.attributed_share = if reproducible == 0 {
         1.0
     } else {
-        explained as f64 / reproducible as f64
+        attributed as f64 / reproducible as f64
     };
     summary.per_switch = SWITCHES
         .iter()
@@ -332,6 +343,34 @@ fn key_versions(project: &ProjectResult) -> String {
     parts.join(", ")
 }
 
+/// A fixing switch found with harness-breaking switches held off says so: "x (y held off)".
+fn held_off_label(switches: &str, failure: &crate::study::NewFailure) -> String {
+    match failure.attribution.as_ref().map(|a| &a.held_off) {
+        Some(held) if !held.is_empty() => format!("{switches} ({} held off)", held.join("+")),
+        _ => switches.to_string(),
+    }
+}
+
+/// Tests that did not run, by reason.
+fn not_run_reasons(report: &Report) -> BTreeMap<String, usize> {
+    let mut reasons = BTreeMap::new();
+    for project in &report.projects {
+        for test in &project.not_run {
+            let alone = match test.alone {
+                Some(outcome) => format!("{} when run alone", outcome.as_str()),
+                None => "did not run alone either".to_string(),
+            };
+            let key = format!(
+                "{}: {} ({alone})",
+                project.name,
+                one_line(&test.reason, 160)
+            );
+            *reasons.entry(key).or_default() += 1;
+        }
+    }
+    reasons
+}
+
 fn switch_counts(project: &ProjectResult) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
     for failure in &project.failures {
@@ -425,11 +464,16 @@ pub fn render_markdown(report: &Report, switch_doc: Option<&str>) -> String {
     );
     let _ = writeln!(md, "| flaky on stock (ignored) | {} |", s.flaky_tests);
     let _ = writeln!(md, "| newly failing under asyncbis | {} |", s.newly_failing);
+    let _ = writeln!(
+        md,
+        "| not run under asyncbis (session ended first; not failures) | {} |",
+        s.not_run
+    );
     let _ = writeln!(md, "| newly passing under asyncbis | {} |", s.newly_passing);
     let _ = writeln!(md, "| verdicts | {} |", format_counts(&s.by_verdict));
     let _ = writeln!(
         md,
-        "| attributed (switch or combination) | {:.1}% of reproducible failures |",
+        "| attributed (a named switch or a combination of two or more) | {:.1}% of reproducible failures |",
         s.attributed_share * 100.0
     );
     let _ = writeln!(md, "| raised by | {} |", format_counts(&s.by_owner));
@@ -465,7 +509,7 @@ pub fn render_markdown(report: &Report, switch_doc: Option<&str>) -> String {
                 format!(
                     "{}/{}/{}/{}",
                     r.counts.passed,
-                    r.counts.failed + r.counts.timeouts + r.counts.hung,
+                    r.counts.failing(),
                     r.counts.errors,
                     r.counts.skipped
                 )
@@ -509,6 +553,14 @@ pub fn render_markdown(report: &Report, switch_doc: Option<&str>) -> String {
                 p.python,
                 p.note.as_deref().unwrap_or("")
             );
+        }
+    }
+    let not_run = not_run_reasons(report);
+    if !not_run.is_empty() {
+        let _ = writeln!(md, "\n## Not run under asyncbis\n");
+        let _ = writeln!(md, "Tests that passed on stock and never started under asyncbis because their session ended first; rerun alone in fresh sessions they did not fail, so they are not counted as newly failing.\n");
+        for (reason, count) in &not_run {
+            let _ = writeln!(md, "- {}: {count}", reason.replace('|', "\\|"));
         }
     }
     if !s.harness_only.is_empty() {
@@ -884,6 +936,8 @@ struct HtmlContext<'a> {
     projects: Vec<ProjectRow>,
     notes: Vec<&'a ProjectResult>,
     harness_only: Vec<BTreeMap<&'static str, String>>,
+    /// Tests that did not run under asyncbis, by reason.
+    not_run: Vec<BTreeMap<&'static str, String>>,
     signatures: Vec<SignatureRow>,
     wheels: &'a [WheelInfo],
 }
@@ -961,6 +1015,10 @@ pub fn render_html(report: &Report, switch_doc: Option<&str>) -> String {
         SummaryRow {
             name: "newly failing under asyncbis",
             value: text(s.newly_failing.to_string()),
+        },
+        SummaryRow {
+            name: "not run under asyncbis (not failures)",
+            value: text(s.not_run.to_string()),
         },
         SummaryRow {
             name: "newly passing",
@@ -1077,6 +1135,12 @@ pub fn render_html(report: &Report, switch_doc: Option<&str>) -> String {
                 BTreeMap::from([("project", project.clone()), ("count", count.to_string())])
             })
             .collect(),
+        not_run: not_run_reasons(report)
+            .into_iter()
+            .map(|(reason, count)| {
+                BTreeMap::from([("reason", reason), ("count", count.to_string())])
+            })
+            .collect(),
         signatures,
         wheels: &report.wheels,
     };
@@ -1099,7 +1163,7 @@ mod tests {
     use super::*;
     use crate::analysis::Attribution;
     use crate::results::{Counts, Outcome};
-    use crate::study::{NewFailure, RunSummary};
+    use crate::study::{NewFailure, NotRunTest, RunSummary};
 
     fn failure(id: &str, owner: Owner, fixed_by: &[&str], verdict: Verdict) -> NewFailure {
         NewFailure {
@@ -1117,10 +1181,28 @@ mod tests {
                 verdict,
                 fixed_by: fixed_by.iter().map(|s| s.to_string()).collect(),
                 involved: vec![],
+                held_off: vec![],
             }),
             reruns: BTreeMap::new(),
             traceback: "Traceback <here>".into(),
+            signature_run: None,
         }
+    }
+
+    fn combination(id: &str, involved: &[&str]) -> NewFailure {
+        let mut failure = failure(id, Owner::Harness, &[], Verdict::Combination);
+        if let Some(a) = failure.attribution.as_mut() {
+            a.involved = involved.iter().map(|s| s.to_string()).collect();
+        }
+        failure
+    }
+
+    fn held_off(mut failure: NewFailure) -> NewFailure {
+        if let Some(a) = failure.attribution.as_mut() {
+            a.held_off = vec!["no-loop-policies".into()];
+        }
+        failure.signature.id = "sig-own".into();
+        failure
     }
 
     fn sample_report() -> Report {
@@ -1145,6 +1227,7 @@ mod tests {
                 wall_seconds: 1.0,
                 exit_status: Some(1),
                 killed_at_cap: false,
+                stalled: false,
                 activation: None,
             }],
             flaky: vec!["t::flaky".into()],
@@ -1162,9 +1245,31 @@ mod tests {
                     &["level-cancellation", "task-cancel-level"],
                     Verdict::Switch,
                 ),
-                failure("t::c", Owner::Harness, &[], Verdict::Combination),
+                combination("t::c", &["root-task-group", "no-loop-policies"]),
                 failure("t::d", Owner::Tests, &[], Verdict::Unattributed),
                 failure("t::e", Owner::Tests, &[], Verdict::NotReproducible),
+                // As older tools wrote it: a "combination" of one switch is no attribution.
+                combination("t::f", &["no-loop-policies"]),
+                held_off(failure(
+                    "t::g",
+                    Owner::Library,
+                    &["task-cancel-level"],
+                    Verdict::Switch,
+                )),
+            ],
+            not_run: vec![
+                NotRunTest {
+                    nodeid: "t::h".into(),
+                    reason: "the stall watchdog killed the session".into(),
+                    alone: Some(Outcome::Passed),
+                    alone_reason: None,
+                },
+                NotRunTest {
+                    nodeid: "t::i".into(),
+                    reason: "the stall watchdog killed the session".into(),
+                    alone: None,
+                    alone_reason: Some("the pytest session ended".into()),
+                },
             ],
             wall_seconds: 3.0,
         };
@@ -1181,6 +1286,7 @@ mod tests {
             flaky: vec![],
             newly_passing: vec![],
             failures: vec![],
+            not_run: vec![],
             wall_seconds: 0.0,
         };
         let projects = vec![ok, skipped];
@@ -1206,10 +1312,26 @@ mod tests {
         let s = sample_report().summary;
         assert_eq!((s.projects, s.compared), (2, 1));
         assert_eq!(s.by_status["skipped"], 1);
-        assert_eq!(s.newly_failing, 5);
-        assert_eq!(s.by_verdict["switch"], 2);
-        // 3 of the 4 reproducible failures are explained (2 by a switch, 1 by the combination).
-        assert!((s.attributed_share - 0.75).abs() < 1e-9);
+        assert_eq!(s.newly_failing, 7);
+        assert_eq!(s.not_run, 2);
+        assert_eq!(s.by_verdict["switch"], 3);
+        // 4 of the 6 reproducible failures are explained: 3 by a named switch (one behind a
+        // held-off harness switch), 1 by a combination of two; the one-switch "combination"
+        // and the unattributed one are not.
+        assert!(
+            (s.attributed_share - 4.0 / 6.0).abs() < 1e-9,
+            "{}",
+            s.attributed_share
+        );
+        let own = s
+            .signatures
+            .iter()
+            .find(|g| g.signature.id == "sig-own")
+            .unwrap();
+        assert_eq!(
+            own.fixed_by["task-cancel-level (no-loop-policies held off)"],
+            1
+        );
         let root = s
             .per_switch
             .iter()
@@ -1222,8 +1344,8 @@ mod tests {
             .find(|p| p.switch == "level-cancellation")
             .unwrap();
         assert_eq!((level.tests, level.sole), (1, 0));
-        assert_eq!(s.by_owner["library"], 2);
-        assert_eq!(s.harness_only["aiofoo"], 1);
+        assert_eq!(s.by_owner["library"], 3);
+        assert_eq!(s.harness_only["aiofoo"], 2);
         assert_eq!(s.signatures[0].tests, 2);
         assert_eq!(s.per_switch.len(), SWITCHES.len());
     }
@@ -1234,8 +1356,18 @@ mod tests {
         let md = render_markdown(&report, None);
         assert!(md.contains("a failure is only logged) | 1 | 1 | aiofoo |"));
         assert!(md.contains("needs postgres \\| no apt"));
-        assert!(md.contains("75.0% of reproducible failures"));
+        assert!(md.contains("66.7% of reproducible failures"));
+        assert!(md.contains("| not run under asyncbis (session ended first; not failures) | 2 |"));
+        assert!(md.contains(
+            "- aiofoo: the stall watchdog killed the session (passed when run alone): 1"
+        ));
+        assert!(md.contains(
+            "- aiofoo: the stall watchdog killed the session (did not run alone either): 1"
+        ));
         let html = render_html(&report, None);
+        assert!(html.contains("<h2>Not run under asyncbis</h2>"));
+        assert!(html
+            .contains("aiofoo: the stall watchdog killed the session (passed when run alone): 1"));
         assert!(html.starts_with("<!DOCTYPE html>"));
         assert!(html.contains("<svg"));
         assert!(!html.contains("<script"));

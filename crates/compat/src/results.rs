@@ -13,16 +13,24 @@ pub enum Outcome {
     Error,
     /// Stopped by the per-test timeout (pytest-timeout).
     Timeout,
-    /// Started but never finished: the suite was killed at its wall-clock cap.
+    /// Started but never finished: the session was killed (its wall-clock cap or the stall
+    /// watchdog; the record's exception says which).
     Hung,
+    /// Started but never finished: the pytest session ended by itself while it ran (an
+    /// INTERNALERROR, the process exiting).
+    Crashed,
 }
 
 impl Outcome {
     pub fn is_failure(self) -> bool {
         matches!(
             self,
-            Outcome::Failed | Outcome::Error | Outcome::Timeout | Outcome::Hung
+            Outcome::Failed | Outcome::Error | Outcome::Timeout | Outcome::Hung | Outcome::Crashed
         )
+    }
+    /// Failures that cost a rerun its whole time limit (the per-test timeout, the stall watchdog).
+    pub fn is_costly(self) -> bool {
+        matches!(self, Outcome::Timeout | Outcome::Hung)
     }
     pub fn as_str(self) -> &'static str {
         match self {
@@ -32,6 +40,7 @@ impl Outcome {
             Outcome::Error => "error",
             Outcome::Timeout => "timeout",
             Outcome::Hung => "hung",
+            Outcome::Crashed => "crashed",
         }
     }
 }
@@ -73,6 +82,8 @@ pub struct Counts {
     pub skipped: usize,
     pub timeouts: usize,
     pub hung: usize,
+    #[serde(default)]
+    pub crashed: usize,
 }
 
 impl Counts {
@@ -86,12 +97,17 @@ impl Counts {
                 Outcome::Skipped => counts.skipped += 1,
                 Outcome::Timeout => counts.timeouts += 1,
                 Outcome::Hung => counts.hung += 1,
+                Outcome::Crashed => counts.crashed += 1,
             }
         }
         counts
     }
     pub fn total(&self) -> usize {
-        self.passed + self.failed + self.errors + self.skipped + self.timeouts + self.hung
+        self.passed + self.failing() + self.errors + self.skipped
+    }
+    /// Failed in their call, timed out, hung or crashed (errors are counted apart).
+    pub fn failing(&self) -> usize {
+        self.failed + self.timeouts + self.hung + self.crashed
     }
 }
 
@@ -100,6 +116,87 @@ impl Counts {
 pub struct Recorded {
     pub tests: BTreeMap<String, TestRecord>,
     pub exit_status: Option<i32>,
+    /// Tests that started and never reported their teardown, with the phase they were in.
+    pub unfinished: BTreeMap<String, String>,
+}
+
+/// How a pytest session ended, which says what happened to a test it left unfinished.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ending {
+    /// Killed at the suite's wall-clock cap (seconds).
+    Cap(u64),
+    /// Killed by the stall watchdog: nothing recorded for this many seconds.
+    Stalled(u64),
+    /// The session ended by itself: exit status, and the error it printed (INTERNALERROR ...).
+    Exited(Option<i32>, Option<String>),
+}
+
+impl Ending {
+    /// Why tests this session never started did not run.
+    pub fn not_run_reason(&self) -> String {
+        match self {
+            Ending::Cap(seconds) => {
+                format!("the suite was killed at its wall-clock cap ({seconds} s) before this test ran")
+            }
+            Ending::Stalled(seconds) => format!(
+                "the stall watchdog killed the session (nothing recorded for {seconds} s) before this test ran"
+            ),
+            Ending::Exited(status, error) => format!(
+                "the pytest session ended (exit status {}) before this test ran{}",
+                status.map_or("none".to_string(), |s| s.to_string()),
+                error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
+            ),
+        }
+    }
+}
+
+impl Recorded {
+    /// Gives each unfinished test the outcome its session's ending implies: `Hung` when the
+    /// session was killed (at the cap or by the stall watchdog, said in its exception), `Crashed`
+    /// when pytest ended by itself while the test ran. A failure reported before the session
+    /// ended is kept. `output` (the session's last output) stands for its traceback.
+    pub fn label_unfinished(&mut self, ending: &Ending, output: &str) {
+        for (id, phase) in &self.unfinished {
+            let Some(record) = self.tests.get_mut(id) else {
+                continue;
+            };
+            if !matches!(record.outcome, Outcome::Hung | Outcome::Passed) {
+                continue;
+            }
+            let (outcome, exc_type, message) = match ending {
+                Ending::Cap(seconds) => (
+                    Outcome::Hung,
+                    "SuiteCap",
+                    format!("the suite's wall-clock cap ({seconds} s) was reached while this test ran ({phase})"),
+                ),
+                Ending::Stalled(seconds) => (
+                    Outcome::Hung,
+                    "Stalled",
+                    format!("the stall watchdog killed the session: nothing recorded for {seconds} s while this test ran ({phase})"),
+                ),
+                Ending::Exited(status, error) => (
+                    Outcome::Crashed,
+                    "SessionEnded",
+                    format!(
+                        "the pytest session ended (exit status {}) while this test ran ({phase}){}",
+                        status.map_or("none".to_string(), |s| s.to_string()),
+                        error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
+                    ),
+                ),
+            };
+            record.outcome = outcome;
+            record.phase = phase.clone();
+            if record.longrepr.is_empty() {
+                record.longrepr = truncate_tail(&format!("{message}\n\n{output}"), 6000);
+            }
+            record.exception = Some(ExceptionInfo {
+                exc_type: exc_type.to_string(),
+                message,
+                frames: Vec::new(),
+                group: None,
+            });
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -166,13 +263,14 @@ pub fn parse_recorder(text: &str) -> Recorded {
                     .tests
                     .entry(event.nodeid.clone())
                     .or_insert_with(|| TestRecord {
-                        nodeid: event.nodeid,
+                        nodeid: event.nodeid.clone(),
                         outcome: Outcome::Hung,
                         phase: "call".into(),
                         duration: 0.0,
                         exception: None,
                         longrepr: String::new(),
                     });
+                recorded.unfinished.insert(event.nodeid, "setup".into());
             }
             "collect" => {
                 recorded.tests.insert(
@@ -187,7 +285,20 @@ pub fn parse_recorder(text: &str) -> Recorded {
                     },
                 );
             }
-            "phase" => apply_phase(&mut recorded.tests, event),
+            "phase" => {
+                match event.when.as_str() {
+                    "teardown" => {
+                        recorded.unfinished.remove(&event.nodeid);
+                    }
+                    when => {
+                        let next = if when == "setup" { "call" } else { "teardown" };
+                        if let Some(phase) = recorded.unfinished.get_mut(&event.nodeid) {
+                            *phase = next.to_string();
+                        }
+                    }
+                }
+                apply_phase(&mut recorded.tests, event)
+            }
             "finish" => recorded.exit_status = event.exitstatus,
             _ => {}
         }
@@ -516,6 +627,82 @@ mod tests {
             (1, 1, 2, 1, 1)
         );
         assert_eq!(counts.total(), 7);
+    }
+
+    #[test]
+    fn unfinished_tests_are_labelled_by_how_their_session_ended() {
+        let text = r#"{"event": "start", "nodeid": "t.py::done"}
+{"event": "phase", "nodeid": "t.py::done", "when": "setup", "outcome": "passed"}
+{"event": "phase", "nodeid": "t.py::done", "when": "call", "outcome": "passed"}
+{"event": "phase", "nodeid": "t.py::done", "when": "teardown", "outcome": "passed"}
+{"event": "start", "nodeid": "t.py::in_setup"}
+{"event": "start", "nodeid": "t.py::in_body"}
+{"event": "phase", "nodeid": "t.py::in_body", "when": "setup", "outcome": "passed"}
+{"event": "start", "nodeid": "t.py::in_teardown"}
+{"event": "phase", "nodeid": "t.py::in_teardown", "when": "setup", "outcome": "passed"}
+{"event": "phase", "nodeid": "t.py::in_teardown", "when": "call", "outcome": "passed"}
+{"event": "start", "nodeid": "t.py::failed_first"}
+{"event": "phase", "nodeid": "t.py::failed_first", "when": "setup", "outcome": "passed"}
+{"event": "phase", "nodeid": "t.py::failed_first", "when": "call", "outcome": "failed", "longrepr": "E   ValueError: x"}
+"#;
+        let label = |ending: Ending| {
+            let mut recorded = parse_recorder(text);
+            recorded.label_unfinished(&ending, "INTERNALERROR> RuntimeError: x");
+            recorded.tests
+        };
+        let exc = |r: &TestRecord| r.exception.clone().unwrap_or_default();
+        let stalled = label(Ending::Stalled(25));
+        assert_eq!(stalled["t.py::done"].outcome, Outcome::Passed);
+        let body = &stalled["t.py::in_body"];
+        assert_eq!((body.outcome, body.phase.as_str()), (Outcome::Hung, "call"));
+        assert_eq!(exc(body).exc_type, "Stalled");
+        assert!(
+            exc(body).message.contains("stall watchdog"),
+            "{:?}",
+            exc(body)
+        );
+        assert!(!exc(body).message.contains("cap"));
+        assert_eq!(stalled["t.py::in_setup"].phase, "setup");
+        // Its body passed, its teardown never ended: it hung in teardown, it did not pass.
+        let teardown = &stalled["t.py::in_teardown"];
+        assert_eq!(
+            (teardown.outcome, teardown.phase.as_str()),
+            (Outcome::Hung, "teardown")
+        );
+        // A failure reported before the session ended is kept.
+        assert_eq!(stalled["t.py::failed_first"].outcome, Outcome::Failed);
+        assert_eq!(exc(&stalled["t.py::failed_first"]).exc_type, "ValueError");
+
+        let capped = label(Ending::Cap(900));
+        assert_eq!(capped["t.py::in_body"].outcome, Outcome::Hung);
+        assert_eq!(exc(&capped["t.py::in_body"]).exc_type, "SuiteCap");
+        assert!(exc(&capped["t.py::in_body"])
+            .message
+            .contains("wall-clock cap (900 s)"));
+
+        let crashed = label(Ending::Exited(
+            Some(3),
+            Some("RuntimeError: plugin choked".into()),
+        ));
+        let body = &crashed["t.py::in_body"];
+        assert_eq!(body.outcome, Outcome::Crashed);
+        assert!(body.outcome.is_failure() && !body.outcome.is_costly());
+        assert_eq!(exc(body).exc_type, "SessionEnded");
+        assert!(exc(body).message.contains("exit status 3"));
+        assert!(exc(body).message.contains("RuntimeError: plugin choked"));
+        assert!(body.longrepr.ends_with("INTERNALERROR> RuntimeError: x"));
+        assert_eq!(Counts::of(&crashed).crashed, 3);
+
+        // Each ending says why the tests after it never started.
+        assert!(Ending::Stalled(25)
+            .not_run_reason()
+            .contains("stall watchdog"));
+        assert!(Ending::Cap(900)
+            .not_run_reason()
+            .contains("wall-clock cap (900 s)"));
+        assert!(Ending::Exited(Some(3), Some("INTERNALERROR".into()))
+            .not_run_reason()
+            .contains("exit status 3"));
     }
 
     #[test]

@@ -1,22 +1,26 @@
 //! One project's study: prepare, run stock twice and under asyncbis, attribute new failures.
 
 use crate::analysis::{
-    self, ActivationVerdict, Attribution, RerunOutcomes, HARNESS_SWITCH, SWITCHES,
+    self, ActivationVerdict, Attribution, Probe, RerunOutcomes, Round, HARNESS_SWITCH, MAX_ROUNDS,
+    SWITCHES,
 };
 use crate::cache::{short_hash, Cache, Mode, RunKey};
 use crate::environment::{self, Python, Venv};
 use crate::manifest::ProjectEntry;
-use crate::process::{read_tail, run_capped_with_marker, LINGER_GRACE};
+use crate::process::{read_tail, run_capped_with_marker, tail, Stall, LINGER_GRACE};
 use crate::progress::Progress;
-use crate::results::{parse_junit, parse_recorder, Counts, Outcome, TestRecord};
+use crate::results::{parse_junit, parse_recorder, Counts, Ending, Outcome, TestRecord};
 use crate::services::Services;
 use crate::signature::{self, Context, Signature};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+/// Bumped when asyncbis runs and reruns are made differently (their cached results are then
+/// not reused): v2 = sessions of their own for tests a session left unrun, held-off switches.
+const RERUNS_VERSION: &str = "reruns-v2";
 /// Node ids per pytest invocation when rerunning selected tests (keeps command lines short).
 const RERUN_BATCH: usize = 150;
 /// pytest's exit status for a usage error, which is also how it ends when a node id given on
@@ -95,10 +99,20 @@ pub struct SuiteRun {
     pub mode: String,
     pub tests: BTreeMap<String, TestRecord>,
     pub exit_status: Option<i32>,
+    /// A session was killed at the suite's wall-clock cap.
     pub killed_at_cap: bool,
+    /// A session was killed by the stall watchdog (nothing recorded for too long).
+    #[serde(default)]
+    pub stalled: bool,
     /// pytest finished but the process had to be interrupted to exit (leftover workers).
     #[serde(default)]
     pub lingered: bool,
+    /// Why a test of this run that never started did not run (how its session ended).
+    #[serde(default)]
+    pub not_run_reason: String,
+    /// Selected tests that never ran even in sessions of their own, with the reason.
+    #[serde(default)]
+    pub not_run: BTreeMap<String, String>,
     pub wall_seconds: f64,
     pub activation: Option<Activation>,
     /// Where the tests ran (frames under it are the project's tree).
@@ -113,6 +127,8 @@ pub struct RunSummary {
     pub wall_seconds: f64,
     pub exit_status: Option<i32>,
     pub killed_at_cap: bool,
+    #[serde(default)]
+    pub stalled: bool,
     pub activation: Option<Activation>,
 }
 
@@ -124,6 +140,7 @@ impl RunSummary {
             wall_seconds: run.wall_seconds,
             exit_status: run.exit_status,
             killed_at_cap: run.killed_at_cap,
+            stalled: run.stalled,
             activation: run.activation.clone(),
         }
     }
@@ -153,6 +170,25 @@ pub struct NewFailure {
     /// Outcome of each attribution rerun, by run label.
     pub reruns: BTreeMap<String, Option<Outcome>>,
     pub traceback: String,
+    /// The run the signature and traceback come from when not the all-switches-on run: the
+    /// one that shows the test's own failure (a switch that broke its harness held off), or
+    /// its first run for a test that did not run there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature_run: Option<String>,
+}
+
+/// A test that passed on stock and never started under asyncbis (its session ended first).
+/// Not a failure: rerun alone in fresh sessions, it passed, was skipped, or never ran at all.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NotRunTest {
+    pub nodeid: String,
+    /// Why it did not run in the asyncbis run.
+    pub reason: String,
+    /// Its outcome rerun in sessions of its own (`None`: it did not run there either).
+    pub alone: Option<Outcome>,
+    /// Why it did not run alone either.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alone_reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -171,6 +207,9 @@ pub struct ProjectResult {
     pub flaky: Vec<String>,
     pub newly_passing: Vec<String>,
     pub failures: Vec<NewFailure>,
+    /// Passed on stock, did not run under asyncbis (not counted as newly failing).
+    #[serde(default)]
+    pub not_run: Vec<NotRunTest>,
     pub wall_seconds: f64,
 }
 
@@ -188,6 +227,7 @@ impl ProjectResult {
             flaky: Vec::new(),
             newly_passing: Vec::new(),
             failures: Vec::new(),
+            not_run: Vec::new(),
             wall_seconds: 0.0,
         }
     }
@@ -240,8 +280,9 @@ impl Study {
         result.wall_seconds = started.elapsed().as_secs_f64();
         let verdict = match (&result.status, &result.reason) {
             (Status::Ok, _) => format!(
-                "done: {} newly failing, {} flaky ({:.0}s)",
+                "done: {} newly failing, {} not run, {} flaky ({:.0}s)",
                 result.failures.len(),
+                result.not_run.len(),
                 result.flaky.len(),
                 result.wall_seconds
             ),
@@ -309,16 +350,17 @@ impl Study {
             venv: &venv,
             service_env: &service_env,
             entry_fingerprint: entry_fingerprint(entry, source),
-            // asyncbis runs under a profile or --set values are other runs (stock runs are
-            // shared)
+            // Asyncbis runs under a profile or --set values are other runs, and so are runs
+            // made by another way of rerunning (stock runs are shared).
             wheel_fingerprint: match wheel {
                 Some((_, hash)) if configured => short_hash(&[
                     hash,
                     "profile",
                     self.profile.as_deref().unwrap_or("seed"),
                     &self.switch_values.join(","),
+                    RERUNS_VERSION,
                 ]),
-                Some((_, hash)) => hash.clone(),
+                Some((_, hash)) => format!("{hash}-{RERUNS_VERSION}"),
                 None => String::new(),
             },
             profile_off,
@@ -354,7 +396,6 @@ impl Study {
                 &stock_first.tests,
                 &stock_second.tests,
                 &stock_second.tests,
-                false,
                 &entry.flaky,
             );
             result.flaky = comparison.flaky;
@@ -369,29 +410,22 @@ impl Study {
             Err(reason) => return result.stop(Status::SetupFailed, reason),
         };
         result.runs.push(RunSummary::of(&under_asyncbis));
-        let mut comparison = analysis::compare(
+        let comparison = analysis::compare(
             &stock_first.tests,
             &stock_second.tests,
             &under_asyncbis.tests,
-            under_asyncbis.killed_at_cap,
             &entry.flaky,
         );
-        // Tests that never ran because the session died: say why (it is their signature).
-        if let Some(error) = session_error(&under_asyncbis.output_tail) {
-            for record in comparison.newly_failing.iter_mut() {
-                if let Some(exc) = record.exception.as_mut().filter(|e| e.exc_type == "NotRun") {
-                    exc.message = format!("session ended early: {error}");
-                    record.longrepr = under_asyncbis.output_tail.clone();
-                }
-            }
-        }
         let activation = under_asyncbis.activation.clone().unwrap_or_default();
+        let mut activation_from_reruns = false;
         match analysis::judge_activation(
             activation.processes,
             activation.tasks,
-            comparison.newly_failing.len(),
+            comparison.newly_failing.len() + comparison.not_run.len(),
+            under_asyncbis.killed_at_cap || under_asyncbis.stalled,
         ) {
             ActivationVerdict::Activated => {}
+            ActivationVerdict::KilledBeforeStats => activation_from_reruns = true,
             ActivationVerdict::PatchedButNoTask => {
                 result.note = Some(format!(
                     "asyncbis was active ({} processes) but created no task: the tests failed before their first task (typically in the harness)",
@@ -430,12 +464,29 @@ impl Study {
                 attribution: None,
                 reruns: BTreeMap::new(),
                 traceback: record.longrepr.clone(),
+                signature_run: None,
             })
             .collect();
-        if !failures.is_empty() {
-            self.attribute(&runner, &mut failures);
+        let not_run: Vec<(String, String)> = comparison
+            .not_run
+            .iter()
+            .map(|id| (id.clone(), under_asyncbis.not_run_reason.clone()))
+            .collect();
+        let mut reruns = Activation::default();
+        if !failures.is_empty() || !not_run.is_empty() {
+            (result.not_run, reruns) = self.attribute(&runner, &mut failures, not_run, &packages);
         }
         result.failures = failures;
+        if activation_from_reruns {
+            if reruns.processes == 0 {
+                let reason = "no Python process wrote asyncbis stats (the asyncbis run was killed before its exit handlers ran, and no rerun wrote any)";
+                return result.stop(Status::NotActivated, reason.to_string());
+            }
+            result.note = Some(format!(
+                "the asyncbis run was killed (stall watchdog or cap) before its processes wrote asyncbis stats; the reruns did: {} processes, {} asyncbis tasks",
+                reruns.processes, reruns.tasks
+            ));
+        }
         result
     }
 
@@ -477,136 +528,379 @@ impl Study {
         Ok((tree, venv))
     }
 
-    /// Reruns the newly failing tests: alone with every switch on, with each switch off in
-    /// turn, then with all off for those no single switch explains.
-    fn attribute(&self, runner: &SuiteRunner, failures: &mut [NewFailure]) {
-        let ids: Vec<String> = failures.iter().map(|f| f.nodeid.clone()).collect();
-        let mut outcomes: BTreeMap<String, RerunOutcomes> = ids
-            .iter()
-            .map(|id| (id.clone(), RerunOutcomes::default()))
-            .collect();
-        let mut labels: BTreeMap<String, BTreeMap<String, Option<Outcome>>> = BTreeMap::new();
-        let mut record = |mode: &Mode, run: &Result<SuiteRun, String>, selection: &[String]| {
-            for id in selection {
-                let outcome = run
-                    .as_ref()
-                    .ok()
-                    .and_then(|r| r.tests.get(id))
-                    .map(|r| r.outcome);
-                labels
-                    .entry(id.clone())
-                    .or_default()
-                    .insert(mode.label(), outcome);
-            }
-            run.as_ref()
-                .ok()
-                .map(|r| r.tests.clone())
-                .unwrap_or_default()
+    /// Attribution reruns. First all newly failing tests and the tests that did not run are
+    /// rerun alone with every switch on (a test that did not run gets its own outcome there:
+    /// failing makes it newly failing, anything else keeps it "not run", which is returned).
+    /// Then one switch off at a time, the harness switch first; a switch whose probe gets a
+    /// test past the setup phase it failed in broke the test's harness and hid its real
+    /// failure, so the probes are made again with it held off. Tests that time out or hang
+    /// are probed by groups of switches (see `analysis::split_group`). Tests no single switch
+    /// fixes are rerun with all switches off, and those that then pass with one switch on at
+    /// a time.
+    fn attribute(
+        &self,
+        runner: &SuiteRunner,
+        failures: &mut Vec<NewFailure>,
+        not_run: Vec<(String, String)>,
+        packages: &[String],
+    ) -> (Vec<NotRunTest>, Activation) {
+        let always_off = self.always_off.clone();
+        let with = |extra: &[String]| -> Vec<String> {
+            let mut disabled = always_off.clone();
+            disabled.extend(extra.iter().filter(|s| !always_off.contains(s)).cloned());
+            disabled
         };
-        let confirm_mode = Mode::Asyncbis {
-            disabled: self.always_off.clone(),
+        let mut prober = Prober {
+            runner,
+            labels: BTreeMap::new(),
+            setup_failing: BTreeSet::new(),
+            kept: BTreeMap::new(),
+            activation: Activation::default(),
         };
+        let mut selection: Vec<String> = failures.iter().map(|f| f.nodeid.clone()).collect();
+        selection.extend(not_run.iter().map(|(id, _)| id.clone()));
+        selection.sort();
+        selection.dedup();
         runner.study.progress.note(
             runner.label,
-            &format!("rerunning {} newly failing tests alone", ids.len()),
+            &format!("rerunning {} tests alone", selection.len()),
         );
-        let confirm = runner.run(&confirm_mode, &ids);
-        let confirm_tests = record(&confirm_mode, &confirm, &ids);
-        for (id, o) in outcomes.iter_mut() {
-            o.confirm = Some(
-                confirm_tests
-                    .get(id)
-                    .map(|r| r.outcome)
-                    .unwrap_or(Outcome::Error),
-            );
+        let (confirm, confirm_run) = prober.run(&with(&[]), &selection);
+        // Tests that did not run: their own outcome, in sessions of their own.
+        let mut not_run_tests = Vec::new();
+        for (id, reason) in not_run {
+            let record = confirm_run.as_ref().and_then(|run| run.tests.get(&id));
+            match record {
+                Some(record) if record.outcome.is_failure() => {
+                    let run = confirm_run.as_ref().expect("a record comes from a run");
+                    let context = Context {
+                        tree: &run.tree,
+                        packages,
+                    };
+                    failures.push(NewFailure {
+                        nodeid: id.clone(),
+                        outcome: record.outcome,
+                        phase: record.phase.clone(),
+                        signature: signature::signature_of(record, &context),
+                        attribution: None,
+                        reruns: BTreeMap::new(),
+                        traceback: record.longrepr.clone(),
+                        signature_run: Some(rerun_label(&with(&[]))),
+                    });
+                }
+                _ => not_run_tests.push(NotRunTest {
+                    alone: record.map(|r| r.outcome),
+                    alone_reason: confirm_run
+                        .as_ref()
+                        .and_then(|run| run.not_run.get(&id).cloned()),
+                    nodeid: id,
+                    reason,
+                }),
+            }
         }
-        let mut reproducible: Vec<String> = ids
+        failures.sort_by(|a, b| a.nodeid.cmp(&b.nodeid));
+        let mut outcomes: BTreeMap<String, RerunOutcomes> = failures
             .iter()
-            .filter(|id| outcomes[*id].confirm != Some(Outcome::Passed))
-            .cloned()
+            .map(|f| {
+                let outcomes = RerunOutcomes {
+                    confirm: confirm.get(&f.nodeid).cloned().flatten(),
+                    ..Default::default()
+                };
+                (f.nodeid.clone(), outcomes)
+            })
             .collect();
-        // The harness switch goes first, and the tests it fixes are settled: they failed in the
-        // harness's policy calls before their own code ran, so no other switch can matter to
-        // them, and rerunning them once per switch would repeat whole pytest-asyncio suites
-        // eight more times.
-        let order = std::iter::once(HARNESS_SWITCH)
-            .chain(SWITCHES.iter().copied().filter(|s| *s != HARNESS_SWITCH));
-        for switch in order {
-            if reproducible.is_empty() {
-                break;
-            }
-            if runner.held_off(switch) {
-                continue;
-            }
-            let mut disabled = self.always_off.clone();
-            disabled.push(switch.to_string());
-            let mode = Mode::Asyncbis { disabled };
+        prober.setup_failing = outcomes
+            .iter()
+            .filter(|(_, o)| {
+                o.confirm
+                    .as_ref()
+                    .is_some_and(|p| p.failed() && (p.phase == "setup" || p.phase == "collect"))
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        let reproducible: Vec<String> = outcomes
+            .iter()
+            .filter(|(_, o)| !o.confirm.as_ref().is_some_and(Probe::passed))
+            .map(|(id, _)| id.clone())
+            .collect();
+        // The harness switch goes first: the tests it fixes are settled (they failed in the
+        // harness's policy calls before their own code ran, so no other switch can matter),
+        // and the tests it gets past their setup are probed with it held off from then on.
+        if !runner.held_off(HARNESS_SWITCH) && !reproducible.is_empty() {
             runner.study.progress.note(
                 runner.label,
-                &format!("{} tests with {switch} off", reproducible.len()),
+                &format!("{} tests with {HARNESS_SWITCH} off", reproducible.len()),
             );
-            let run = runner.run(&mode, &reproducible);
-            let tests = record(&mode, &run, &reproducible);
+            let (probes, _) = prober.run(&with(&[HARNESS_SWITCH.to_string()]), &reproducible);
             for id in &reproducible {
-                let outcome = tests.get(id).map(|r| r.outcome);
                 if let Some(o) = outcomes.get_mut(id) {
-                    o.switch_off.insert(switch.to_string(), outcome);
+                    o.rounds[0].switch_off.insert(
+                        HARNESS_SWITCH.to_string(),
+                        probes.get(id).cloned().flatten(),
+                    );
                 }
             }
-            if switch == HARNESS_SWITCH {
-                reproducible.retain(|id| tests.get(id).map(|r| r.outcome) != Some(Outcome::Passed));
+        }
+        loop {
+            // (held off, switches left to probe) -> (tests probed one switch at a time, tests
+            // probed by groups)
+            type Work = BTreeMap<(Vec<String>, Vec<String>), (Vec<String>, Vec<String>)>;
+            let mut work: Work = BTreeMap::new();
+            for id in &reproducible {
+                let Some(o) = outcomes.get_mut(id) else {
+                    continue;
+                };
+                if o.fixed() {
+                    continue;
+                }
+                if o.rounds.len() < MAX_ROUNDS {
+                    if let Some(switch) = o.masking_switch() {
+                        let mut held_off = o
+                            .rounds
+                            .last()
+                            .map(|r| r.held_off.clone())
+                            .unwrap_or_default();
+                        held_off.push(switch);
+                        o.rounds.push(Round {
+                            held_off,
+                            switch_off: BTreeMap::new(),
+                        });
+                    }
+                }
+                let round = o.rounds.last().expect("a first round");
+                let left: Vec<String> = SWITCHES
+                    .iter()
+                    .map(|s| s.to_string())
+                    .filter(|s| {
+                        !runner.held_off(s)
+                            && !round.held_off.contains(s)
+                            && !round.switch_off.contains_key(s)
+                    })
+                    .collect();
+                if left.is_empty() {
+                    continue;
+                }
+                let costly = o.is_costly();
+                let entry = work.entry((round.held_off.clone(), left)).or_default();
+                if costly {
+                    entry.1.push(id.clone());
+                } else {
+                    entry.0.push(id.clone());
+                }
+            }
+            if work.is_empty() {
+                break;
+            }
+            for ((held_off, left), (single, grouped)) in work {
+                let held_note = if held_off.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({} held off)", held_off.join(", "))
+                };
+                for switch in &left {
+                    if single.is_empty() {
+                        break;
+                    }
+                    runner.study.progress.note(
+                        runner.label,
+                        &format!("{} tests with {switch} off{held_note}", single.len()),
+                    );
+                    let mut extra = held_off.clone();
+                    extra.push(switch.clone());
+                    let (probes, _) = prober.run(&with(&extra), &single);
+                    for id in &single {
+                        if let Some(round) = outcomes.get_mut(id).and_then(|o| o.rounds.last_mut())
+                        {
+                            round
+                                .switch_off
+                                .insert(switch.clone(), probes.get(id).cloned().flatten());
+                        }
+                    }
+                }
+                let mut stack = vec![(left.clone(), grouped)];
+                while let Some((group, tests)) = stack.pop() {
+                    if tests.is_empty() {
+                        continue;
+                    }
+                    runner.study.progress.note(
+                        runner.label,
+                        &format!(
+                            "{} timing-out tests with {} off{held_note}",
+                            tests.len(),
+                            group.join("+")
+                        ),
+                    );
+                    let mut extra = held_off.clone();
+                    extra.extend(group.iter().cloned());
+                    let (probes, _) = prober.run(&with(&extra), &tests);
+                    let mut descend = Vec::new();
+                    for id in &tests {
+                        let probe = probes.get(id).cloned().flatten();
+                        let Some(round) = outcomes.get_mut(id).and_then(|o| o.rounds.last_mut())
+                        else {
+                            continue;
+                        };
+                        if group.len() == 1 {
+                            round.switch_off.insert(group[0].clone(), probe);
+                        } else if probe.as_ref().is_some_and(Probe::passed) {
+                            descend.push(id.clone());
+                        } else {
+                            for switch in &group {
+                                let implied = probe.clone().map(|p| Probe {
+                                    by_group: true,
+                                    ..p
+                                });
+                                round.switch_off.insert(switch.clone(), implied);
+                            }
+                        }
+                    }
+                    for half in analysis::split_group(&group).into_iter().rev() {
+                        stack.push((half, descend.clone()));
+                    }
+                }
             }
         }
-        let remaining = analysis::needs_all_off(&outcomes);
+        let remaining: Vec<String> = analysis::needs_all_off(&outcomes);
         if !remaining.is_empty() {
-            let mode = Mode::Asyncbis {
-                disabled: SWITCHES.iter().map(|s| s.to_string()).collect(),
-            };
             runner.study.progress.note(
                 runner.label,
                 &format!("{} tests with every switch off", remaining.len()),
             );
-            let run = runner.run(&mode, &remaining);
-            let tests = record(&mode, &run, &remaining);
+            let all: Vec<String> = SWITCHES.iter().map(|s| s.to_string()).collect();
+            let (probes, _) = prober.run(&with(&all), &remaining);
             for id in &remaining {
                 if let Some(o) = outcomes.get_mut(id) {
-                    o.all_off = tests.get(id).map(|r| r.outcome);
+                    o.all_off = probes.get(id).cloned().flatten();
                 }
             }
         }
         let combined = analysis::combinations(&outcomes);
-        for switch in SWITCHES {
+        let candidates: Vec<String> = SWITCHES
+            .iter()
+            .map(|s| s.to_string())
+            .filter(|s| !runner.held_off(s))
+            .collect();
+        // One switch on at a time, also for tests that time out: there a probe costs its
+        // limit only when the switch breaks the test, which few do.
+        let only = |switch: &String| -> Vec<String> {
+            SWITCHES
+                .iter()
+                .map(|s| s.to_string())
+                .filter(|s| s != switch)
+                .collect()
+        };
+        for switch in &candidates {
             if combined.is_empty() {
                 break;
             }
-            if runner.held_off(switch) {
-                continue;
-            }
-            let disabled: Vec<String> = SWITCHES
-                .iter()
-                .filter(|s| *s != switch)
-                .map(|s| s.to_string())
-                .collect();
-            let mode = Mode::Asyncbis { disabled };
             runner.study.progress.note(
                 runner.label,
                 &format!("{} combination tests with only {switch} on", combined.len()),
             );
-            let run = runner.run(&mode, &combined);
-            let tests = record(&mode, &run, &combined);
+            let (probes, _) = prober.run(&only(switch), &combined);
             for id in &combined {
                 if let Some(o) = outcomes.get_mut(id) {
                     o.only_on
-                        .insert(switch.to_string(), tests.get(id).map(|r| r.outcome));
+                        .insert(switch.clone(), probes.get(id).cloned().flatten());
                 }
             }
         }
         for failure in failures.iter_mut() {
-            if let Some(o) = outcomes.get(&failure.nodeid) {
-                failure.attribution = Some(analysis::attribute(o));
+            let Some(o) = outcomes.get(&failure.nodeid) else {
+                continue;
+            };
+            failure.attribution = Some(analysis::attribute(o));
+            // The test's own failure shows in the run that held off what broke its harness.
+            if let Some(round) = o.rounds.last().filter(|_| o.rounds.len() > 1) {
+                let disabled = with(&round.held_off);
+                if let Some((record, tree)) = prober
+                    .kept
+                    .get(&(failure.nodeid.clone(), sorted(&disabled)))
+                {
+                    let context = Context { tree, packages };
+                    failure.signature = signature::signature_of(record, &context);
+                    failure.traceback = record.longrepr.clone();
+                    failure.signature_run = Some(rerun_label(&disabled));
+                }
             }
-            failure.reruns = labels.remove(&failure.nodeid).unwrap_or_default();
+            failure.reruns = prober.labels.remove(&failure.nodeid).unwrap_or_default();
         }
+        (not_run_tests, prober.activation)
+    }
+}
+
+fn sorted(items: &[String]) -> Vec<String> {
+    let mut items = items.to_vec();
+    items.sort();
+    items
+}
+
+/// The label of an attribution rerun in a failure's `reruns`: the mode's, spelled out when the
+/// mode's short label would not tell groups of switches apart.
+fn rerun_label(disabled: &[String]) -> String {
+    let label = Mode::Asyncbis {
+        disabled: disabled.to_vec(),
+    }
+    .label();
+    if label.ends_with("-switches") {
+        format!("asyncbis-off-{}", sorted(disabled).join("+"))
+    } else {
+        label
+    }
+}
+
+/// Runs attribution reruns and keeps what the verdicts and signatures need.
+struct Prober<'r, 'a> {
+    runner: &'r SuiteRunner<'a>,
+    /// Per test: outcome of each rerun, by rerun label.
+    labels: BTreeMap<String, BTreeMap<String, Option<Outcome>>>,
+    /// Tests failing in setup (or collection) with every switch on: a rerun where such a test
+    /// gets further and fails in its body shows its own failure, whose record is kept.
+    setup_failing: BTreeSet<String>,
+    /// (test, sorted disabled switches) -> its record in that rerun and the run's tree.
+    kept: BTreeMap<(String, Vec<String>), (TestRecord, String)>,
+    /// Stats of every rerun's processes, summed.
+    activation: Activation,
+}
+
+impl Prober<'_, '_> {
+    /// Reruns `tests` with `disabled` switches off: each test's probe (`None`: it did not run)
+    /// and the run (`None`: it could not be made).
+    fn run(
+        &mut self,
+        disabled: &[String],
+        tests: &[String],
+    ) -> (BTreeMap<String, Option<Probe>>, Option<SuiteRun>) {
+        let mode = Mode::Asyncbis {
+            disabled: disabled.to_vec(),
+        };
+        let run = self.runner.run(&mode, tests).ok();
+        if let Some(stats) = run.as_ref().and_then(|r| r.activation.as_ref()) {
+            self.activation.processes += stats.processes;
+            self.activation.tasks += stats.tasks;
+            self.activation.loops += stats.loops;
+        }
+        let label = rerun_label(disabled);
+        let mut probes = BTreeMap::new();
+        for id in tests {
+            let record = run.as_ref().and_then(|r| r.tests.get(id));
+            self.labels
+                .entry(id.clone())
+                .or_default()
+                .insert(label.clone(), record.map(|r| r.outcome));
+            if let (Some(record), Some(run)) = (record, run.as_ref()) {
+                let own_failure = record.outcome.is_failure()
+                    && (record.phase == "call" || record.phase == "teardown");
+                if own_failure && self.setup_failing.contains(id) {
+                    self.kept.insert(
+                        (id.clone(), sorted(disabled)),
+                        (record.clone(), run.tree.clone()),
+                    );
+                }
+            }
+            probes.insert(id.clone(), record.map(|r| Probe::new(r.outcome, &r.phase)));
+        }
+        (probes, run)
     }
 }
 
@@ -801,23 +1095,32 @@ impl SuiteRunner<'_> {
         let stats_dir = run_dir.join("stats");
         std::fs::create_dir_all(&stats_dir)
             .map_err(|err| format!("cannot create {}: {err}", stats_dir.display()))?;
-        let record_path = run_dir.join("record.jsonl");
-        // Written by the recorder when the pytest session ends (see asyncbis_compat_recorder).
-        let finished_marker = run_dir.join("record.jsonl.finished");
-        let mut lingered = false;
         let log = run_dir.join("output.log");
+        let mut lingered = false;
         let mut exit_status = None;
         let mut killed_at_cap = false;
+        let mut stalled = false;
         let mut wall_seconds = 0.0;
-        let mut junit_tests = BTreeMap::new();
-        let mut queue: Vec<(String, u64, Vec<String>)> = batches
-            .into_iter()
-            .enumerate()
-            .map(|(index, (timeout, targets))| (index.to_string(), timeout, targets))
-            .collect();
-        queue.reverse();
-        while let Some((index, timeout, targets)) = queue.pop() {
-            let targets = &targets;
+        let mut not_run_reason = String::new();
+        let mut tests: BTreeMap<String, TestRecord> = BTreeMap::new();
+        let mut sessions = Sessions::new(
+            batches
+                .into_iter()
+                .map(|(timeout, ids)| Batch {
+                    timeout,
+                    targets: ids.clone(),
+                    ids,
+                    by_files: false,
+                    split: None,
+                })
+                .collect(),
+        );
+        let mut index = 0;
+        while let Some(batch) = sessions.next() {
+            index += 1;
+            // Each session its own record: how it ended says what became of its tests.
+            let record_path = run_dir.join(format!("record-{index}.jsonl"));
+            let finished_marker = run_dir.join(format!("record-{index}.jsonl.finished"));
             let junit = run_dir.join(format!("junit-{index}.xml"));
             let files = RunFiles {
                 junit: &junit,
@@ -825,47 +1128,78 @@ impl SuiteRunner<'_> {
                 stats_dir: &stats_dir,
                 tree: &tree,
             };
-            let mut command = self.pytest_command(mode, targets, timeout, &files);
-            let _ = std::fs::remove_file(&finished_marker);
+            let mut command = self.pytest_command(mode, &batch.targets, batch.timeout, &files);
             let cap = Duration::from_secs(self.entry.suite_timeout);
-            // Stuck beyond the per-test timeout: nothing recorded for three timeouts and a minute.
-            let stall = Duration::from_secs(timeout * 3 + 60);
+            // Stuck beyond the per-test timeout: nothing recorded for three timeouts (and a
+            // minute more while collecting, before the first record line).
+            let stall_limit = batch.timeout * 3 + STALL_GRACE;
+            let stall_startup = batch.timeout * 3 + 60;
+            let log_offset = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
             let finished = run_capped_with_marker(
                 &mut command,
                 &log,
                 cap,
                 Some(&finished_marker),
                 LINGER_GRACE,
-                Some((&record_path, stall)),
+                Some(Stall {
+                    file: &record_path,
+                    startup: Duration::from_secs(stall_startup),
+                    limit: Duration::from_secs(stall_limit),
+                }),
             )?;
             lingered |= finished.lingered;
             wall_seconds += finished.wall_seconds;
             killed_at_cap |= finished.killed_at_cap;
-            if !selection.is_empty() && finished.code == Some(PYTEST_USAGE_ERROR) {
+            stalled |= finished.stalled;
+            if !selection.is_empty() && finished.code == Some(PYTEST_USAGE_ERROR) && !batch.by_files
+            {
                 // "ERROR: not found: <node id>": pytest runs nothing of the batch. Node ids of
                 // classes a plugin generates at collection (sqlalchemy's per-database test
                 // classes) cannot be selected; rerun the batch's files instead, and read just
                 // the requested tests from the record.
-                let files = file_targets(targets);
-                if !index.ends_with("-files") && files != *targets {
-                    queue.push((format!("{index}-files"), timeout, files));
+                let files = file_targets(&batch.targets);
+                if files != batch.targets {
+                    sessions.push(Batch {
+                        targets: files,
+                        by_files: true,
+                        ..batch
+                    });
                     continue;
                 }
             }
             exit_status = exit_status.max(finished.code);
-            if let Ok(xml) = std::fs::read_to_string(&junit) {
-                if let Ok(tests) = parse_junit(&xml) {
-                    junit_tests.extend(tests);
-                }
+            let text = std::fs::read_to_string(&record_path).unwrap_or_default();
+            let mut recorded = parse_recorder(&text);
+            let output = tail(&read_from(&log, log_offset), 3000);
+            let ending = if finished.killed_at_cap {
+                Ending::Cap(self.entry.suite_timeout)
+            } else if finished.stalled {
+                Ending::Stalled(if text.is_empty() {
+                    stall_startup
+                } else {
+                    stall_limit
+                })
+            } else {
+                Ending::Exited(finished.code, session_error(&output))
+            };
+            recorded.label_unfinished(&ending, &output);
+            not_run_reason = ending.not_run_reason();
+            // The recorder is the primary source; JUnit only covers a suite that disabled plugins.
+            let session_tests = if recorded.tests.is_empty() {
+                std::fs::read_to_string(&junit)
+                    .ok()
+                    .and_then(|xml| parse_junit(&xml).ok())
+                    .unwrap_or_default()
+            } else {
+                recorded.tests
+            };
+            for (id, record) in session_tests {
+                tests.entry(id).or_insert(record);
+            }
+            if !selection.is_empty() {
+                sessions.settle(batch, &tests, &not_run_reason);
             }
         }
-        let recorded = parse_recorder(&std::fs::read_to_string(&record_path).unwrap_or_default());
-        // The recorder is the primary source; JUnit only covers a suite that disabled plugins.
-        let tests = if recorded.tests.is_empty() {
-            junit_tests
-        } else {
-            recorded.tests
-        };
         let activation = matches!(mode, Mode::Asyncbis { .. }).then(|| read_activation(&stats_dir));
         // The copied tree is only needed while the tests run; logs and records stay.
         let _ = std::fs::remove_dir_all(&tree);
@@ -874,7 +1208,10 @@ impl SuiteRunner<'_> {
             tests,
             exit_status,
             killed_at_cap,
+            stalled,
             lingered,
+            not_run_reason,
+            not_run: sessions.not_run,
             wall_seconds,
             activation,
             tree: tree.to_string_lossy().into_owned(),
@@ -1005,6 +1342,143 @@ fn configured_off(
         .collect())
 }
 
+/// Seconds without a record line, beyond three per-test timeouts, before the stall watchdog
+/// kills a session that has started recording.
+const STALL_GRACE: u64 = 10;
+
+/// The text a log gained from `offset` on (one session's output).
+fn read_from(path: &Path, offset: u64) -> String {
+    let bytes = std::fs::read(path).unwrap_or_default();
+    let start = (offset as usize).min(bytes.len());
+    String::from_utf8_lossy(&bytes[start..]).into_owned()
+}
+
+/// One pytest session of a rerun.
+#[derive(Debug, Clone, PartialEq)]
+struct Batch {
+    timeout: u64,
+    /// The node ids wanted from it.
+    ids: Vec<String>,
+    /// What is passed to pytest: the ids, or their files when pytest cannot select them.
+    targets: Vec<String>,
+    by_files: bool,
+    /// The pair of halves it belongs to, when a session that ran none of its tests was split.
+    split: Option<usize>,
+}
+
+/// The sessions of a rerun of selected tests. A session that ends early (an INTERNALERROR, a
+/// kill by the stall watchdog or at the cap, `-x`) leaves tests that never started; they are
+/// run again in a fresh session, until each has its own outcome. A session that starts none of
+/// its tests is split in halves; when both halves start none either, the failure does not
+/// depend on which tests run (e.g. the session dies at start-up) and they are "not run".
+#[derive(Debug, Default)]
+struct Sessions {
+    queue: Vec<Batch>,
+    /// Halves of a split session: how many are still to run, and those that ran no test.
+    halves: BTreeMap<usize, (usize, Vec<Batch>)>,
+    next_split: usize,
+    /// Tests that never ran, with the reason.
+    not_run: BTreeMap<String, String>,
+}
+
+impl Sessions {
+    fn new(mut batches: Vec<Batch>) -> Sessions {
+        batches.reverse();
+        Sessions {
+            queue: batches,
+            ..Default::default()
+        }
+    }
+
+    fn next(&mut self) -> Option<Batch> {
+        self.queue.pop()
+    }
+
+    fn push(&mut self, batch: Batch) {
+        self.queue.push(batch);
+    }
+
+    /// After `batch` ran (`tests`: everything recorded so far): queues what it left unrun.
+    fn settle(&mut self, batch: Batch, tests: &BTreeMap<String, TestRecord>, reason: &str) {
+        let collect_errors: Vec<&String> = tests
+            .values()
+            .filter(|r| r.phase == "collect")
+            .map(|r| &r.nodeid)
+            .collect();
+        let ran = |id: &String| {
+            tests.contains_key(id) || collect_errors.iter().any(|c| analysis::is_inside(id, c))
+        };
+        let left: Vec<String> = batch.ids.iter().filter(|id| !ran(id)).cloned().collect();
+        let progressed = left.len() < batch.ids.len();
+        let mut fruitless = Vec::new();
+        if left.is_empty() {
+        } else if progressed {
+            self.queue.push(Batch {
+                targets: left.clone(),
+                ids: left,
+                by_files: false,
+                split: None,
+                ..batch.clone()
+            });
+        } else {
+            fruitless.push(Batch {
+                ids: left,
+                ..batch.clone()
+            });
+        }
+        match batch.split {
+            None => {
+                for unrun in fruitless {
+                    self.split(unrun, reason);
+                }
+            }
+            Some(pair) => {
+                let (pending, unrun) = self.halves.entry(pair).or_default();
+                *pending -= 1;
+                unrun.extend(fruitless);
+                if *pending == 0 {
+                    let (_, unrun) = self.halves.remove(&pair).unwrap_or_default();
+                    if unrun.len() == 2 {
+                        for batch in unrun {
+                            self.give_up(&batch, reason);
+                        }
+                    } else {
+                        for batch in unrun {
+                            self.split(batch, reason);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn split(&mut self, batch: Batch, reason: &str) {
+        if batch.ids.len() < 2 {
+            self.give_up(&batch, reason);
+            return;
+        }
+        let pair = self.next_split;
+        self.next_split += 1;
+        let middle = batch.ids.len().div_ceil(2);
+        self.halves.insert(pair, (2, Vec::new()));
+        for half in [&batch.ids[middle..], &batch.ids[..middle]] {
+            self.queue.push(Batch {
+                timeout: batch.timeout,
+                ids: half.to_vec(),
+                targets: half.to_vec(),
+                by_files: false,
+                split: Some(pair),
+            });
+        }
+    }
+
+    fn give_up(&mut self, batch: &Batch, reason: &str) {
+        for id in &batch.ids {
+            self.not_run.insert(id.clone(), reason.to_string());
+        }
+    }
+}
+
 /// Copies a project tree, leaving out VCS data and virtualenvs (local `check` projects).
 fn copy_tree(from: &Path, to: &Path) -> Result<(), String> {
     let script = "tar -C \"$1\" --exclude=./.git --exclude=./.venv --exclude=./.tox --exclude=./node_modules -cf - . | tar -C \"$2\" -xf -";
@@ -1089,6 +1563,132 @@ mod tests {
         // Every test is run once, none lost.
         let total: usize = batches.iter().map(|(_, ids)| ids.len()).sum();
         assert_eq!(total, many.len());
+    }
+
+    fn ids(names: &[&str]) -> Vec<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn ran(tests: &mut BTreeMap<String, TestRecord>, names: &[&str]) {
+        for name in names {
+            tests.insert(
+                name.to_string(),
+                TestRecord {
+                    nodeid: name.to_string(),
+                    outcome: Outcome::Passed,
+                    phase: "call".into(),
+                    duration: 0.0,
+                    exception: None,
+                    longrepr: String::new(),
+                },
+            );
+        }
+    }
+
+    #[test]
+    fn tests_a_session_left_unrun_get_sessions_of_their_own() {
+        let batch = |names: &[&str]| Batch {
+            timeout: 15,
+            ids: ids(names),
+            targets: ids(names),
+            by_files: false,
+            split: None,
+        };
+        let mut sessions = Sessions::new(vec![batch(&["a", "b", "c", "d", "e"]), batch(&["z"])]);
+        let mut tests = BTreeMap::new();
+        // The first session dies in `a`: the rest go to a fresh session, before the next batch.
+        let first = sessions.next().unwrap();
+        assert_eq!(first.ids, ids(&["a", "b", "c", "d", "e"]));
+        ran(&mut tests, &["a"]);
+        sessions.settle(first, &tests, "died in a");
+        let second = sessions.next().unwrap();
+        assert_eq!(second.ids, ids(&["b", "c", "d", "e"]));
+        assert_eq!(second.timeout, 15);
+        ran(&mut tests, &["b", "c"]);
+        sessions.settle(second, &tests, "died in c");
+        // `d` and `e` run nothing at all: split in halves.
+        let third = sessions.next().unwrap();
+        assert_eq!(third.ids, ids(&["d", "e"]));
+        sessions.settle(third, &tests, "dies at start-up");
+        let (left, right) = (sessions.next().unwrap(), sessions.next().unwrap());
+        assert_eq!(
+            (left.ids.clone(), right.ids.clone()),
+            (ids(&["d"]), ids(&["e"]))
+        );
+        assert!(left.split.is_some() && left.split == right.split);
+        sessions.settle(left, &tests, "dies at start-up");
+        assert!(sessions.not_run.is_empty(), "waits for the other half");
+        sessions.settle(right, &tests, "dies at start-up");
+        // Neither half ran: the failure does not depend on the selection.
+        assert_eq!(
+            sessions.not_run.keys().cloned().collect::<Vec<_>>(),
+            ids(&["d", "e"])
+        );
+        assert_eq!(sessions.not_run["d"], "dies at start-up");
+        let last = sessions.next().unwrap();
+        assert_eq!(last.ids, ids(&["z"]));
+        ran(&mut tests, &["z"]);
+        sessions.settle(last, &tests, "");
+        assert!(sessions.next().is_none());
+    }
+
+    #[test]
+    fn a_test_that_kills_its_session_early_is_isolated_by_halving() {
+        let mut sessions = Sessions::new(vec![Batch {
+            timeout: 15,
+            ids: ids(&["a", "b", "c", "d"]),
+            targets: ids(&["a", "b", "c", "d"]),
+            by_files: false,
+            split: None,
+        }]);
+        let mut tests = BTreeMap::new();
+        // A test kills the session before anything is recorded whenever `c` is selected.
+        let mut sessions_run = 0;
+        while let Some(batch) = sessions.next() {
+            sessions_run += 1;
+            assert!(sessions_run < 20, "does not end");
+            if !batch.ids.contains(&"c".to_string()) {
+                let names: Vec<&str> = batch.ids.iter().map(String::as_str).collect();
+                ran(&mut tests, &names);
+            }
+            sessions.settle(batch, &tests, "c kills it");
+        }
+        assert_eq!(
+            tests.keys().cloned().collect::<Vec<_>>(),
+            ids(&["a", "b", "d"])
+        );
+        assert_eq!(
+            sessions.not_run.keys().cloned().collect::<Vec<_>>(),
+            ids(&["c"])
+        );
+        // A collection error accounts for the tests of its module.
+        let mut sessions = Sessions::new(vec![Batch {
+            timeout: 15,
+            ids: ids(&["m.py::t1", "m.py::t2"]),
+            targets: ids(&["m.py::t1", "m.py::t2"]),
+            by_files: false,
+            split: None,
+        }]);
+        let mut tests = BTreeMap::new();
+        ran(&mut tests, &["m.py"]);
+        tests.get_mut("m.py").unwrap().phase = "collect".into();
+        let batch = sessions.next().unwrap();
+        sessions.settle(batch, &tests, "");
+        assert!(sessions.next().is_none() && sessions.not_run.is_empty());
+    }
+
+    #[test]
+    fn rerun_labels_tell_groups_of_switches_apart() {
+        assert_eq!(
+            rerun_label(&ids(&["inline-shield"])),
+            "asyncbis-off-inline-shield"
+        );
+        assert_eq!(
+            rerun_label(&ids(&["sniffio-name", "inline-shield", "graceful-signals"])),
+            "asyncbis-off-graceful-signals+inline-shield+sniffio-name"
+        );
+        let all: Vec<String> = SWITCHES.iter().map(|s| s.to_string()).collect();
+        assert_eq!(rerun_label(&all), "asyncbis-all-off");
     }
 
     #[test]
