@@ -430,6 +430,7 @@ fn check(path: &Path, options: &Options) -> Result<i32, String> {
         env: BTreeMap::new(),
         skip: None,
         notes: String::new(),
+        patches: Vec::new(),
     };
     let (study, pythons, wheel_infos) = make_study(options, 1)?;
     let work: Vec<(ProjectEntry, Source, Python)> = pythons

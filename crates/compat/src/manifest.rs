@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Services the tool knows how to provide on 127.0.0.1.
 pub const KNOWN_SERVICES: &[&str] = &["redis", "postgres", "memcached"];
@@ -64,6 +64,8 @@ struct RawProject {
     skip: Option<String>,
     #[serde(default)]
     notes: String,
+    #[serde(default)]
+    patches: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -98,6 +100,10 @@ pub struct ProjectEntry {
     /// When set, the entry is listed in the report as skipped with this reason.
     pub skip: Option<String>,
     pub notes: String,
+    /// Patch files (`patch -p1`, in this order) applied to the unpacked sdist before any run:
+    /// a maintainer's port to asyncbis. Written in the manifest as paths or `dir/*.patch`
+    /// globs relative to the manifest's directory.
+    pub patches: Vec<PathBuf>,
 }
 
 impl ProjectEntry {
@@ -115,10 +121,69 @@ pub struct Corpus {
 pub fn load_corpus(path: &Path) -> Result<Corpus, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|err| format!("cannot read corpus manifest {}: {err}", path.display()))?;
-    parse_corpus(&text).map_err(|err| format!("{}: {err}", path.display()))
+    let base = path.parent().unwrap_or(Path::new("."));
+    parse_corpus_at(&text, base).map_err(|err| format!("{}: {err}", path.display()))
 }
 
+/// Where the built-in corpora's patch files are: the corpus directory they were built from.
+const BUILT_IN_CORPUS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../corpus");
+
+/// A built-in corpus (its patches are looked up where it was built from).
 pub fn parse_corpus(text: &str) -> Result<Corpus, String> {
+    parse_corpus_at(text, Path::new(BUILT_IN_CORPUS_DIR))
+}
+
+/// Patch files of `patterns` (paths, or `*` in the file name), relative to `base`; each
+/// pattern must name at least one file. Globs are expanded in name order.
+pub fn resolve_patches(patterns: &[String], base: &Path) -> Result<Vec<PathBuf>, String> {
+    let mut files = Vec::new();
+    for pattern in patterns {
+        let path = base.join(pattern);
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let found: Vec<PathBuf> = match name.split_once('*') {
+            None => vec![path.clone()]
+                .into_iter()
+                .filter(|p| p.is_file())
+                .collect(),
+            Some((prefix, suffix)) => {
+                let dir = path.parent().unwrap_or(base);
+                let mut matches: Vec<PathBuf> = std::fs::read_dir(dir)
+                    .map(|entries| {
+                        entries
+                            .flatten()
+                            .map(|e| e.path())
+                            .filter(|p| {
+                                let n = p
+                                    .file_name()
+                                    .map(|n| n.to_string_lossy().into_owned())
+                                    .unwrap_or_default();
+                                p.is_file()
+                                    && n.len() >= prefix.len() + suffix.len()
+                                    && n.starts_with(prefix)
+                                    && n.ends_with(suffix)
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                matches.sort();
+                matches
+            }
+        };
+        if found.is_empty() {
+            return Err(format!(
+                "patches: {pattern:?} names no file (looked for {})",
+                path.display()
+            ));
+        }
+        files.extend(found);
+    }
+    Ok(files)
+}
+
+pub fn parse_corpus_at(text: &str, base: &Path) -> Result<Corpus, String> {
     let raw: RawCorpus = toml::from_str(text).map_err(|err| format!("invalid manifest: {err}"))?;
     let default_timeout = raw.defaults.timeout.unwrap_or(DEFAULT_TEST_TIMEOUT);
     let default_suite_timeout = raw.defaults.suite_timeout.unwrap_or(DEFAULT_SUITE_TIMEOUT);
@@ -158,7 +223,10 @@ pub fn parse_corpus(text: &str) -> Result<Corpus, String> {
                 "{where_}: install is empty (at least \".\" and pytest)"
             ));
         }
+        let patches =
+            resolve_patches(&project.patches, base).map_err(|err| format!("{where_}: {err}"))?;
         projects.push(ProjectEntry {
+            patches,
             install,
             pytest_args: field(&project.pytest_args, "pytest_args")?,
             tests: field(&project.tests, "tests")?,

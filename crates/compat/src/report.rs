@@ -1271,6 +1271,7 @@ mod tests {
                     alone_reason: Some("the pytest session ended".into()),
                 },
             ],
+            patches: vec![],
             wall_seconds: 3.0,
         };
         ok.installed.insert("asyncbis".into(), "0.1.0".into());
@@ -1287,6 +1288,7 @@ mod tests {
             newly_passing: vec![],
             failures: vec![],
             not_run: vec![],
+            patches: vec![],
             wall_seconds: 0.0,
         };
         let projects = vec![ok, skipped];

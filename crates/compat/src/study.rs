@@ -210,7 +210,17 @@ pub struct ProjectResult {
     /// Passed on stock, did not run under asyncbis (not counted as newly failing).
     #[serde(default)]
     pub not_run: Vec<NotRunTest>,
+    /// The patches applied to the project before its runs (a port), with their size.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub patches: Vec<AppliedPatch>,
     pub wall_seconds: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppliedPatch {
+    pub file: String,
+    pub lines_added: usize,
+    pub lines_removed: usize,
 }
 
 impl ProjectResult {
@@ -228,6 +238,22 @@ impl ProjectResult {
             newly_passing: Vec::new(),
             failures: Vec::new(),
             not_run: Vec::new(),
+            patches: entry
+                .patches
+                .iter()
+                .map(|patch| {
+                    let text = std::fs::read_to_string(patch).unwrap_or_default();
+                    let (lines_added, lines_removed) = patch_size(&text);
+                    AppliedPatch {
+                        file: patch
+                            .file_name()
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .unwrap_or_default(),
+                        lines_added,
+                        lines_removed,
+                    }
+                })
+                .collect(),
             wall_seconds: 0.0,
         }
     }
@@ -503,9 +529,23 @@ impl Study {
             }
             Source::Local(path) => path.clone(),
         };
-        let venv_dir = root
-            .join("venvs")
-            .join(format!("{}-py{}", entry.id(), python.version));
+        // A patched project is another tree, and another venv (its own code is installed).
+        let (tree, venv_name) = if entry.patches.is_empty() {
+            (tree, format!("{}-py{}", entry.id(), python.version))
+        } else {
+            let patched = apply_patches(root, &tree, &entry.id(), &entry.patches)?;
+            let digest = patch_fingerprint(&entry.patches);
+            (
+                patched,
+                format!(
+                    "{}-patched-{}-py{}",
+                    entry.id(),
+                    &digest[..8],
+                    python.version
+                ),
+            )
+        };
+        let venv_dir = root.join("venvs").join(venv_name);
         // A local project is reinstalled every time (its code changes); PyPI pins never are.
         let freshness = match source {
             Source::Pypi => String::new(),
@@ -978,17 +1018,119 @@ fn entry_fingerprint(entry: &ProjectEntry, source: &Source) -> String {
         Source::Pypi => String::new(),
         Source::Local(path) => path.to_string_lossy().into_owned(),
     };
-    short_hash(&[
-        &entry.install.join("\u{1}"),
-        &entry.pytest_args.join("\u{1}"),
-        &entry.tests.join("\u{1}"),
-        &entry.timeout.to_string(),
-        &entry.suite_timeout.to_string(),
-        &env.join("\u{1}"),
+    let install = entry.install.join("\u{1}");
+    let pytest_args = entry.pytest_args.join("\u{1}");
+    let tests = entry.tests.join("\u{1}");
+    let timeout = entry.timeout.to_string();
+    let suite_timeout = entry.suite_timeout.to_string();
+    let env = env.join("\u{1}");
+    let mut parts: Vec<&str> = vec![
+        &install,
+        &pytest_args,
+        &tests,
+        &timeout,
+        &suite_timeout,
+        &env,
         &local,
         // bump when the recorder or the way runs are made changes
         "runner-v2",
-    ])
+    ];
+    // Patched projects are other runs, stock ones included (unpatched keys are unchanged).
+    let patches = patch_fingerprint(&entry.patches);
+    if !entry.patches.is_empty() {
+        parts.push(&patches);
+    }
+    short_hash(&parts)
+}
+
+/// Hash of the patch files' names and contents, in order.
+fn patch_fingerprint(patches: &[PathBuf]) -> String {
+    let mut parts = Vec::new();
+    for patch in patches {
+        let name = patch
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let text =
+            std::fs::read_to_string(patch).unwrap_or_else(|err| format!("unreadable: {err}"));
+        parts.push(name);
+        parts.push(text);
+    }
+    let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+    short_hash(&parts)
+}
+
+/// A copy of `tree` with `patches` applied (`patch -p1`, in order), made once under the cache
+/// (`src/<id>+patches-<hash>`); the unpacked sdist itself is left as it is.
+pub fn apply_patches(
+    cache_root: &Path,
+    tree: &Path,
+    id: &str,
+    patches: &[PathBuf],
+) -> Result<PathBuf, String> {
+    let digest = patch_fingerprint(patches);
+    let patched = cache_root
+        .join("src")
+        .join(format!("{id}+patches-{}", &digest[..12]));
+    let marker = patched.join(".asyncbis-compat-patched");
+    if marker.exists() {
+        return Ok(patched);
+    }
+    let work = patched.with_extension("partial");
+    for dir in [&patched, &work] {
+        if dir.exists() {
+            std::fs::remove_dir_all(dir)
+                .map_err(|err| format!("cannot clear {}: {err}", dir.display()))?;
+        }
+    }
+    std::fs::create_dir_all(&work)
+        .map_err(|err| format!("cannot create {}: {err}", work.display()))?;
+    copy_tree(tree, &work)?;
+    for patch in patches {
+        let output = Command::new("patch")
+            .args([
+                "-p1",
+                "--forward",
+                "--batch",
+                "--no-backup-if-mismatch",
+                "-i",
+            ])
+            .arg(patch)
+            .current_dir(&work)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|err| format!("cannot run patch (is it installed?): {err}"))?;
+        if !output.status.success() {
+            let _ = std::fs::remove_dir_all(&work);
+            return Err(format!(
+                "patch {} does not apply to {id}: {}",
+                patch.display(),
+                String::from_utf8_lossy(&output.stdout).trim()
+            ));
+        }
+    }
+    std::fs::write(work.join(".asyncbis-compat-patched"), &digest)
+        .map_err(|err| format!("cannot mark {}: {err}", work.display()))?;
+    std::fs::rename(&work, &patched)
+        .map_err(|err| format!("cannot move {} into place: {err}", work.display()))?;
+    Ok(patched)
+}
+
+/// Lines a unified diff adds and removes (the size of a port).
+pub fn patch_size(text: &str) -> (usize, usize) {
+    let mut added = 0;
+    let mut removed = 0;
+    for line in text.lines() {
+        if line.starts_with("+++") || line.starts_with("---") {
+            continue;
+        }
+        if line.starts_with('+') {
+            added += 1;
+        } else if line.starts_with('-') {
+            removed += 1;
+        }
+    }
+    (added, removed)
 }
 
 /// Where one pytest invocation writes and runs.
@@ -1689,6 +1831,77 @@ mod tests {
         );
         let all: Vec<String> = SWITCHES.iter().map(|s| s.to_string()).collect();
         assert_eq!(rerun_label(&all), "asyncbis-all-off");
+    }
+
+    #[test]
+    fn manifest_patches_are_applied_to_a_copy_of_the_sdist() {
+        let fixture =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/compat_patch");
+        let corpus = crate::manifest::load_corpus(&fixture.join("corpus.toml")).unwrap();
+        let entry = &corpus.projects[0];
+        let names: Vec<String> = entry
+            .patches
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["01-shield-cleanup.patch", "02-version.patch"]);
+        let cache =
+            std::env::temp_dir().join(format!("asyncbis-compat-patch-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&cache);
+        let original = fixture.join("project");
+        let patched = apply_patches(&cache, &original, &entry.id(), &entry.patches).unwrap();
+        let code = std::fs::read_to_string(patched.join("port_me/__init__.py")).unwrap();
+        assert!(
+            code.contains("await asyncio.shield(close(resource))"),
+            "{code}"
+        );
+        let meta = std::fs::read_to_string(patched.join("pyproject.toml")).unwrap();
+        assert!(meta.contains("1.0+asyncbis"));
+        // The unpacked sdist itself is untouched; a second study reuses the patched copy.
+        let untouched = std::fs::read_to_string(original.join("port_me/__init__.py")).unwrap();
+        assert!(!untouched.contains("shield"));
+        std::fs::write(patched.join("port_me/marker"), "").unwrap();
+        let again = apply_patches(&cache, &original, &entry.id(), &entry.patches).unwrap();
+        assert_eq!(again, patched);
+        assert!(again.join("port_me/marker").exists());
+        // The size of the port.
+        let text = std::fs::read_to_string(&entry.patches[0]).unwrap();
+        assert_eq!(patch_size(&text), (2, 2));
+        // Runs of a patched project are other runs than the unpatched one's, and another patch
+        // content is another run again.
+        let mut unpatched = entry.clone();
+        unpatched.patches.clear();
+        let source = Source::Pypi;
+        assert_ne!(
+            entry_fingerprint(entry, &source),
+            entry_fingerprint(&unpatched, &source)
+        );
+        let edited = cache.join("edited.patch");
+        std::fs::write(&edited, text.replace("level cancellation", "cancellation")).unwrap();
+        let mut other = entry.clone();
+        other.patches[0] = edited;
+        assert_ne!(
+            entry_fingerprint(entry, &source),
+            entry_fingerprint(&other, &source)
+        );
+        // A patch that does not apply is a clear error, and leaves nothing half-patched.
+        let stale = vec![fixture.join("broken/99-stale.patch")];
+        let err = apply_patches(&cache, &original, &entry.id(), &stale).unwrap_err();
+        assert!(
+            err.contains("99-stale.patch does not apply to port-me-1.0"),
+            "{err}"
+        );
+        let leftovers: Vec<_> = std::fs::read_dir(cache.join("src"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with("partial"))
+            .collect();
+        assert!(leftovers.is_empty());
+        let _ = std::fs::remove_dir_all(&cache);
+        // A pattern that names no file is a manifest error.
+        let bad = "[[project]]\nname = \"x\"\nversion = \"1\"\ninstall = \".\"\npatches = [\"patches/*.diff\"]\n";
+        let err = crate::manifest::parse_corpus_at(bad, &fixture).unwrap_err();
+        assert!(err.contains("names no file"), "{err}");
     }
 
     #[test]
