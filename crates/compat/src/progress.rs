@@ -121,6 +121,9 @@ pub fn run_line(run: &SuiteRun, cached: bool) -> String {
     if counts.timeouts + counts.hung > 0 {
         message += &format!(", {} timed out, {} hung", counts.timeouts, counts.hung);
     }
+    if counts.crashed > 0 {
+        message += &format!(", {} crashed", counts.crashed);
+    }
     if let Some(activation) = &run.activation {
         message += &format!(
             " [asyncbis tasks {} in {}]",

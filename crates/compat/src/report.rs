@@ -950,7 +950,7 @@ fn run_counts(project: &ProjectResult, index: usize) -> String {
             format!(
                 "{}/{}/{}/{}",
                 r.counts.passed,
-                r.counts.failed + r.counts.timeouts + r.counts.hung,
+                r.counts.failing(),
                 r.counts.errors,
                 r.counts.skipped
             )
