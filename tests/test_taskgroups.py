@@ -472,12 +472,6 @@ def test_root_group_keeps_alive_a_background_task_nobody_references():
     assert asyncbis.run(main()) is True
 
 
-@pytest.mark.xfail(
-    sys.version_info >= (3, 15),
-    strict=True,
-    reason="GroupExit's reference to the group is invisible to the GC; on 3.15 the closed "
-    "coroutine keeps its frame, so the cycle is never found (docs/architecture.md)",
-)
 def test_garbage_group_with_a_pending_child_in_a_cycle_is_collected(monkeypatch):
     # A running child's core is kept out of the cyclic GC while its group holds it (the group
     # keeps it alive anyway); a group that itself becomes garbage must hand its children back

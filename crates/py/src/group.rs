@@ -16,7 +16,7 @@ use crate::scope::CancelScope;
 use crate::task::{current_core, Start, TaskCore, TaskOptions};
 use crate::util::{
     cached, gc_retrack, gc_untrack, is_exit_request, is_marked_for, new_marked_cancelled_error,
-    runtime_error, tree, GilCell,
+    runtime_error, tree, with_exception_set_aside, GilCell,
 };
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
@@ -832,9 +832,12 @@ fn release_children(children: Vec<Option<Py<PyAny>>>) {
     if children.iter().all(Option::is_none) {
         return;
     }
+    // Called from Drop: see `with_exception_set_aside`.
     Python::attach(|py| {
-        retrack_children(py, &children);
-        drop(children);
+        with_exception_set_aside(py, || {
+            retrack_children(py, &children);
+            drop(children);
+        })
     });
 }
 
@@ -905,6 +908,19 @@ impl GroupExit {
 
 #[pymethods]
 impl GroupExit {
+    /// The frame awaiting a GroupExit holds it: its reference to the group is part of an
+    /// abandoned host's cycle (frame -> GroupExit -> group -> host core -> coroutine -> frame),
+    /// which the collector could not see without this (never collected on 3.15, where a
+    /// coroutine whose `async with` exit ignored GeneratorExit keeps its frame).
+    fn __traverse__(&self, visit: pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
+        visit.call(&self.group)?;
+        self.body_exc.visit(&visit)
+    }
+
+    fn __clear__(&self) {
+        self.body_exc.set(None);
+    }
+
     fn __await__(slf: Py<Self>) -> Py<Self> {
         slf
     }

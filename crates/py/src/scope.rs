@@ -10,7 +10,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyString;
 
 use crate::task::{current_core, wake_all, TaskCore};
-use crate::util::{cached, is_marked_for, runtime_error, tree, GilCell};
+use crate::util::{cached, is_marked_for, runtime_error, tree, with_exception_set_aside, GilCell};
 
 /// Marks an exception leaving a scope that a cancellation also reached without being caught
 /// there (see `exit_impl`).
@@ -669,7 +669,7 @@ impl Drop for CancelScope {
                 }
             };
             if !wakes.is_empty() {
-                Python::attach(|py| wake_all(py, wakes, None));
+                Python::attach(|py| with_exception_set_aside(py, || wake_all(py, wakes, None)));
             }
         }
     }

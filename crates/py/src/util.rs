@@ -305,6 +305,20 @@ pub fn thrown(typ: Bound<'_, PyAny>, val: Option<Bound<'_, PyAny>>) -> PyErr {
     }
 }
 
+/// Runs `f` with the pending Python exception, if any, set aside and then restored. For `Drop`
+/// impls that call into Python: they run in tp_dealloc, possibly while an exception propagates
+/// (a frame unwinding with GeneratorExit releases the scopes on its stack), and calling Python
+/// with an exception set is undefined behaviour (a debug CPython asserts `!PyErr_Occurred()`;
+/// release builds crashed at shutdown). CPython's own finalizers do the same.
+pub fn with_exception_set_aside<R>(py: Python<'_>, f: impl FnOnce() -> R) -> R {
+    let pending = PyErr::take(py);
+    let r = f();
+    if let Some(e) = pending {
+        e.restore(py);
+    }
+    r
+}
+
 /// Takes a live object out of the cyclic GC's lists (no-op if it is not tracked).
 ///
 /// Used for a grouped task and its core (see `TaskGroup::spawn`): while its group holds the
