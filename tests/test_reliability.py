@@ -456,6 +456,37 @@ def test_without_sniffio_failures_carry_no_import_error_context():
     assert proc.stdout.strip() == str(["ExceptionGroup", "ValueError"]), proc.stdout
 
 
+# -- defect 12: tasks nobody but their group can wake stay in the root group ----------------
+
+
+def test_a_task_nobody_can_wake_is_kept_and_finalised_in_its_task():
+    # The decision (docs/architecture.md): the root group keeps such a task (stock's GC would
+    # collect it: "Task was destroyed but it is pending!"); cancelling the group finalises it
+    # inside its own task, where its finally block can still await (shielded).
+    log: list[str] = []
+    reports = _ExceptionLog()
+
+    async def stuck() -> None:
+        try:
+            await asyncio.get_running_loop().create_future()  # nobody holds it
+        finally:
+            with asyncbis.CancelScope(shield=True):  # Trio's idiom for awaiting in cleanup
+                await asyncio.sleep(0)
+            log.append("finalised in its task")
+
+    async def main() -> int:
+        reports.install()
+        asyncio.create_task(stuck())  # dropped while pending
+        await asyncio.sleep(0)
+        gc.collect()
+        return asyncbis.root_group(asyncio.get_running_loop()).live_tasks
+
+    switches.disable("structured-exit")  # main's return cancels the root group
+    assert asyncbis.run(main()) == 1
+    assert log == ["finalised in its task"]
+    assert reports.messages == []
+
+
 # -- defect 7: patched loop.run_until_complete(coro) refuses before scheduling ---------------
 
 
