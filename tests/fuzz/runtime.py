@@ -1,0 +1,666 @@
+"""Adversarial API-use programs for the runtime fuzzer, their interpreter and its invariants.
+
+A program is the body of the main task (a tuple of statements) plus one run-level choice, the
+eager task factory. Statements: sleeps and checkpoints, ``Raise`` (a ``ProgramError`` carrying
+the statement id), ``Try`` (``except*`` ProgramError or TimeoutError, or ``except
+CancelledError``, optionally re-raising), ``Scope`` (``CancelScope``, ``move_on_after``,
+``fail_after`` or ``async with asyncbis.timeout``, with a deadline that may already have
+passed, optionally shielded), ``Group``, ``Spawn`` and ``ThreadSpawn`` (into an enclosing
+group, which may have exited by then; the latter from a worker thread through
+``loop.call_soon_threadsafe``), ``Start`` (``await tg.start()`` with ``task_status.started()``
+called or not), ``Cancel`` (any scope or group of the program: maybe not entered yet, maybe
+exited, maybe in another task), ``CancelTask`` (``Task.cancel()`` on a spawned task),
+``Shield`` (``await asyncbis.shield(coro)``) and ``AsyncGen`` (an async generator that holds a
+scope across its ``yield``; the consumer may leave it with ``break``, so the loop's finalizer
+closes it later, in another task).
+
+The interpreter runs a program with ``asyncbis.run()`` on a virtual clock (sleeps take no
+real time) and checks, whatever the program does:
+
+- **no hang**: the loop runs at most ``MAX_LOOP_ITERATIONS`` iterations, and never waits with
+  nothing scheduled (``VirtualClockDeadlock``);
+- **no crash**: ``run()`` returns, or raises only what the program raised (ProgramError,
+  TimeoutError from a fail scope, in exception groups) or a documented usage error (spawning
+  into an exited group, a ``start()`` child that never called ``started()``);
+- **no exception lost**: every ProgramError raised was caught by a ``Try`` or left ``run()``
+  (directly, in a group, or as the ``__context__`` of what left);
+- **no leak**: the scope tree has as many nodes and tasks as before the run, no asyncbis task
+  is left pending, and neither the loop's exception handler nor ``sys.unraisablehook`` was
+  called ("Task exception was never retrieved", "Task was destroyed but it is pending!",
+  errors in callbacks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import sys
+import threading
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, Union
+
+from conformance.virtual_clock import VirtualClockDeadlock, VirtualClockLoop
+
+import asyncbis
+
+MAX_LOOP_ITERATIONS = 20_000
+
+ScopeKind = Literal["cancel", "move_on", "fail", "timeout"]
+Catches = Literal["error", "timeout", "cancelled"]
+
+
+class ProgramError(Exception):
+    """Raised by a ``Raise`` statement; ``args[0]`` is the statement id."""
+
+
+class Hang(RuntimeError):
+    """The program ran more loop iterations than any terminating program of its size needs."""
+
+
+# -- the language ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sleep:
+    seconds: int
+    id: int = 0
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    id: int = 0
+
+
+@dataclass(frozen=True)
+class Raise:
+    id: int = 0
+
+
+@dataclass(frozen=True)
+class Try:
+    body: Block
+    catches: Catches
+    handler: Block
+    reraise: bool
+    id: int = 0
+
+
+@dataclass(frozen=True)
+class Scope:
+    body: Block
+    kind: ScopeKind
+    deadline: int | None  # seconds from entry; None: none; -1: already past
+    shield: bool
+    id: int = 0
+
+
+@dataclass(frozen=True)
+class Group:
+    body: Block
+    id: int = 0
+
+
+@dataclass(frozen=True)
+class Spawn:
+    group_depth: int
+    body: Block
+    id: int = 0
+    group: int = 0
+
+
+@dataclass(frozen=True)
+class ThreadSpawn:
+    group_depth: int
+    body: Block
+    id: int = 0
+    group: int = 0
+
+
+@dataclass(frozen=True)
+class Start:
+    group_depth: int
+    before: Block
+    after: Block
+    calls_started: bool
+    id: int = 0
+    group: int = 0
+
+
+@dataclass(frozen=True)
+class Cancel:
+    target_index: int
+    id: int = 0
+    target: int = 0
+
+
+@dataclass(frozen=True)
+class CancelTask:
+    target_index: int
+    id: int = 0
+    target: int = 0
+
+
+@dataclass(frozen=True)
+class Shield:
+    body: Block
+    id: int = 0
+
+
+@dataclass(frozen=True)
+class AsyncGen:
+    """``async for`` over a generator that enters a scope and yields ``items`` times in it;
+    the consumer runs ``body`` per item and breaks after ``break_after`` items (None: never)."""
+
+    kind: ScopeKind
+    deadline: int | None
+    items: int
+    break_after: int | None
+    body: Block
+    id: int = 0
+
+
+Stmt = Union[  # noqa: UP007  (a runtime alias)
+    Sleep,
+    Checkpoint,
+    Raise,
+    Try,
+    Scope,
+    Group,
+    Spawn,
+    ThreadSpawn,
+    Start,
+    Cancel,
+    CancelTask,
+    Shield,
+    AsyncGen,
+]
+Block = tuple[Stmt, ...]
+
+
+@dataclass(frozen=True)
+class Program:
+    body: Block
+    eager: bool = False
+    scope_ids: tuple[int, ...] = field(default=())
+    group_ids: tuple[int, ...] = field(default=())
+    spawn_ids: tuple[int, ...] = field(default=())
+
+
+def _children(s: Stmt) -> tuple[str, ...]:
+    if isinstance(s, Try):
+        return ("body", "handler")
+    if isinstance(s, Start):
+        return ("before", "after")
+    if isinstance(s, (Scope, Group, Spawn, ThreadSpawn, Shield, AsyncGen)):
+        return ("body",)
+    return ()
+
+
+def number(body: Block, eager: bool = False) -> Program:
+    """Assign ids in pre-order, resolve spawn targets (lexically enclosing groups) and
+    cancel targets (any scope or group; any spawned task)."""
+    next_id = 1
+    scopes: list[int] = []
+    groups: list[int] = []
+    spawns: list[int] = []
+
+    def block(b: Block, enclosing: tuple[int, ...]) -> Block:
+        return tuple(stmt(s, enclosing) for s in b)
+
+    def stmt(s: Stmt, enclosing: tuple[int, ...]) -> Stmt:
+        nonlocal next_id
+        sid = next_id
+        next_id += 1
+        changes: dict[str, Any] = {"id": sid}
+        inner = enclosing
+        if isinstance(s, (Scope, AsyncGen)):
+            scopes.append(sid)
+        elif isinstance(s, Group):
+            groups.append(sid)
+            inner = (sid, *enclosing)
+        elif isinstance(s, (Spawn, ThreadSpawn, Start)):
+            changes["group"] = enclosing[min(s.group_depth, len(enclosing) - 1)]
+            if not isinstance(s, Start):
+                spawns.append(sid)
+        for name in _children(s):
+            changes[name] = block(getattr(s, name), inner)
+        return replace(s, **changes)
+
+    def resolve(b: Block) -> Block:
+        out = []
+        everything = sorted(scopes + groups)
+        for s in b:
+            if isinstance(s, Cancel) and everything:
+                s = replace(s, target=everything[s.target_index % len(everything)])
+            elif isinstance(s, CancelTask) and spawns:
+                s = replace(s, target=spawns[s.target_index % len(spawns)])
+            for name in _children(s):
+                s = replace(s, **{name: resolve(getattr(s, name))})
+            out.append(s)
+        return tuple(out)
+
+    numbered = resolve(block(body, ()))
+    return Program(numbered, eager, tuple(scopes), tuple(groups), tuple(spawns))
+
+
+def render(program: Program) -> str:
+    """The program as (pseudo-)Python, for failure reports."""
+    lines = [f"# eager task factory: {program.eager}", "async def main():"]
+
+    def block(b: Block, depth: int) -> None:
+        pad = "    " * depth
+        if not b:
+            lines.append(f"{pad}pass")
+        for s in b:
+            tag = f"  # [{s.id}]"
+            if isinstance(s, Sleep):
+                lines.append(f"{pad}await sleep({s.seconds}){tag}")
+            elif isinstance(s, Checkpoint):
+                lines.append(f"{pad}await checkpoint(){tag}")
+            elif isinstance(s, Raise):
+                lines.append(f"{pad}raise ProgramError({s.id}){tag}")
+            elif isinstance(s, Try):
+                lines.append(f"{pad}try:{tag}")
+                block(s.body, depth + 1)
+                what = {
+                    "error": "except* ProgramError",
+                    "timeout": "except* TimeoutError",
+                    "cancelled": "except CancelledError",
+                }[s.catches]
+                lines.append(f"{pad}{what}:")
+                block(s.handler, depth + 1)
+                if s.reraise:
+                    lines.append(f"{pad}    raise")
+            elif isinstance(s, Scope):
+                lines.append(f"{pad}{_scope_text(s.kind, s.deadline, s.shield)} as s{s.id}:")
+                block(s.body, depth + 1)
+            elif isinstance(s, Group):
+                lines.append(f"{pad}async with TaskGroup() as g{s.id}:")
+                block(s.body, depth + 1)
+            elif isinstance(s, (Spawn, ThreadSpawn)):
+                lines.append(f"{pad}async def child{s.id}():")
+                block(s.body, depth + 1)
+                if isinstance(s, Spawn):
+                    lines.append(f"{pad}t{s.id} = g{s.group}.create_task(child{s.id}())")
+                else:
+                    lines.append(
+                        f"{pad}in_thread(loop.call_soon_threadsafe, "
+                        f"g{s.group}.create_task, child{s.id}())  # t{s.id}"
+                    )
+            elif isinstance(s, Start):
+                lines.append(f"{pad}async def child{s.id}(task_status):")
+                block(s.before, depth + 1)
+                if s.calls_started:
+                    lines.append(f"{pad}    task_status.started()")
+                block(s.after, depth + 1)
+                lines.append(f"{pad}await g{s.group}.start(child{s.id}){tag}")
+            elif isinstance(s, Cancel):
+                owner = "g" if s.target in program.group_ids else "s"
+                lines.append(f"{pad}{owner}{s.target}.cancel(){tag}")
+            elif isinstance(s, CancelTask):
+                lines.append(f"{pad}t{s.target}.cancel(){tag}")
+            elif isinstance(s, Shield):
+                lines.append(f"{pad}async def shielded{s.id}():")
+                block(s.body, depth + 1)
+                lines.append(f"{pad}await shield(shielded{s.id}()){tag}")
+            elif isinstance(s, AsyncGen):
+                lines.append(f"{pad}async def agen{s.id}():")
+                lines.append(f"{pad}    {_scope_text(s.kind, s.deadline, False)} as s{s.id}:")
+                lines.append(f"{pad}        for i in range({s.items}):")
+                lines.append(f"{pad}            yield i")
+                lines.append(f"{pad}async for i in agen{s.id}():")
+                block(s.body, depth + 1)
+                if s.break_after is not None:
+                    lines.append(f"{pad}    if i + 1 >= {s.break_after}: break")
+
+    block(program.body, 1)
+    return "\n".join(lines)
+
+
+def _scope_text(kind: ScopeKind, deadline: int | None, shield: bool) -> str:
+    d = "inf" if deadline is None else str(deadline)
+    if kind == "cancel":
+        return f"with CancelScope(deadline=now+{d}, shield={shield})"
+    if kind == "move_on":
+        return f"with move_on_after({d}, shield={shield})"
+    if kind == "fail":
+        return f"with fail_after({d}, shield={shield})"
+    return f"async with timeout({d})"
+
+
+# -- the interpreter ------------------------------------------------------------------------
+
+
+class FuzzLoop(VirtualClockLoop):
+    """The virtual-clock loop, bounded in iterations, recording exception-handler calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.iterations = 0
+        self.handler_calls: list[dict[str, Any]] = []
+
+    def _run_once(self) -> None:
+        self.iterations += 1
+        if self.iterations > MAX_LOOP_ITERATIONS:
+            raise Hang(f"more than {MAX_LOOP_ITERATIONS} loop iterations")
+        super()._run_once()
+
+    def call_exception_handler(self, context: dict[str, Any]) -> None:
+        self.handler_calls.append(context)
+
+
+def _leaves(exc: BaseException | None, seen: set[int] | None = None) -> list[BaseException]:
+    """Every exception reachable from ``exc``: group members, causes and contexts."""
+    seen = set() if seen is None else seen
+    out: list[BaseException] = []
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        out.append(exc)
+        if isinstance(exc, BaseExceptionGroup):
+            for e in exc.exceptions:
+                out += _leaves(e, seen)
+        if exc.__cause__ is not None:
+            out += _leaves(exc.__cause__, seen)
+        exc = exc.__context__
+    return out
+
+
+# Known defects, fixed elsewhere and pinned by strict xfail tests in tests/fuzz/test_findings.py:
+# a run that meets the condition and shows the signature is "known", not a new finding (so the
+# fuzzer keeps looking for new ones). Remove an entry when its fix lands (the xfail then fails).
+KNOWN_DEFECTS: dict[str, str] = {
+    # issue 13 defect 1: an async generator left (break) while it holds a scope; the loop's
+    # finalizer closes it in another task, and the run fails at the root group's exit.
+    "asyncgen-left-in-scope": "cancel scopes must be exited in the reverse order",
+}
+
+
+def _members(exc: BaseException | None) -> list[BaseException]:
+    """``exc`` and, for a group, its members (recursively): what was raised, not contexts."""
+    if exc is None:
+        return []
+    out = [exc]
+    if isinstance(exc, BaseExceptionGroup):
+        for e in exc.exceptions:
+            out += _members(e)
+    return out
+
+
+ALLOWED_RUNTIME_ERRORS = (
+    "this TaskGroup has exited; no new tasks can be spawned into it",
+    "the task exited without calling task_status.started()",
+    "the task was cancelled before calling task_status.started()",
+)
+
+
+@dataclass
+class Outcome:
+    program: Program
+    result: BaseException | None = None  # what run() raised (None: it returned)
+    raised: set[int] = field(default_factory=set)
+    caught: set[int] = field(default_factory=set)
+    problems: list[str] = field(default_factory=list)
+    iterations: int = 0
+    conditions: set[str] = field(default_factory=set)
+    known: str | None = None  # the known defect this run hit (its problems are not findings)
+
+    def report(self) -> str:
+        import traceback
+
+        text = [render(self.program), "", "problems:"]
+        text += [f"  - {p}" for p in self.problems]
+        if self.result is not None:
+            text.append("run() raised:")
+            text.append("".join(traceback.format_exception(self.result))[-6000:])
+        return "\n".join(text)
+
+
+class Interpreter:
+    def __init__(self, program: Program) -> None:
+        self.program = program
+        self.outcome = Outcome(program)
+        self.scopes: dict[int, Any] = {}  # made up front, entered by their statement
+        self.groups: dict[int, asyncbis.TaskGroup] = {}
+        self.tasks: dict[int, asyncio.Future] = {}
+        self.active_timeouts: dict[int, Any] = {}  # asyncbis.timeout() objects, while entered
+        self.spawn_errors: list[BaseException] = []
+
+    # -- statements
+
+    async def block(self, block: Block) -> None:
+        for s in block:
+            await self.stmt(s)
+
+    async def stmt(self, s: Stmt) -> None:
+        if isinstance(s, Sleep):
+            await asyncbis.sleep(s.seconds)
+        elif isinstance(s, Checkpoint):
+            await asyncbis.checkpoint()
+        elif isinstance(s, Raise):
+            self.outcome.raised.add(s.id)
+            raise ProgramError(s.id)
+        elif isinstance(s, Try):
+            await self.try_stmt(s)
+        elif isinstance(s, Scope):
+            await self.scope_stmt(s)
+        elif isinstance(s, Group):
+            async with asyncbis.TaskGroup() as tg:
+                self.groups[s.id] = tg
+                await self.block(s.body)
+        elif isinstance(s, Spawn):
+            tg = self.groups[s.group]
+            self.tasks[s.id] = tg.create_task(self.block(s.body))
+        elif isinstance(s, ThreadSpawn):
+            self.thread_spawn(s)
+        elif isinstance(s, Start):
+            await self.groups[s.group].start(self.started_child, s)
+        elif isinstance(s, Cancel):
+            if s.target in self.groups:
+                self.groups[s.target].cancel()
+            elif s.target in self.active_timeouts:
+                # asyncio's Timeout API has no cancel(): expire it now instead
+                timeout = self.active_timeouts[s.target]
+                timeout.reschedule(asyncio.get_running_loop().time())
+            elif s.target in self.scopes and hasattr(self.scopes[s.target], "cancel"):
+                self.scopes[s.target].cancel()
+        elif isinstance(s, CancelTask):
+            task = self.tasks.get(s.target)
+            if task is not None:
+                task.cancel()
+        elif isinstance(s, Shield):
+            await asyncbis.shield(self.block(s.body))
+        elif isinstance(s, AsyncGen):
+            await self.agen_stmt(s)
+        else:  # pragma: no cover
+            raise TypeError(s)
+
+    async def try_stmt(self, s: Try) -> None:
+        if s.catches == "cancelled":
+            try:
+                await self.block(s.body)
+            except asyncio.CancelledError:
+                await self.block(s.handler)
+                if s.reraise:
+                    raise
+            return
+        kind: type[Exception] = ProgramError if s.catches == "error" else TimeoutError
+        try:
+            await self.block(s.body)
+        except* kind as group:
+            for leaf in _leaves(group):
+                if isinstance(leaf, ProgramError):
+                    self.outcome.caught.add(leaf.args[0])
+            await self.block(s.handler)
+            if s.reraise:
+                raise
+
+    def _scope_cm(self, kind: ScopeKind, deadline: int | None, shield: bool) -> Any:
+        """The *_at forms: a deadline of -1 s is one that has already passed."""
+        when = float("inf") if deadline is None else asyncio.get_running_loop().time() + deadline
+        if kind == "timeout":
+            return asyncbis.timeout_at(None if deadline is None else when)
+        if kind == "fail":
+            return asyncbis.fail_at(when, shield=shield)
+        return asyncbis.move_on_at(when, shield=shield)
+
+    async def scope_stmt(self, s: Scope) -> None:
+        if s.kind == "cancel":
+            scope = self.scopes[s.id]
+            if s.deadline is not None:
+                scope.deadline = asyncio.get_running_loop().time() + s.deadline
+            scope.shield = s.shield
+            with scope:
+                await self.block(s.body)
+        elif s.kind == "timeout":
+            async with self._scope_cm(s.kind, s.deadline, s.shield) as cm:
+                self.scopes[s.id] = cm
+                self.active_timeouts[s.id] = cm
+                try:
+                    await self.block(s.body)
+                finally:
+                    del self.active_timeouts[s.id]
+        else:
+            with self._scope_cm(s.kind, s.deadline, s.shield) as scope:
+                self.scopes[s.id] = scope
+                await self.block(s.body)
+
+    async def agen_stmt(self, s: AsyncGen) -> None:
+        state = {"entered": False, "closed": False}
+
+        async def agen() -> Any:
+            try:
+                if s.kind == "cancel":
+                    cm: Any = asyncbis.CancelScope()
+                    self.scopes[s.id] = cm
+                else:
+                    cm = self._scope_cm(s.kind, s.deadline, False)
+                if s.kind == "timeout":
+                    async with cm as scope:
+                        self.scopes[s.id] = scope
+                        self.active_timeouts[s.id] = scope
+                        state["entered"] = True
+                        for i in range(s.items):
+                            yield i
+                    del self.active_timeouts[s.id]
+                else:
+                    with cm as scope:
+                        self.scopes[s.id] = scope
+                        state["entered"] = True
+                        for i in range(s.items):
+                            yield i
+            finally:
+                state["closed"] = True
+
+        try:
+            async for i in agen():
+                await self.block(s.body)
+                if s.break_after is not None and i + 1 >= s.break_after:
+                    break
+        finally:
+            if state["entered"] and not state["closed"]:
+                # left (break or an exception) while the generator is suspended in its scope
+                self.outcome.conditions.add("asyncgen-left-in-scope")
+
+    async def started_child(self, s: Start, task_status: Any) -> None:
+        await self.block(s.before)
+        if s.calls_started:
+            task_status.started()
+        await self.block(s.after)
+
+    def thread_spawn(self, s: ThreadSpawn) -> None:
+        loop = asyncio.get_running_loop()
+        tg = self.groups[s.group]
+
+        def in_loop() -> None:
+            coro = self.block(s.body)
+            try:
+                self.tasks[s.id] = tg.create_task(coro)
+            except RuntimeError as e:
+                coro.close()
+                self.spawn_errors.append(e)
+
+        worker = threading.Thread(target=loop.call_soon_threadsafe, args=(in_loop,))
+        worker.start()
+        worker.join()
+
+    # -- the run and its checks
+
+    async def main(self) -> None:
+        if self.program.eager:
+            asyncio.get_running_loop().set_task_factory(asyncbis.eager_task_factory)
+        await self.block(self.program.body)
+
+
+def run_program(program: Program) -> Outcome:
+    """Run ``program`` on asyncbis and check the invariants (``Outcome.problems``)."""
+    interp = Interpreter(program)
+    out = interp.outcome
+    # Every scope exists from the start, so that Cancel can reach one not entered yet (allowed:
+    # it is entered cancelled); statements that make their own scope object (move_on_at, ...)
+    # replace theirs on entry.
+    for sid in program.scope_ids:
+        interp.scopes[sid] = asyncbis.CancelScope()
+    unraisable: list[Any] = []
+    old_hook = sys.unraisablehook
+    sys.unraisablehook = unraisable.append
+    gc.collect()
+    before = asyncbis._core._tree_stats()
+    loops: list[FuzzLoop] = []
+
+    def factory() -> FuzzLoop:
+        loop = FuzzLoop()
+        loops.append(loop)
+        return loop
+
+    try:
+        try:
+            asyncbis.run(interp.main(), loop_factory=factory)
+        except BaseException as exc:  # noqa: BLE001 - judged below
+            out.result = exc
+        interp.scopes.clear()
+        interp.groups.clear()
+        interp.tasks.clear()
+        gc.collect()
+    finally:
+        sys.unraisablehook = old_hook
+    loop = loops[0] if loops else None
+    out.iterations = loop.iterations if loop else 0
+    problems = out.problems
+
+    # no hang
+    leaves = _leaves(out.result)
+    if any(isinstance(e, (Hang, VirtualClockDeadlock)) for e in leaves):
+        problems.append(f"hang: {out.result!r}")
+    # no crash: only what the program raised, or a documented usage error
+    escaped = {e.args[0] for e in leaves if isinstance(e, ProgramError)}
+    for e in _members(out.result):
+        if isinstance(e, (ProgramError, BaseExceptionGroup)):
+            continue
+        elif isinstance(e, TimeoutError):
+            continue
+        elif isinstance(e, RuntimeError) and str(e) in ALLOWED_RUNTIME_ERRORS:
+            continue
+        elif isinstance(e, (Hang, VirtualClockDeadlock)):
+            continue
+        else:
+            problems.append(f"unexpected exception out of run(): {type(e).__name__}: {e}")
+    # no exception lost
+    lost = out.raised - out.caught - escaped
+    if lost:
+        problems.append(f"ProgramError(s) {sorted(lost)} neither caught nor raised by run()")
+    # no leak
+    after = asyncbis._core._tree_stats()
+    if after != before:
+        problems.append(f"scope tree (nodes, tasks) {before} before the run, {after} after")
+    pending = [o for o in gc.get_objects() if isinstance(o, asyncbis.Task) and not o.done()]
+    if pending:
+        problems.append(f"{len(pending)} asyncbis task(s) still pending after run()")
+    for ctx in loop.handler_calls if loop else ():
+        problems.append(f"loop exception handler: {ctx.get('message')} {ctx.get('exception')!r}")
+    for u in unraisable:
+        problems.append(f"unraisable: {u.err_msg} {u.exc_value!r}")
+    for condition in out.conditions:
+        signature = KNOWN_DEFECTS.get(condition)
+        if signature and problems and any(signature in p for p in problems):
+            out.known = condition
+    return out
