@@ -467,7 +467,8 @@ class Interpreter:
             elif s.target in self.active_timeouts:
                 # asyncio's Timeout API has no cancel(): expire it now instead
                 timeout = self.active_timeouts[s.target]
-                timeout.reschedule(asyncio.get_running_loop().time())
+                if not timeout.expired():  # an expiring Timeout refuses (stock's contract)
+                    timeout.reschedule(asyncio.get_running_loop().time())
             elif s.target in self.scopes and hasattr(self.scopes[s.target], "cancel"):
                 self.scopes[s.target].cancel()
         elif isinstance(s, CancelTask):
