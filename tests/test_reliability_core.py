@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import sys
+import weakref
 
 import pytest
 
@@ -534,3 +535,32 @@ def test_start_child_moves_under_the_target_group_after_started():
         return "ok"
 
     assert asyncbis.run(main()) == "ok"
+
+
+# -- debug. a finished task is not kept alive until a GC pass in debug mode ---------------
+
+
+def test_debug_mode_releases_a_finished_task_without_the_gc():
+    """AnyIO's TestRefcycles (debug=True): the finished task, and so its exception and the
+    frames of its traceback, went only with a cyclic GC pass."""
+
+    async def fails():
+        raise ValueError("x")
+
+    async def main():
+        assert asyncio.get_running_loop().get_debug()
+        t = _core.spawn(asyncio.get_running_loop(), fails())
+        await asyncio.sleep(0)
+        assert t.done()
+        exc = t.exception()
+        ref = weakref.ref(t)
+        del t
+        await asyncio.sleep(0)  # the step's loop iteration is over: the task goes
+        assert ref() is None
+        assert gc.get_referrers(exc) == []
+
+    gc.disable()
+    try:
+        asyncbis.run(main(), debug=True)
+    finally:
+        gc.enable()

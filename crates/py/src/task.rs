@@ -211,20 +211,33 @@ impl TaskCore {
         // Break the task <-> core cycle now: a finished task is freed by reference counting
         // alone, so the cyclic GC does not have to trace every finished task (that made
         // spawning superlinear in the number of tasks).
-        // In debug mode the strong reference stays (the cycle is left to the GC), as stock's
-        // bound-method step keeps its task alive: slow-callback logs name the task.
-        let debug = this.loop_.get_ref(py).is_some_and(|l| {
+        // In debug mode the strong reference stays until the next loop iteration, as stock's
+        // bound-method step keeps its task alive while the loop runs the step's handle: the
+        // slow-callback log, written after the handle ran, names the task. Not longer: a
+        // finished task kept in a cycle until a GC pass keeps its exception's frames alive
+        // (AnyIO's refcycle tests).
+        let loop_ = this.loop_.get_ref(py);
+        let debug = loop_.as_ref().is_some_and(|l| {
             l.bind(py)
                 .call_method0(pyo3::intern!(py, "get_debug"))
                 .and_then(|d| d.is_truthy())
                 .unwrap_or(false)
         });
-        let task = if debug {
+        let release_later = debug
+            && loop_.is_some_and(|l| {
+                slf.getattr(pyo3::intern!(py, "_release_task"))
+                    .and_then(|cb| {
+                        l.bind(py)
+                            .call_method1(pyo3::intern!(py, "call_soon"), (cb,))
+                    })
+                    .is_ok()
+            });
+        let task = if release_later {
             this.task.get_ref(py)
         } else {
             this.task.take()
         };
-        if let (false, Some(t)) = (debug, &task) {
+        if let Some(t) = &task {
             if let Ok(w) = pyo3::types::PyWeakrefReference::new(t.bind(py)) {
                 this.finished_task.set(Some(w.into_any().unbind()));
             }
@@ -971,6 +984,14 @@ impl TaskCore {
         match self.collected_by.take() {
             Some(group) => TaskGroup::child_collected(group.bind(py), task),
             None => Ok(false),
+        }
+    }
+
+    /// Debug mode: lets go of the finished task one loop iteration after it finished (see
+    /// `finish`).
+    fn _release_task(&self) {
+        if self.finished.get() {
+            drop(self.task.take());
         }
     }
 
