@@ -569,3 +569,105 @@ def test_full_collections_still_run_by_themselves():
     finally:
         gc.callbacks.remove(hook)
     assert 2 in seen
+
+
+# -- closing the exit awaitable (what a coroutine's close() does to an `async with` it is in) --
+
+
+def _exit_waiting(tg):
+    """Starts ``tg``'s exit and returns its iterator, suspended while the children run."""
+    it = tg.__aexit__(None, None, None).__await__()
+    waiter = next(it)
+    assert isinstance(waiter, asyncio.Future) and not waiter.done()
+    return it
+
+
+def test_closing_a_waiting_group_exit_abandons_the_group_and_cancels_its_children():
+    async def main():
+        tg = TaskGroup()
+        await tg.__aenter__()
+        child = tg.create_task(sleep_forever())
+        await asyncio.sleep(0)
+        it = _exit_waiting(tg)
+        assert "exiting" in repr(tg)
+        it.close()
+        # Not left exiting: exited, refusing new tasks, its children cancelled.
+        assert "exited" in repr(tg) and not tg.accepts_tasks
+        stray = sleep_forever()
+        with pytest.raises(RuntimeError, match="exited"):
+            tg.create_task(stray)
+        assert tg.cancel_scope.cancel_called and not tg.cancel_scope.active
+        await asyncio.sleep(0)
+        assert child.cancelled()
+        # The host task's own scopes work again: its cancellation is no longer held back.
+        with CancelScope() as scope:
+            scope.cancel()
+            await asyncio.sleep(0)
+        assert scope.cancelled_caught
+        it.close()  # closing twice is harmless, like a coroutine's close()
+        with pytest.raises(RuntimeError, match="closed"):
+            next(it)
+
+    run(main())
+
+
+def test_closing_a_group_exit_reports_the_errors_the_group_held():
+    reported = []
+    release = asyncio.Event()
+
+    async def fail():
+        await asyncio.sleep(0)
+        raise ValueError("not lost")
+
+    async def lingers():
+        with CancelScope(shield=True):
+            await release.wait()
+
+    async def main():
+        asyncio.get_running_loop().set_exception_handler(lambda loop, ctx: reported.append(ctx))
+        tg = TaskGroup()
+        await tg.__aenter__()
+        tg.create_task(fail())
+        tg.create_task(lingers())
+        it = _exit_waiting(tg)
+        for _ in range(3):  # the exit holds back the host's cancellation meanwhile
+            await asyncio.sleep(0)
+        assert tg.live_tasks == 1 and "errors=1" in repr(tg)
+        it.close()
+        release.set()
+        for _ in range(3):
+            await asyncio.sleep(0)
+
+    run(main())
+    (ctx,) = reported
+    assert "TaskGroup" in ctx["message"] and "closed" in ctx["message"]
+    group = ctx["exception"]
+    assert isinstance(group, BaseExceptionGroup)
+    assert [type(e) for e in group.exceptions] == [ValueError]
+
+
+def test_a_child_failing_after_its_group_exit_was_closed_is_not_swallowed():
+    reported = []
+
+    async def fails_when_cancelled():
+        try:
+            await sleep_forever()
+        finally:
+            raise KeyError("raised while cancelled")
+
+    async def main():
+        asyncio.get_running_loop().set_exception_handler(lambda loop, ctx: reported.append(ctx))
+        tg = TaskGroup()
+        await tg.__aenter__()
+        child = tg.create_task(fails_when_cancelled())
+        await asyncio.sleep(0)
+        _exit_waiting(tg).close()
+        await asyncio.sleep(0)
+        assert child.done()
+        # Nobody collects it for the abandoned group: it stays the task's unretrieved error,
+        # which asyncio reports when the task is freed.
+        del child
+        gc.collect()
+
+    run(main())
+    assert any(isinstance(ctx.get("exception"), KeyError) for ctx in reported), reported

@@ -205,7 +205,9 @@ impl TaskGroup {
             }
         }
         this.live.set(this.live.get().saturating_sub(1));
-        if !starting {
+        // A child of an abandoned group (see `abandon`) keeps its failure: nobody would read it
+        // here, and left unretrieved on the task, asyncio logs it.
+        if !starting && this.state.get() != GroupState::Exited {
             if let Err(e) = Self::collect_failure(slf, task) {
                 e.write_unraisable(py, Some(task));
             }
@@ -315,6 +317,71 @@ impl TaskGroup {
         } else if !self.base_error.is_some() {
             self.base_error.set(Some(exc.unbind()));
         }
+        Ok(())
+    }
+
+    /// Gives up on the group's exit, which will never complete (its awaitable was closed, as a
+    /// coroutine's close() does): the group is exited at once instead of left exiting. Its
+    /// children are cancelled and finish unattended; the errors it held go to the loop's
+    /// exception handler, and a child failing later keeps its unretrieved exception, which
+    /// asyncio logs: none is lost.
+    fn abandon(slf: &Bound<'_, Self>) {
+        let py = slf.py();
+        let this = slf.get();
+        if this.state.get() == GroupState::Exited {
+            return;
+        }
+        // On a closed loop (a task abandoned there, being collected) the children never run
+        // again: nothing to cancel, and waking them would only fail.
+        let loop_closed = this.loop_.get_ref(py).is_none_or(|l| {
+            l.bind(py)
+                .call_method0(pyo3::intern!(py, "is_closed"))
+                .and_then(|c| c.is_truthy())
+                .unwrap_or(true)
+        });
+        if !loop_closed {
+            if let Err(e) = Self::cancel_scope_now(slf, None) {
+                e.write_unraisable(py, Some(slf.as_any()));
+            }
+        }
+        this.state.set(GroupState::Exited);
+        if let Some(t) = this.host.take().and_then(|h| h.get().tree_id()) {
+            tree().set_delivery_suppressed(t, false);
+        }
+        this.waiter.set(None);
+        this.scope.bind(py).get().abandon(py);
+        let mut errors = this.errors.take();
+        if let Some(base) = this.base_error.take() {
+            errors.insert(0, base);
+        }
+        if !errors.is_empty() {
+            if let Err(e) = Self::report_abandoned_errors(slf, errors) {
+                e.write_unraisable(py, Some(slf.as_any()));
+            }
+        }
+    }
+
+    fn report_abandoned_errors(slf: &Bound<'_, Self>, errors: Vec<Py<PyAny>>) -> PyResult<()> {
+        let py = slf.py();
+        let group = cached(py)
+            .base_exception_group
+            .bind(py)
+            .call1(("unhandled errors in a TaskGroup", PyList::new(py, errors)?))?;
+        let Some(loop_) = slf.get().loop_.get_ref(py) else {
+            PyErr::from_value(group).write_unraisable(py, Some(slf.as_any()));
+            return Ok(());
+        };
+        let context = pyo3::types::PyDict::new(py);
+        context.set_item(
+            "message",
+            "a TaskGroup's exit was closed before its children finished: its errors had \
+             nowhere to go",
+        )?;
+        context.set_item("exception", group)?;
+        context.set_item("task_group", slf)?;
+        loop_
+            .bind(py)
+            .call_method1(pyo3::intern!(py, "call_exception_handler"), (context,))?;
         Ok(())
     }
 
@@ -847,7 +914,7 @@ fn release_children(children: Vec<Option<Py<PyAny>>>) {
 pub struct GroupExit {
     group: Py<TaskGroup>,
     body_exc: GilCell<Option<Py<PyAny>>>,
-    /// 0: not started, 1: waiting, 2: done.
+    /// 0: not started, 1: waiting, 2: done, 3: closed.
     phase: GilCell<u8>,
     yielded: GilCell<bool>,
 }
@@ -934,6 +1001,9 @@ impl GroupExit {
                 self.poll(py)
             }
             1 => self.poll(py),
+            3 => Err(runtime_error(
+                "this TaskGroup exit was closed; it cannot be awaited any more",
+            )),
             _ => Ok(None),
         }
     }
@@ -975,5 +1045,19 @@ impl GroupExit {
         }
         self.poll(py)
     }
-    fn close(&self) {}
+    /// As a coroutine's close(): this exit will not be resumed. While it waits for children,
+    /// the group is abandoned (see `TaskGroup::abandon`) rather than left exiting; an exit
+    /// never started leaves the group as it was (active: it can still be exited), and a
+    /// finished one is done already.
+    fn close(&self, py: Python<'_>) {
+        match self.phase.get() {
+            0 => self.phase.set(3),
+            1 => {
+                self.phase.set(3);
+                self.body_exc.set(None);
+                TaskGroup::abandon(self.group.bind(py));
+            }
+            _ => {}
+        }
+    }
 }

@@ -140,6 +140,24 @@ impl CancelScope {
         Ok(())
     }
 
+    /// Ends an active scope whose exit will never run (the coroutine inside it was closed),
+    /// from whatever task this runs in: disarms its deadline and takes its node out of the
+    /// tree. Raises nothing; the scope is exited afterwards.
+    pub fn abandon(&self, py: Python<'_>) {
+        if self.state.get() != ScopeState::Active {
+            return;
+        }
+        if let Some(node) = self.node.take() {
+            // Fails only if the host task is gone (its whole stack was closed with it) or has
+            // scopes open inside this one (they close with the host).
+            let _ = tree().close(node);
+        }
+        self.disarm(py);
+        self.state.set(ScopeState::Exited);
+        self.host.set(None);
+        self.thread.set(None);
+    }
+
     fn disarm(&self, py: Python<'_>) {
         if let Some(h) = self.timer.take() {
             let _ = h.bind(py).call_method0(pyo3::intern!(py, "cancel"));
