@@ -193,6 +193,28 @@ def test_autopatch_and_stats_file(tmp_path):
     assert data["python"] == ".".join(map(str, sys.version_info[:3]))
 
 
+def test_spawning_skips_the_stats_hook_unless_stats_are_recorded(monkeypatch):
+    from asyncbis import _stats
+
+    calls = []
+    monkeypatch.setattr(_stats, "count_task", calls.append)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        await asyncio.create_task(asyncio.sleep(0))  # the root group's task factory path
+        await asyncbis.Task(asyncio.sleep(0))  # direct construction
+        await loop.create_task(asyncio.sleep(0))
+        return loop
+
+    monkeypatch.setattr(_stats, "counting", False, raising=False)
+    asyncio.run(main())  # patched: run_until_complete's root task too
+    assert calls == []
+
+    monkeypatch.setattr(_stats, "counting", True)
+    loop = asyncio.run(main())
+    assert len(calls) >= 4 and set(calls) == {loop}
+
+
 def test_autopatch_is_inert_without_the_variable(tmp_path):
     code = "import asyncbis._autopatch, asyncbis.pytest_plugin\n" + SCRIPT
     env = {"ASYNCBIS_AUTOPATCH": "", "ASYNCBIS_STATS_DIR": str(tmp_path / "s")}

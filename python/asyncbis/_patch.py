@@ -58,7 +58,8 @@ def _run_until_complete(self: Any, future: Any) -> Any:
         # coroutine is scheduled: a refused coroutine must not run the next time the loop runs.
         self._check_closed()
         self._check_running()
-        _stats.count_task(self)
+        if _stats.counting:
+            _stats.count_task(self)
         task = _core.spawn(self, _runner._root_main(self, future))
         task._log_destroy_pending = False  # as stock does for the task it makes
         try:

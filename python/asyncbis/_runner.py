@@ -67,7 +67,8 @@ def init_direct_task(
     patch_asyncio() ``asyncio.Task(coro)``): it joins the loop's root group like the tasks of
     create_task(), so that its failure is not lost (switch root-task-group). ``eager_start``
     (3.12+) runs the first step at once when the loop is running."""
-    _stats.count_task(loop)
+    if _stats.counting:
+        _stats.count_task(loop)
     group = root_group(loop)
     if group is None or not group.accepts_tasks or not switches.enabled("root-task-group"):
         group = None
@@ -84,7 +85,8 @@ def new_task(
     """An asyncbis task on ``loop``: in the loop's root group when there is one (and the
     root-task-group switch is on), else ungrouped. ``eager_start`` None: eager when the loop's
     task factory is the eager one."""
-    _stats.count_task(loop)
+    if _stats.counting:
+        _stats.count_task(loop)
     group = root_group(loop)
     if group is not None and group.accepts_tasks and switches.enabled("root-task-group"):
         return group.create_task(coro, name=name, context=context, eager_start=eager_start)

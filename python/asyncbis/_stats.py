@@ -13,7 +13,11 @@ import sys
 import weakref
 from typing import Any
 
-_tasks = 0
+#: Whether this process records stats: the spawn paths test this flag before calling
+#: count_task(), so with stats off a spawn pays one attribute read and no call. On with
+#: ASYNCBIS_STATS_DIR (the only place write() puts a file without an explicit directory)
+#: or after enable_at_exit().
+counting = bool(os.environ.get("ASYNCBIS_STATS_DIR"))
 # The core counts every asyncbis task (also those TaskGroup.create_task() makes); after a
 # fork the child counts from where the parent was.
 _task_base = 0
@@ -25,9 +29,9 @@ _written = False
 
 
 def count_task(loop: Any) -> None:
-    """Called for each asyncbis task the surface creates (cheap: one compare, usually)."""
-    global _tasks, _last_loop, _loop_count
-    _tasks += 1
+    """Called (when ``counting``) for each asyncbis task the surface creates: notes its loop
+    (one compare, usually; the tasks themselves are counted by the core)."""
+    global _last_loop, _loop_count
     if loop is _last_loop:
         return
     try:
@@ -95,11 +99,10 @@ def write(directory: str | None = None) -> str | None:
 
 
 def _reset_after_fork() -> None:
-    global _tasks, _loop_count, _last_loop, _written, _task_base
+    global _loop_count, _last_loop, _written, _task_base
     from . import _core
 
     _task_base = _core._task_count()
-    _tasks = 0
     _loop_count = 0
     _last_loop = None
     _written = False
@@ -112,7 +115,8 @@ _registered = False
 
 def enable_at_exit() -> None:
     """Arrange for write() at interpreter exit (idempotent)."""
-    global _registered
+    global _registered, counting
+    counting = True
     if _registered:
         return
     _registered = True
