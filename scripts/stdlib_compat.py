@@ -136,7 +136,7 @@ def run_one(module: str, mode: str, disable: str | None, tests: list[str] | None
             names = disable.split(",") if disable else list(switches.NAMES)
             switches.disable(*names)
         elif mode == "harness":
-            # the test harness's needs (DESIGN §4.2): loop policies and custom task factories
+            # the test harness's needs: loop policies and custom task factories
             switches.disable(*HARNESS)
         import asyncbis
 

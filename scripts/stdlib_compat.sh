@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs CPython's own test_asyncio on each Python three ways: stock; under patch_asyncio() with
 # every asyncbis switch off (must equal stock); with the defaults; and "harness" = defaults with
-# the two switches test harnesses trip over off (no-loop-policies, no-task-factory: DESIGN
-# §4.2), which shows the deeper breakage. Failures of the last two are attributed to switches:
+# the two switches test harnesses trip over off (no-loop-policies, no-task-factory), which
+# shows the deeper breakage. Failures of the last two are attributed to switches:
 # refusals name their switch; every other failing test is rerun with one switch off at a time.
 #
 #   bash scripts/stdlib_compat.sh [OUTDIR]          (default OUTDIR: .stdlib-compat)

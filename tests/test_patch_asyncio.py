@@ -1,4 +1,4 @@
-"""patch_asyncio(): existing asyncio code runs on asyncbis (DESIGN §4.3, §4.7)."""
+"""patch_asyncio(): existing asyncio code runs on asyncbis."""
 
 from __future__ import annotations
 
@@ -242,7 +242,7 @@ def test_pytest_plugin_patches_with_autopatch(tmp_path):
         "    assert asyncio.run(main()) == 'asyncbis._task'\n"
     )
     args = ["-m", "pytest", "-q", "-p", "no:cacheprovider"]  # the entry point loads it
-    # pytest-asyncio, when installed, reads the loop policy (DESIGN §4.2): keep the harness going
+    # pytest-asyncio, when installed, reads the loop policy: keep the harness going
     env = {"ASYNCBIS_AUTOPATCH": "1", "ASYNCBIS_DISABLE": "no-loop-policies"}
     proc = _run_py("", *args, str(tmp_path), env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -1,4 +1,4 @@
-"""Cancel-scope semantics (DESIGN §3 "Scopes"), observed through the public API."""
+"""Cancel-scope semantics (Trio/AnyIO's), observed through the public API."""
 
 from __future__ import annotations
 

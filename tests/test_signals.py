@@ -1,7 +1,7 @@
 """Shutdown by signal (switch graceful-signals): real signals sent to subprocesses.
 
 The program (examples/signals_demo.py) is idle in the loop when the signal arrives, so these
-also check that a signal wakes an idle loop (the prototype hung on 3.11/3.12, DESIGN §4.4).
+also check that a signal wakes an idle loop (an early version hung there on 3.11/3.12).
 
 Every child is started through ``PRELUDE``, which gives SIGINT and SIGTERM their default
 dispositions back: a process started with SIGINT ignored (a background job, nohup, some CI

@@ -168,7 +168,7 @@ def test_anyio_keeps_working_while_sniffio_says_asyncbis():
     assert asyncbis.run(main()) is True
 
 
-# -- the real loop: every kind of I/O (DESIGN §4.1: the prototype's proxy loop broke them all) --
+# -- the real loop: every kind of I/O (a proxy loop wrapping the real one broke them all) --
 
 
 def test_streams_and_server():

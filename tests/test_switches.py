@@ -1,4 +1,4 @@
-"""Behaviour switches (DESIGN §2): each shows asyncbis behaviour when on, stock when off."""
+"""Behaviour switches (docs/switches.md): each shows asyncbis behaviour when on, stock when off."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The native Task keeps the stock asyncio.Task contracts (DESIGN §3, last part)."""
+"""The native Task keeps the stock asyncio.Task contracts."""
 
 from __future__ import annotations
 

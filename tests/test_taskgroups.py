@@ -1,4 +1,4 @@
-"""Task-group semantics (DESIGN §3 "Task groups")."""
+"""Task-group semantics (strict, as Trio's nurseries and AnyIO's task groups)."""
 
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from . import _core
 
-#: Every switch, in the order of DESIGN §2 (plus the later additions at the end).
+#: Every switch (docs/switches.md): the behaviours under study first, later additions at the end.
 NAMES: tuple[str, ...] = (
     "root-task-group",
     "level-cancellation",

@@ -77,7 +77,7 @@ TIMEOUT = "Timeout"
 #       reaches it differently (e.g. the caller is shielded, the group is cancelled). A
 #       divergence in a run where a child was cancelled before started() is classified so.
 #   "eager-deadline": asyncbis cancels a scope the moment its deadline is set at or before
-#       "now" (DESIGN §3: moving it earlier cancels); Trio only when its run loop next checks
+#       "now" (moving a deadline into the past cancels); Trio only when its run loop next checks
 #       deadlines, so moving the deadline into the past and back before a checkpoint cancels
 #       in asyncbis and not in Trio. Recognised when the Trio run moved a passed, not yet
 #       acted-on deadline.

@@ -220,8 +220,8 @@ pub fn cached(py: Python<'_>) -> &'static Cached {
     })
 }
 
-/// Behaviour switches that the core itself consults (DESIGN §2). The Python surface owns the
-/// full list and pushes these down.
+/// Behaviour switches that the core itself consults (docs/switches.md). The Python surface
+/// owns the full list and pushes these down.
 static LEVEL_CANCELLATION: AtomicBool = AtomicBool::new(true);
 /// `timeout()`/`timeout_at()` are native cancel scopes (else the Python fallback decides).
 static SCOPED_TIMEOUTS: AtomicBool = AtomicBool::new(true);
