@@ -142,6 +142,17 @@ impl TaskCore {
         self.loop_.get_ref(py)
     }
 
+    /// Whether the loop was in debug mode when the task was created: `Future.__init__` asked
+    /// the loop then and kept a source traceback only if so. Reading that attribute (a C getter)
+    /// spares a `loop.get_debug()` call, a Python frame, on every task completion.
+    fn debug_at_creation(&self, py: Python<'_>) -> bool {
+        self.task.get_ref(py).is_some_and(|t| {
+            t.bind(py)
+                .getattr(pyo3::intern!(py, "_source_traceback"))
+                .is_ok_and(|tb| !tb.is_none())
+        })
+    }
+
     pub fn mark(&self) -> u64 {
         self.tree_id.get().map(|t| t.as_u64()).unwrap_or(u64::MAX)
     }
@@ -216,15 +227,8 @@ impl TaskCore {
         // slow-callback log, written after the handle ran, names the task. Not longer: a
         // finished task kept in a cycle until a GC pass keeps its exception's frames alive
         // (AnyIO's refcycle tests).
-        let loop_ = this.loop_.get_ref(py);
-        let debug = loop_.as_ref().is_some_and(|l| {
-            l.bind(py)
-                .call_method0(pyo3::intern!(py, "get_debug"))
-                .and_then(|d| d.is_truthy())
-                .unwrap_or(false)
-        });
-        let release_later = debug
-            && loop_.is_some_and(|l| {
+        let release_later = this.debug_at_creation(py)
+            && this.loop_.get_ref(py).is_some_and(|l| {
                 slf.getattr(pyo3::intern!(py, "_release_task"))
                     .and_then(|cb| {
                         l.bind(py)
