@@ -223,7 +223,7 @@ def test_foreign_factories_are_still_refused(patched) -> None:
         for factory in (foreign, stock_eager_of_py_task):
             with pytest.raises(RuntimeError, match="asyncio.eager_task_factory is accepted"):
                 loop.set_task_factory(factory)
-            assert loop.get_task_factory() in (None, asyncbis._runner.task_factory)
+            assert loop.get_task_factory() in (None, asyncbis._task_factory.task_factory)
     finally:
         loop.close()
 

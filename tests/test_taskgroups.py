@@ -477,7 +477,7 @@ def test_garbage_group_with_a_pending_child_in_a_cycle_is_collected(monkeypatch)
     # keeps it alive anyway); a group that itself becomes garbage must hand its children back
     # to the GC, or a child that references itself would leak forever.
     loop = asyncio.new_event_loop()
-    asyncbis._runner.install_on_loop(loop)
+    asyncbis._task_factory.install_on_loop(loop)
     destroyed: list[str] = []
     loop.set_exception_handler(lambda _, ctx: destroyed.append(ctx["task"].get_name()))
     # Closing the abandoned parent's coroutine runs the group's __aexit__, which cannot wait for

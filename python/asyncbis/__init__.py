@@ -32,15 +32,17 @@ from ._core import (
 )
 from ._loops import get_event_loop, get_event_loop_policy, set_event_loop_policy
 from ._patch import patch_asyncio, unpatch_asyncio
-from ._runner import Runner, create_task, root_group, run
+from ._root_group import root_group
+from ._runner import Runner, run
 from ._task import Task
+from ._task_factory import create_task
 from ._taskgroup import TaskGroup, TaskStatus
 from ._timeouts import Timeout, shield, timeout, timeout_at, wait_for
 
 if _sys.version_info >= (3, 12):
     # asyncio's name, asyncbis's factory: loop.set_task_factory(asyncbis.eager_task_factory)
     # makes eager asyncbis tasks (stock's asyncio.eager_task_factory is mapped to it as well).
-    from ._runner import eager_task_factory  # noqa: F401
+    from ._task_factory import eager_task_factory  # noqa: F401
 
 # anyio.run(..., backend="asyncbis") finds the AnyIO backend (anyio is imported only on demand)
 _anyio_alias.install()

@@ -22,7 +22,17 @@ import asyncio.timeouts
 import sys
 from typing import Any
 
-from . import _core, _loops, _runner, _stats, _stock, _timeouts, switches
+from . import (
+    _core,
+    _loops,
+    _root_group,
+    _runner,
+    _stats,
+    _stock,
+    _task_factory,
+    _timeouts,
+    switches,
+)
 from ._task import Task
 from ._taskgroup import TaskGroup
 
@@ -34,15 +44,15 @@ def is_patched() -> bool:
 
 
 def _create_task(self: Any, coro: Any, *, name: Any = None, context: Any = None) -> Any:
-    if self._task_factory is None or _runner.is_own_factory(self._task_factory):
+    if self._task_factory is None or _task_factory.is_own_factory(self._task_factory):
         self._check_closed()
-        return _runner.new_task(self, coro, name, context)
+        return _task_factory.new_task(self, coro, name, context)
     return _stock.loop_create_task(self, coro, name=name, context=context)
 
 
 def _set_task_factory(self: Any, factory: Any) -> None:
     if switches.enabled("no-task-factory"):
-        factory = _runner.accepted_task_factory(self, factory)
+        factory = _task_factory.accepted_task_factory(self, factory)
     _stock.loop_set_task_factory(self, factory)
 
 
@@ -50,8 +60,8 @@ def _run_until_complete(self: Any, future: Any) -> Any:
     if (
         asyncio.iscoroutine(future)
         and switches.enabled("root-task-group")
-        and _runner.root_group(self) is None
-        and not _runner.runner_managed(self)
+        and _root_group.root_group(self) is None
+        and not _task_factory.runner_managed(self)
         and not self.is_running()
     ):
         # Stock's checks first ("Event loop is closed", "another loop is running"), before the
@@ -60,7 +70,7 @@ def _run_until_complete(self: Any, future: Any) -> Any:
         self._check_running()
         if _stats.counting:
             _stats.count_task(self)
-        task = _core.spawn(self, _runner._root_main(self, future))
+        task = _core.spawn(self, _root_group.root_main(self, future))
         task._log_destroy_pending = False  # as stock does for the task it makes
         try:
             return _stock.loop_run_until_complete(self, task)

@@ -36,7 +36,7 @@ class Task(asyncio.Future):
         super().__init__(loop=loop)
         # Direct construction (stock API): the task joins the loop's root group when there is
         # one, like create_task()'s tasks, so that its failure is not lost.
-        from ._runner import init_direct_task
+        from ._task_factory import init_direct_task
 
         init_direct_task(
             self, coro, self.get_loop(), name=name, context=context, eager_start=eager_start
