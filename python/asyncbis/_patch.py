@@ -43,11 +43,23 @@ def is_patched() -> bool:
     return _patched
 
 
-def _create_task(self: Any, coro: Any, *, name: Any = None, context: Any = None) -> Any:
+# 3.14 made loop.create_task(coro, **kwargs) pass exactly the keywords it is given on to the task
+# factory (a factory taking (loop, coro) alone works) and added eager_start=.
+_CREATE_TASK_KWARGS = (
+    {"name", "context", "eager_start"} if sys.version_info >= (3, 14) else {"name", "context"}
+)
+
+
+def _create_task(self: Any, coro: Any, **kwargs: Any) -> Any:
     if self._task_factory is None or _task_factory.is_own_factory(self._task_factory):
+        unknown = sorted(set(kwargs) - _CREATE_TASK_KWARGS)
+        if unknown:
+            raise TypeError(f"create_task() got an unexpected keyword argument {unknown[0]!r}")
         self._check_closed()
-        return _task_factory.new_task(self, coro, name, context)
-    return _stock.loop_create_task(self, coro, name=name, context=context)
+        return _task_factory.new_task(
+            self, coro, kwargs.get("name"), kwargs.get("context"), kwargs.get("eager_start")
+        )
+    return _stock.loop_create_task(self, coro, **kwargs)
 
 
 def _set_task_factory(self: Any, factory: Any) -> None:

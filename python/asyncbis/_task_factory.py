@@ -63,7 +63,7 @@ def task_factory(
     loop: asyncio.AbstractEventLoop, coro: Any, *, name=None, context=None, eager_start=None
 ) -> asyncio.Future:
     """The loop's task factory: tasks created outside a group join the root group."""
-    return new_task(loop, coro, name, context)
+    return new_task(loop, coro, name, context, eager_start)
 
 
 def _task_constructor(
