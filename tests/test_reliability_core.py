@@ -165,6 +165,33 @@ def test_generator_closed_explicitly_inside_a_newer_scope():
     assert len(log) == 1
 
 
+@pytest.mark.parametrize("how", ["expired", "cancelled"])
+def test_consumer_that_left_a_generator_is_not_cancelled_by_its_scope(patched, how):
+    """Once the consumer let go of the generator (break, the generator collected), the
+    generator's scopes no longer apply to it, even before the finalizer's aclose() ran."""
+    log = []
+
+    async def gen():
+        try:
+            async with asyncio.timeout(0 if how == "expired" else 60) as t:
+                yield t
+                yield t
+        finally:
+            log.append("closed")
+
+    async def main():
+        async for t in gen():
+            if how == "cancelled":
+                t.reschedule(asyncio.get_running_loop().time())
+            break
+        await asyncio.sleep(0)
+        await asyncio.sleep(0.01)
+        return "done"
+
+    assert asyncio.run(main()) == "done"
+    assert log == ["closed"]
+
+
 def test_generator_timeout_expiring_inside_the_generator_still_works():
     """The generator's own timeout keeps working for the generator's own code."""
 

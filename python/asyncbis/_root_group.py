@@ -8,7 +8,7 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from . import switches
+from . import _core, switches
 from ._taskgroup import TaskGroup
 
 T = TypeVar("T")
@@ -32,6 +32,9 @@ def root_group(loop: asyncio.AbstractEventLoop) -> TaskGroup | None:
 
 async def root_main(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T:
     """The root task's body: main inside the root task group."""
+    # A generator its consumer lets go of stops holding the consumer in its scopes at once
+    # (docs/architecture.md, "Scopes held by generators across yield").
+    _core._watch_left_generators()
     group = TaskGroup()
     # Which background failures the root group acts on (root-task-group: on or unretrieved*).
     policy = switches.value("root-task-group")

@@ -368,11 +368,7 @@ def _leaves(exc: BaseException | None, seen: set[int] | None = None) -> list[Bas
 # Known defects, fixed elsewhere and pinned by strict xfail tests in tests/fuzz/test_findings.py:
 # a run that meets the condition and shows the signature is "known", not a new finding (so the
 # fuzzer keeps looking for new ones). Remove an entry when its fix lands (the xfail then fails).
-KNOWN_DEFECTS: dict[str, str] = {
-    # (rel-core) a generator's cancelled scope still cancels its consumer after the consumer
-    # left it (break), until the finalizer's aclose() task has run.
-    "asyncgen-left-in-scope": "unexpected exception out of run(): CancelledError",
-}
+KNOWN_DEFECTS: dict[str, str] = {}
 
 # Documented outcomes that look like failures (docs/architecture.md, "Scopes held by
 # generators across yield"): while a generator is suspended inside its scope, that scope

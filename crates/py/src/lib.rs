@@ -265,6 +265,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(scope::current_effective_deadline, m)?)?;
     m.add_function(wrap_pyfunction!(scope::checkpoint, m)?)?;
     m.add_function(wrap_pyfunction!(scope::checkpoint_if_cancelled, m)?)?;
+    m.add_function(wrap_pyfunction!(scope::_watch_left_generators, m)?)?;
     m.add_function(wrap_pyfunction!(_register_task_class, m)?)?;
     m.add_function(wrap_pyfunction!(_init_task, m)?)?;
     m.add_function(wrap_pyfunction!(_register_eager_factory, m)?)?;

@@ -948,3 +948,95 @@ fn suspended_generator_scopes(py: Python<'_>, nodes: &[NodeId]) -> usize {
     }
     frames.iter().filter(|f| !running.contains(f)).count()
 }
+
+/// Splices out the scopes left open by an async generator whose consumer let go of it (the
+/// loop's asyncgen finalizer is being called for it): they stop applying to the consumer at
+/// once, not only when the finalizer's `aclose()` task has run. Their own exits, then, do
+/// nothing (`exit_impl`: the node is gone).
+fn generator_left(py: Python<'_>, agen: &Bound<'_, PyAny>) {
+    let Ok(frame) = agen.getattr(pyo3::intern!(py, "ag_frame")) else {
+        return;
+    };
+    if frame.is_none() {
+        return;
+    }
+    let frame = frame.as_ptr() as usize;
+    let nodes: Vec<NodeId> = match gen_scopes().as_mut() {
+        Some(map) => {
+            let nodes: Vec<NodeId> = map
+                .iter()
+                .filter(|(_, f)| **f == frame)
+                .map(|(n, _)| *n)
+                .collect();
+            for n in &nodes {
+                map.remove(n);
+            }
+            nodes
+        }
+        None => return,
+    };
+    if nodes.is_empty() {
+        return;
+    }
+    let wakes = {
+        let mut t = tree();
+        let mut wakes = Vec::new();
+        for n in nodes {
+            if t.node_alive(n) {
+                wakes.extend(t.splice_out(n).unwrap_or_default());
+            }
+        }
+        wakes
+    };
+    wake_all(py, wakes, None);
+}
+
+/// The asyncgen finalizer hook of a running loop, wrapped (see `_watch_left_generators`).
+#[pyclass(module = "asyncbis._core", frozen)]
+pub struct AsyncGenFinalizer {
+    inner: Py<PyAny>,
+}
+
+#[pymethods]
+impl AsyncGenFinalizer {
+    fn __call__(&self, py: Python<'_>, agen: Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        generator_left(py, &agen);
+        Ok(self.inner.bind(py).call1((agen,))?.unbind())
+    }
+
+    /// The loop's own finalizer hook.
+    #[getter]
+    fn inner(&self, py: Python<'_>) -> Py<PyAny> {
+        self.inner.clone_ref(py)
+    }
+
+    fn __traverse__(&self, visit: pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
+        visit.call(&self.inner)
+    }
+}
+
+/// Wraps the asyncgen finalizer hook the running loop installed (`sys.set_asyncgen_hooks`), so
+/// that a generator its consumer let go of (`break` out of `async for`, then the generator is
+/// collected) stops holding the consumer in its scopes at once. Called by the runner when a
+/// run starts; the loop restores the previous hooks when it stops. Idempotent. A generator
+/// remembers the finalizer in place when it was first iterated, so generators first iterated
+/// before this call are not covered.
+#[pyfunction]
+pub fn _watch_left_generators(py: Python<'_>) -> PyResult<()> {
+    let sys = py.import(pyo3::intern!(py, "sys"))?;
+    let hooks = sys.call_method0(pyo3::intern!(py, "get_asyncgen_hooks"))?;
+    let finalizer = hooks.getattr(pyo3::intern!(py, "finalizer"))?;
+    if finalizer.is_none() || finalizer.is_instance_of::<AsyncGenFinalizer>() {
+        return Ok(());
+    }
+    let wrapped = Py::new(
+        py,
+        AsyncGenFinalizer {
+            inner: finalizer.unbind(),
+        },
+    )?;
+    let kwargs = pyo3::types::PyDict::new(py);
+    kwargs.set_item(pyo3::intern!(py, "finalizer"), wrapped)?;
+    sys.call_method(pyo3::intern!(py, "set_asyncgen_hooks"), (), Some(&kwargs))?;
+    Ok(())
+}
