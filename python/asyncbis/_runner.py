@@ -14,13 +14,19 @@ shutdown).
 from __future__ import annotations
 
 import asyncio
+import inspect
 import signal
+import sys
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from . import _root_group, _signals, _sniffio, _stock, _task_factory, _timeouts, switches
 
 T = TypeVar("T")
+
+
+async def _await(awaitable: Any) -> Any:
+    return await awaitable
 
 
 class Runner(_stock.Runner):
@@ -67,11 +73,16 @@ class Runner(_stock.Runner):
 
     def run(self, coro: Coroutine[Any, Any, T], *, context: Any = None) -> T:
         """Run ``coro`` in the embedded loop, inside a fresh root task group; return its result."""
-        if not asyncio.iscoroutine(coro):
+        if sys.version_info < (3, 14) and not asyncio.iscoroutine(coro):
             raise ValueError(f"a coroutine was expected, got {coro!r}")
         if asyncio.events._get_running_loop() is not None:
             raise RuntimeError("Runner.run() cannot be called from a running event loop")
         self._lazy_init()
+        if not asyncio.iscoroutine(coro):
+            # 3.14+ (as stock): any awaitable runs, wrapped in a coroutine; else TypeError.
+            if not inspect.isawaitable(coro):
+                raise TypeError("An asyncio.Future, a coroutine or an awaitable is required")
+            coro = _await(coro)
         main: Coroutine[Any, Any, T] = coro
         if switches.enabled("root-task-group"):
             main = _root_group.root_main(self._loop, coro)  # type: ignore[attr-defined]
