@@ -3,7 +3,8 @@
 Each fixture under tests/fixtures/ reproduces one case with the stand-in asyncbis
 (compat_project/fake_asyncbis): a session ended early by an INTERNALERROR, a hang only the
 stall watchdog stops, a harness-breaking switch hiding the switch that breaks a test's body,
-and tests that time out in every probe that does not fix them.
+a session that fails at start-up (a conftest raising on import), and tests that time out in
+every probe that does not fix them.
 
 Environment: ASYNCBIS_COMPAT_BIN (the tool; built with cargo otherwise).
 """
@@ -150,6 +151,56 @@ def test_a_harness_breaking_switch_is_held_off(tmp_path):
     assert summary["attributed_share"] == 1.0
     signature_keys = {k for s in summary["signatures"] for k in s["fixed_by"]}
     assert "task-cancel-level (no-loop-policies held off)" in signature_keys
+
+
+def test_a_session_that_fails_at_start_up_is_breakage(tmp_path):
+    report, project, failures, not_run = _check(tmp_path, "compat_startup", 5)
+    module = "tests/test_startup.py"
+    # Under asyncbis the conftest cannot be imported: no test starts, not even alone. That is
+    # breakage, not "not run": every test is newly failing.
+    asyncbis_run = project["runs"][2]
+    assert asyncbis_run["exit_status"] == 4, asyncbis_run
+    assert sum(asyncbis_run["counts"].values()) == 0, asyncbis_run
+    assert not not_run, not_run
+    started_alone = [
+        f"{module}::test_uses_the_session_loop",
+        f"{module}::test_passes_once_the_session_starts[1]",
+        f"{module}::test_passes_once_the_session_starts[2]",
+    ]
+    edge = f"{module}::test_edge_cancellation_behind_the_start_up"
+    assert sorted(failures) == sorted([*started_alone, edge])
+    for nodeid in started_alone:
+        failure = failures[nodeid]
+        assert failure["outcome"] == "not-started", _detail(failure)
+        assert failure["phase"] == "startup"
+        # The session's error is the signature, from the conftest that raised it.
+        assert failure["signature"]["exc_type"] == "RuntimeError", failure["signature"]
+        assert "event loop policies are gone" in failure["signature"]["message"]
+        assert failure["signature"]["frame"] == "tests/conftest.py:<module>"
+        assert failure["signature"]["owner"] == "tests"
+        assert "session start-up failed (exit status 4)" in failure["traceback"]
+        assert "ImportError while loading conftest" in failure["traceback"]
+        # With the switch that broke the start-up off, the session starts and the test passes.
+        assert _switch(failure) == ["no-loop-policies"]
+    # Behind the start-up, the test's own failure: the start-up switch is held off and the
+    # switch that breaks its body named, with its own failure as signature.
+    own = failures[edge]
+    assert own["outcome"] == "not-started"
+    assert _switch(own) == ["task-cancel-level"]
+    assert own["attribution"].get("held_off") == ["no-loop-policies"]
+    assert own.get("signature_run") == "asyncbis-off-no-loop-policies"
+    assert "CancelledError" in own["signature"]["exc_type"], own["signature"]
+    summary = report["summary"]
+    assert summary["newly_failing"] == 4
+    assert summary.get("not_started") == 4
+    assert summary.get("not_run") == 0
+    assert summary["attributed_share"] == 1.0
+    # The project says, visibly, that its whole suite fails at start-up.
+    assert "whole suite fails at start-up" in (project["note"] or ""), project["note"]
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "whole suite fails at start-up under asyncbis (exit status 4): RuntimeError" in markdown
+    assert "| of which never started (session start-up failed, even alone) | 4 |" in markdown
+    assert "## Not run under asyncbis" not in markdown
 
 
 def test_timing_out_tests_cost_a_few_probes_not_one_per_switch(tmp_path):

@@ -182,13 +182,15 @@ impl Probe {
     pub fn failed(&self) -> bool {
         self.outcome.is_failure()
     }
-    /// How far the test got before failing: collection, fixture setup, its body, teardown.
+    /// How far the test got before failing: the session's start-up or collection, fixture
+    /// setup, its body, teardown.
     fn phase_rank(&self) -> u8 {
         match self.phase.as_str() {
-            "collect" => 0,
-            "setup" => 1,
-            "call" => 2,
-            _ => 3,
+            "startup" => 0,
+            "collect" => 1,
+            "setup" => 2,
+            "call" => 3,
+            _ => 4,
         }
     }
 }
@@ -248,7 +250,7 @@ impl RerunOutcomes {
     pub fn masking_switch(&self) -> Option<String> {
         let round = self.rounds.len() - 1;
         let baseline = self.baseline(round)?;
-        if !baseline.failed() || baseline.phase_rank() > 1 {
+        if !baseline.failed() || baseline.phase_rank() > 2 {
             return None;
         }
         let current = &self.rounds[round];
@@ -676,6 +678,55 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(body.masking_switch(), None);
+    }
+
+    #[test]
+    fn a_session_that_cannot_start_is_breakage_attributed_like_any_failure() {
+        use Outcome::*;
+        assert!(NotStarted.is_failure() && !NotStarted.is_costly());
+        // The session dies at start-up with every switch on (a conftest raising on import);
+        // with no-loop-policies off it starts and the test passes: that switch.
+        let mut fixed = RerunOutcomes {
+            confirm: probe(NotStarted, "startup"),
+            ..Default::default()
+        };
+        fixed.rounds[0].switch_off = [
+            ("root-task-group".to_string(), probe(NotStarted, "startup")),
+            ("no-loop-policies".to_string(), probe(Passed, "call")),
+        ]
+        .into();
+        assert_eq!(fixed.masking_switch(), None);
+        let verdict = attribute(&fixed);
+        assert_eq!(verdict.verdict, Verdict::Switch);
+        assert_eq!(verdict.fixed_by, vec!["no-loop-policies"]);
+        assert!(verdict.is_attributed() && verdict.held_off.is_empty());
+        // Started with the switch off, the test fails later (its module's import, its setup,
+        // its body): the start-up switch masks its own failure and is held off, as a broken
+        // harness is.
+        for phase in ["collect", "setup", "call"] {
+            let mut masked = RerunOutcomes {
+                confirm: probe(NotStarted, "startup"),
+                ..Default::default()
+            };
+            masked.rounds[0]
+                .switch_off
+                .insert("no-loop-policies".into(), probe(Failed, phase));
+            assert_eq!(
+                masked.masking_switch().as_deref(),
+                Some("no-loop-policies"),
+                "{phase}"
+            );
+        }
+        // No switch lets it start: unattributed, still a failure.
+        let mut stuck = RerunOutcomes {
+            confirm: probe(NotStarted, "startup"),
+            all_off: probe(NotStarted, "startup"),
+            ..Default::default()
+        };
+        stuck.rounds[0]
+            .switch_off
+            .insert("no-loop-policies".into(), probe(NotStarted, "startup"));
+        assert_eq!(attribute(&stuck).verdict, Verdict::Unattributed);
     }
 
     #[test]

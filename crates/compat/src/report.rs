@@ -1,6 +1,7 @@
 //! The study's report: `report.json` (all data), `report.md` and a self-contained `report.html`.
 
 use crate::analysis::{Verdict, SWITCHES};
+use crate::results::Outcome;
 use crate::signature::{Owner, Signature};
 use crate::study::{ProjectResult, Status};
 use serde::{Deserialize, Serialize};
@@ -67,7 +68,12 @@ pub struct Summary {
     pub stock_passing_tests: usize,
     pub flaky_tests: usize,
     pub newly_failing: usize,
-    /// Passed on stock, never ran under asyncbis (their session ended first): not failures.
+    /// Of the newly failing: never started, not even alone, because the pytest session failed
+    /// at start-up under asyncbis (a conftest raising on import, an INTERNALERROR).
+    #[serde(default)]
+    pub not_started: usize,
+    /// Passed on stock, never ran under asyncbis because an earlier test ended their session,
+    /// and did not fail alone: not failures.
     #[serde(default)]
     pub not_run: usize,
     pub newly_passing: usize,
@@ -121,6 +127,11 @@ pub fn summarize(projects: &[ProjectResult]) -> Summary {
         summary.newly_passing += project.newly_passing.len();
         summary.newly_failing += project.failures.len();
         summary.not_run += project.not_run.len();
+        summary.not_started += project
+            .failures
+            .iter()
+            .filter(|f| f.outcome == Outcome::NotStarted)
+            .count();
         for failure in &project.failures {
             if failure
                 .attribution
@@ -358,7 +369,7 @@ fn not_run_reasons(report: &Report) -> BTreeMap<String, usize> {
         for test in &project.not_run {
             let alone = match test.alone {
                 Some(outcome) => format!("{} when run alone", outcome.as_str()),
-                None => "did not run alone either".to_string(),
+                None => "its rerun alone could not be made".to_string(),
             };
             let key = format!(
                 "{}: {} ({alone})",
@@ -466,7 +477,12 @@ pub fn render_markdown(report: &Report, switch_doc: Option<&str>) -> String {
     let _ = writeln!(md, "| newly failing under asyncbis | {} |", s.newly_failing);
     let _ = writeln!(
         md,
-        "| not run under asyncbis (session ended first; not failures) | {} |",
+        "| of which never started (session start-up failed, even alone) | {} |",
+        s.not_started
+    );
+    let _ = writeln!(
+        md,
+        "| not run under asyncbis (an earlier test ended the session; not failures) | {} |",
         s.not_run
     );
     let _ = writeln!(md, "| newly passing under asyncbis | {} |", s.newly_passing);
@@ -558,7 +574,7 @@ pub fn render_markdown(report: &Report, switch_doc: Option<&str>) -> String {
     let not_run = not_run_reasons(report);
     if !not_run.is_empty() {
         let _ = writeln!(md, "\n## Not run under asyncbis\n");
-        let _ = writeln!(md, "Tests that passed on stock and never started under asyncbis because their session ended first; rerun alone in fresh sessions they did not fail, so they are not counted as newly failing.\n");
+        let _ = writeln!(md, "Tests that passed on stock and never started under asyncbis because an earlier test ended their session; rerun alone in a fresh session they did not fail, so they are not counted as newly failing. (A test that cannot start even alone is newly failing, `not-started`.)\n");
         for (reason, count) in &not_run {
             let _ = writeln!(md, "- {}: {count}", reason.replace('|', "\\|"));
         }
@@ -1017,6 +1033,10 @@ pub fn render_html(report: &Report, switch_doc: Option<&str>) -> String {
             value: text(s.newly_failing.to_string()),
         },
         SummaryRow {
+            name: "of which never started (session start-up failed)",
+            value: text(s.not_started.to_string()),
+        },
+        SummaryRow {
             name: "not run under asyncbis (not failures)",
             value: text(s.not_run.to_string()),
         },
@@ -1262,13 +1282,11 @@ mod tests {
                     nodeid: "t::h".into(),
                     reason: "the stall watchdog killed the session".into(),
                     alone: Some(Outcome::Passed),
-                    alone_reason: None,
                 },
                 NotRunTest {
                     nodeid: "t::i".into(),
                     reason: "the stall watchdog killed the session".into(),
-                    alone: None,
-                    alone_reason: Some("the pytest session ended".into()),
+                    alone: Some(Outcome::Skipped),
                 },
             ],
             patches: vec![],
@@ -1359,12 +1377,14 @@ mod tests {
         assert!(md.contains("a failure is only logged) | 1 | 1 | aiofoo |"));
         assert!(md.contains("needs postgres \\| no apt"));
         assert!(md.contains("66.7% of reproducible failures"));
-        assert!(md.contains("| not run under asyncbis (session ended first; not failures) | 2 |"));
+        assert!(md.contains(
+            "| not run under asyncbis (an earlier test ended the session; not failures) | 2 |"
+        ));
         assert!(md.contains(
             "- aiofoo: the stall watchdog killed the session (passed when run alone): 1"
         ));
         assert!(md.contains(
-            "- aiofoo: the stall watchdog killed the session (did not run alone either): 1"
+            "- aiofoo: the stall watchdog killed the session (skipped when run alone): 1"
         ));
         let html = render_html(&report, None);
         assert!(html.contains("<h2>Not run under asyncbis</h2>"));

@@ -19,13 +19,22 @@ pub enum Outcome {
     /// Started but never finished: the pytest session ended by itself while it ran (an
     /// INTERNALERROR, the process exiting).
     Crashed,
+    /// Never started, not even alone in a fresh session: the session failed at start-up (a
+    /// conftest raising on import, an INTERNALERROR before the first test, a hang while
+    /// collecting). Breakage, with the session's error as its exception.
+    NotStarted,
 }
 
 impl Outcome {
     pub fn is_failure(self) -> bool {
         matches!(
             self,
-            Outcome::Failed | Outcome::Error | Outcome::Timeout | Outcome::Hung | Outcome::Crashed
+            Outcome::Failed
+                | Outcome::Error
+                | Outcome::Timeout
+                | Outcome::Hung
+                | Outcome::Crashed
+                | Outcome::NotStarted
         )
     }
     /// Failures that cost a rerun its whole time limit (the per-test timeout, the stall watchdog).
@@ -41,6 +50,7 @@ impl Outcome {
             Outcome::Timeout => "timeout",
             Outcome::Hung => "hung",
             Outcome::Crashed => "crashed",
+            Outcome::NotStarted => "not-started",
         }
     }
 }
@@ -84,6 +94,8 @@ pub struct Counts {
     pub hung: usize,
     #[serde(default)]
     pub crashed: usize,
+    #[serde(default)]
+    pub not_started: usize,
 }
 
 impl Counts {
@@ -98,6 +110,7 @@ impl Counts {
                 Outcome::Timeout => counts.timeouts += 1,
                 Outcome::Hung => counts.hung += 1,
                 Outcome::Crashed => counts.crashed += 1,
+                Outcome::NotStarted => counts.not_started += 1,
             }
         }
         counts
@@ -105,9 +118,10 @@ impl Counts {
     pub fn total(&self) -> usize {
         self.passed + self.failing() + self.errors + self.skipped
     }
-    /// Failed in their call, timed out, hung or crashed (errors are counted apart).
+    /// Failed in their call, timed out, hung, crashed or never started (errors are counted
+    /// apart).
     pub fn failing(&self) -> usize {
-        self.failed + self.timeouts + self.hung + self.crashed
+        self.failed + self.timeouts + self.hung + self.crashed + self.not_started
     }
 }
 
@@ -148,6 +162,119 @@ impl Ending {
             ),
         }
     }
+
+    /// The record of a test that never started, not even alone in a fresh session: its session
+    /// failed at start-up, before any test (a conftest raising on import, an INTERNALERROR, a
+    /// hang while collecting). The exception is the session's error (`Type: message`) with the
+    /// frames of the traceback it printed (`output`; relative paths are under `tree`), so the
+    /// signature names what broke the start-up.
+    pub fn not_started(&self, nodeid: &str, output: &str, tree: &str) -> TestRecord {
+        let (exc_type, message) = match self {
+            Ending::Cap(seconds) => (
+                "SuiteCap".to_string(),
+                format!("the suite's wall-clock cap ({seconds} s) was reached before any test started"),
+            ),
+            Ending::Stalled(seconds) => (
+                "Stalled".to_string(),
+                format!("the stall watchdog killed the session before any test started (nothing recorded for {seconds} s)"),
+            ),
+            Ending::Exited(_, Some(error)) => split_error(error),
+            Ending::Exited(status, None) => (
+                "SessionStartup".to_string(),
+                format!(
+                    "the pytest session ended (exit status {}) before any test started",
+                    status.map_or("none".to_string(), |s| s.to_string())
+                ),
+            ),
+        };
+        let status = match self {
+            Ending::Exited(status, _) => format!(
+                " (exit status {})",
+                status.map_or("none".to_string(), |s| s.to_string())
+            ),
+            _ => String::new(),
+        };
+        TestRecord {
+            nodeid: nodeid.to_string(),
+            outcome: Outcome::NotStarted,
+            phase: "startup".to_string(),
+            duration: 0.0,
+            longrepr: truncate_tail(
+                &format!(
+                    "session start-up failed{status}: this test never started, not even alone in a fresh session\n{exc_type}: {message}\n\n{output}"
+                ),
+                6000,
+            ),
+            exception: Some(ExceptionInfo {
+                exc_type,
+                message,
+                frames: traceback_frames(output, tree),
+                group: None,
+            }),
+        }
+    }
+}
+
+/// `pkg.SomeError: message` into its type and message; anything else is the message of a
+/// `SessionStartup` error.
+fn split_error(error: &str) -> (String, String) {
+    let error = error.trim();
+    if let Some((head, message)) = error.split_once(": ") {
+        // A (dotted) class name: `usage: pytest ...` is not one.
+        let is_type = head
+            .rsplit('.')
+            .next()
+            .is_some_and(|name| name.starts_with(|c: char| c.is_ascii_uppercase()))
+            && head
+                .split('.')
+                .all(|p| !p.is_empty() && p.chars().all(|c| c.is_alphanumeric() || c == '_'));
+        if is_type {
+            return (head.to_string(), message.to_string());
+        }
+    }
+    ("SessionStartup".to_string(), error.to_string())
+}
+
+/// The frames of the last traceback in a session's output, outermost first: pytest's short
+/// style (`path:12: in func`, as for a conftest that fails to import) or Python's
+/// (`File "path", line 12, in func`, as after `INTERNALERROR>`).
+fn traceback_frames(output: &str, tree: &str) -> Vec<Frame> {
+    static PATTERNS: std::sync::OnceLock<[regex::Regex; 2]> = std::sync::OnceLock::new();
+    let [short, long] = PATTERNS.get_or_init(|| {
+        [
+            regex::Regex::new(r"^(\S+\.py):(\d+): in (\S+)$").expect("static regex"),
+            regex::Regex::new(r#"^\s*File "([^"]+)", line (\d+), in (\S+)$"#)
+                .expect("static regex"),
+        ]
+    });
+    let mut frames = Vec::new();
+    for line in output.lines() {
+        let line = line
+            .strip_prefix("INTERNALERROR>")
+            .unwrap_or(line)
+            .trim_end();
+        if line
+            .trim_start()
+            .starts_with("Traceback (most recent call last)")
+        {
+            frames.clear();
+        }
+        let Some(found) = short.captures(line).or_else(|| long.captures(line)) else {
+            continue;
+        };
+        let file = &found[1];
+        let file = if file.starts_with('/') || tree.is_empty() {
+            file.to_string()
+        } else {
+            format!("{}/{file}", tree.trim_end_matches('/'))
+        };
+        frames.push(Frame {
+            file,
+            line: found[2].parse().unwrap_or(0),
+            function: found[3].to_string(),
+        });
+    }
+    frames
 }
 
 impl Recorded {
@@ -703,6 +830,78 @@ mod tests {
         assert!(Ending::Exited(Some(3), Some("INTERNALERROR".into()))
             .not_run_reason()
             .contains("exit status 3"));
+    }
+
+    #[test]
+    fn a_session_failing_at_start_up_gives_its_error_to_the_tests_it_never_started() {
+        // A conftest raising on import (pytest's short traceback, exit status 4).
+        let output = "ImportError while loading conftest '/r/tree/tests/conftest.py'.\n\
+tests/conftest.py:11: in <module>\n    asyncio.set_event_loop(LOOP)\n\
+/v/lib/python3.12/site-packages/asyncbis/__init__.py:99: in _raise\n    raise RuntimeError(\"gone\")\n\
+E   RuntimeError: event loop policies are gone";
+        let ending = Ending::Exited(
+            Some(4),
+            Some("RuntimeError: event loop policies are gone".into()),
+        );
+        let record = ending.not_started("tests/test_a.py::test_x", output, "/r/tree");
+        assert_eq!(record.nodeid, "tests/test_a.py::test_x");
+        assert_eq!(
+            (record.outcome, record.phase.as_str()),
+            (Outcome::NotStarted, "startup")
+        );
+        assert!(record.outcome.is_failure());
+        let exc = record.exception.clone().unwrap();
+        assert_eq!(exc.exc_type, "RuntimeError");
+        assert_eq!(exc.message, "event loop policies are gone");
+        let files: Vec<&str> = exc.frames.iter().map(|f| f.file.as_str()).collect();
+        assert_eq!(
+            files,
+            [
+                "/r/tree/tests/conftest.py",
+                "/v/lib/python3.12/site-packages/asyncbis/__init__.py"
+            ]
+        );
+        assert_eq!(
+            (exc.frames[0].line, exc.frames[0].function.as_str()),
+            (11, "<module>")
+        );
+        assert!(record
+            .longrepr
+            .starts_with("session start-up failed (exit status 4): this test never started"));
+        assert!(record.longrepr.ends_with(output));
+        let mut tests = BTreeMap::new();
+        tests.insert(record.nodeid.clone(), record);
+        let counts = Counts::of(&tests);
+        assert_eq!((counts.not_started, counts.failing()), (1, 1));
+
+        // An INTERNALERROR at session start: Python's traceback, the last one counts.
+        let internal = "INTERNALERROR> Traceback (most recent call last):\n\
+INTERNALERROR>   File \"/v/site-packages/_pytest/main.py\", line 283, in wrap_session\n\
+INTERNALERROR>     session.exitstatus = doit(config, session) or 0\n\
+INTERNALERROR>   File \"/r/tree/conftest.py\", line 5, in pytest_sessionstart\n\
+INTERNALERROR>     asyncio.get_event_loop()\n\
+INTERNALERROR> RuntimeError: no loop";
+        let ending = Ending::Exited(Some(3), Some("RuntimeError: no loop".into()));
+        let exc = ending
+            .not_started("t.py::x", internal, "/r/tree")
+            .exception
+            .unwrap();
+        assert_eq!(exc.exc_type, "RuntimeError");
+        assert_eq!(exc.frames.len(), 2);
+        assert_eq!(exc.frames[1].function, "pytest_sessionstart");
+        // No error line, or no error at all (a kill while collecting): said so.
+        let bare = Ending::Exited(Some(4), Some("usage: pytest [options]".into()));
+        assert_eq!(
+            bare.not_started("t.py::x", "", "")
+                .exception
+                .unwrap()
+                .exc_type,
+            "SessionStartup"
+        );
+        let stalled = Ending::Stalled(105).not_started("t.py::x", "", "");
+        let exc = stalled.exception.unwrap();
+        assert_eq!(exc.exc_type, "Stalled");
+        assert!(exc.message.contains("before any test started"));
     }
 
     #[test]

@@ -19,8 +19,9 @@ use std::process::Command;
 use std::time::Duration;
 
 /// Bumped when asyncbis runs and reruns are made differently (their cached results are then
-/// not reused): v2 = sessions of their own for tests a session left unrun, held-off switches.
-const RERUNS_VERSION: &str = "reruns-v2";
+/// not reused): v2 = sessions of their own for tests a session left unrun, held-off switches;
+/// v3 = tests no session starts get a not-started record.
+const RERUNS_VERSION: &str = "reruns-v3";
 /// Node ids per pytest invocation when rerunning selected tests (keeps command lines short).
 const RERUN_BATCH: usize = 150;
 /// pytest's exit status for a usage error, which is also how it ends when a node id given on
@@ -110,9 +111,6 @@ pub struct SuiteRun {
     /// Why a test of this run that never started did not run (how its session ended).
     #[serde(default)]
     pub not_run_reason: String,
-    /// Selected tests that never ran even in sessions of their own, with the reason.
-    #[serde(default)]
-    pub not_run: BTreeMap<String, String>,
     pub wall_seconds: f64,
     pub activation: Option<Activation>,
     /// Where the tests ran (frames under it are the project's tree).
@@ -177,18 +175,16 @@ pub struct NewFailure {
     pub signature_run: Option<String>,
 }
 
-/// A test that passed on stock and never started under asyncbis (its session ended first).
-/// Not a failure: rerun alone in fresh sessions, it passed, was skipped, or never ran at all.
+/// A test that passed on stock and never started under asyncbis because an earlier test ended
+/// its session. Not a failure: rerun alone in a fresh session it passed or was skipped (one
+/// that fails there, or cannot start even there, is newly failing).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NotRunTest {
     pub nodeid: String,
     /// Why it did not run in the asyncbis run.
     pub reason: String,
-    /// Its outcome rerun in sessions of its own (`None`: it did not run there either).
+    /// Its outcome rerun in a session of its own (`None`: that rerun could not be made).
     pub alone: Option<Outcome>,
-    /// Why it did not run alone either.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub alone_reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -502,6 +498,12 @@ impl Study {
         if !failures.is_empty() || !not_run.is_empty() {
             (result.not_run, reruns) = self.attribute(&runner, &mut failures, not_run, &packages);
         }
+        if let Some(note) = startup_note(&under_asyncbis, &failures) {
+            result.note = Some(match result.note.take() {
+                Some(activation_note) => format!("{note} ({activation_note})"),
+                None => note,
+            });
+        }
         result.failures = failures;
         if activation_from_reruns {
             if reruns.processes == 0 {
@@ -630,9 +632,6 @@ impl Study {
                 }
                 _ => not_run_tests.push(NotRunTest {
                     alone: record.map(|r| r.outcome),
-                    alone_reason: confirm_run
-                        .as_ref()
-                        .and_then(|run| run.not_run.get(&id).cloned()),
                     nodeid: id,
                     reason,
                 }),
@@ -652,9 +651,9 @@ impl Study {
         prober.setup_failing = outcomes
             .iter()
             .filter(|(_, o)| {
-                o.confirm
-                    .as_ref()
-                    .is_some_and(|p| p.failed() && (p.phase == "setup" || p.phase == "collect"))
+                o.confirm.as_ref().is_some_and(|p| {
+                    p.failed() && matches!(p.phase.as_str(), "startup" | "collect" | "setup")
+                })
             })
             .map(|(id, _)| id.clone())
             .collect();
@@ -867,6 +866,35 @@ impl Study {
         }
         (not_run_tests, prober.activation)
     }
+}
+
+/// The project's note when its whole suite fails at start-up under asyncbis: the all-switches-on
+/// run recorded no test, and tests did not start even alone. Otherwise the project would show
+/// nothing but not-started failures, easy to miss among the others.
+fn startup_note(under_asyncbis: &SuiteRun, failures: &[NewFailure]) -> Option<String> {
+    if !under_asyncbis.tests.is_empty() {
+        return None;
+    }
+    let not_started: Vec<&NewFailure> = failures
+        .iter()
+        .filter(|f| f.outcome == Outcome::NotStarted)
+        .collect();
+    // The start-up error itself: not the own failure of a test that shows once the switch
+    // that broke the start-up is held off.
+    let first = not_started
+        .iter()
+        .min_by_key(|f| f.attribution.as_ref().map_or(0, |a| a.held_off.len()))?;
+    let error = &first.signature;
+    Some(format!(
+        "the whole suite fails at start-up under asyncbis (exit status {}): {}: {} (at {}); {} tests that pass on stock never start, not even alone, and are newly failing (not-started)",
+        under_asyncbis
+            .exit_status
+            .map_or("none".to_string(), |s| s.to_string()),
+        error.exc_type,
+        error.message,
+        error.frame,
+        not_started.len()
+    ))
 }
 
 fn sorted(items: &[String]) -> Vec<String> {
@@ -1293,7 +1321,13 @@ impl SuiteRunner<'_> {
             wall_seconds += finished.wall_seconds;
             killed_at_cap |= finished.killed_at_cap;
             stalled |= finished.stalled;
-            if !selection.is_empty() && finished.code == Some(PYTEST_USAGE_ERROR) && !batch.by_files
+            let output = tail(&read_from(&log, log_offset), 3000);
+            // (A conftest failing to import is a usage error too: rerunning by files would
+            // only fail the same way.)
+            if !selection.is_empty()
+                && finished.code == Some(PYTEST_USAGE_ERROR)
+                && !batch.by_files
+                && output.contains("ERROR: not found:")
             {
                 // "ERROR: not found: <node id>": pytest runs nothing of the batch. Node ids of
                 // classes a plugin generates at collection (sqlalchemy's per-database test
@@ -1312,7 +1346,6 @@ impl SuiteRunner<'_> {
             exit_status = exit_status.max(finished.code);
             let text = std::fs::read_to_string(&record_path).unwrap_or_default();
             let mut recorded = parse_recorder(&text);
-            let output = tail(&read_from(&log, log_offset), 3000);
             let ending = if finished.killed_at_cap {
                 Ending::Cap(self.entry.suite_timeout)
             } else if finished.stalled {
@@ -1339,8 +1372,17 @@ impl SuiteRunner<'_> {
                 tests.entry(id).or_insert(record);
             }
             if !selection.is_empty() {
-                sessions.settle(batch, &tests, &not_run_reason);
+                let ended = Ended {
+                    ending,
+                    output,
+                    tree: tree.to_string_lossy().into_owned(),
+                };
+                sessions.settle(batch, &tests, &ended);
             }
+        }
+        // Tests no session started, not even alone: the session fails at start-up.
+        for (id, record) in sessions.not_started {
+            tests.entry(id).or_insert(record);
         }
         let activation = matches!(mode, Mode::Asyncbis { .. }).then(|| read_activation(&stats_dir));
         // The copied tree is only needed while the tests run; logs and records stay.
@@ -1353,7 +1395,6 @@ impl SuiteRunner<'_> {
             stalled,
             lingered,
             not_run_reason,
-            not_run: sessions.not_run,
             wall_seconds,
             activation,
             tree: tree.to_string_lossy().into_owned(),
@@ -1508,19 +1549,30 @@ struct Batch {
     split: Option<usize>,
 }
 
+/// How one session of a rerun ended: what a test it never started gets as its record when no
+/// session will start it.
+struct Ended {
+    ending: Ending,
+    /// The session's last output (its error and traceback).
+    output: String,
+    /// Where it ran (relative paths in its traceback are under it).
+    tree: String,
+}
+
 /// The sessions of a rerun of selected tests. A session that ends early (an INTERNALERROR, a
 /// kill by the stall watchdog or at the cap, `-x`) leaves tests that never started; they are
 /// run again in a fresh session, until each has its own outcome. A session that starts none of
-/// its tests is split in halves; when both halves start none either, the failure does not
-/// depend on which tests run (e.g. the session dies at start-up) and they are "not run".
+/// its tests is split in halves; when both halves start none either (or a single test alone
+/// does not start), the failure does not depend on which tests run: the session fails at
+/// start-up, which is breakage. Those tests are "not started", with the session's error.
 #[derive(Debug, Default)]
 struct Sessions {
     queue: Vec<Batch>,
     /// Halves of a split session: how many are still to run, and those that ran no test.
     halves: BTreeMap<usize, (usize, Vec<Batch>)>,
     next_split: usize,
-    /// Tests that never ran, with the reason.
-    not_run: BTreeMap<String, String>,
+    /// Tests that no session started, with their `Outcome::NotStarted` record.
+    not_started: BTreeMap<String, TestRecord>,
 }
 
 impl Sessions {
@@ -1541,7 +1593,7 @@ impl Sessions {
     }
 
     /// After `batch` ran (`tests`: everything recorded so far): queues what it left unrun.
-    fn settle(&mut self, batch: Batch, tests: &BTreeMap<String, TestRecord>, reason: &str) {
+    fn settle(&mut self, batch: Batch, tests: &BTreeMap<String, TestRecord>, ended: &Ended) {
         let collect_errors: Vec<&String> = tests
             .values()
             .filter(|r| r.phase == "collect")
@@ -1571,7 +1623,7 @@ impl Sessions {
         match batch.split {
             None => {
                 for unrun in fruitless {
-                    self.split(unrun, reason);
+                    self.split(unrun, ended);
                 }
             }
             Some(pair) => {
@@ -1582,11 +1634,11 @@ impl Sessions {
                     let (_, unrun) = self.halves.remove(&pair).unwrap_or_default();
                     if unrun.len() == 2 {
                         for batch in unrun {
-                            self.give_up(&batch, reason);
+                            self.give_up(&batch, ended);
                         }
                     } else {
                         for batch in unrun {
-                            self.split(batch, reason);
+                            self.split(batch, ended);
                         }
                     }
                 }
@@ -1594,9 +1646,9 @@ impl Sessions {
         }
     }
 
-    fn split(&mut self, batch: Batch, reason: &str) {
+    fn split(&mut self, batch: Batch, ended: &Ended) {
         if batch.ids.len() < 2 {
-            self.give_up(&batch, reason);
+            self.give_up(&batch, ended);
             return;
         }
         let pair = self.next_split;
@@ -1614,9 +1666,10 @@ impl Sessions {
         }
     }
 
-    fn give_up(&mut self, batch: &Batch, reason: &str) {
+    fn give_up(&mut self, batch: &Batch, ended: &Ended) {
         for id in &batch.ids {
-            self.not_run.insert(id.clone(), reason.to_string());
+            let record = ended.ending.not_started(id, &ended.output, &ended.tree);
+            self.not_started.insert(id.clone(), record);
         }
     }
 }
@@ -1707,6 +1760,17 @@ mod tests {
         assert_eq!(total, many.len());
     }
 
+    /// A session that exited with a conftest import error.
+    fn ended(error: &str) -> Ended {
+        Ended {
+            ending: Ending::Exited(Some(4), Some(format!("RuntimeError: {error}"))),
+            output: format!(
+                "tests/conftest.py:3: in <module>\n    boom()\nE   RuntimeError: {error}"
+            ),
+            tree: "/run/tree".into(),
+        }
+    }
+
     fn ids(names: &[&str]) -> Vec<String> {
         names.iter().map(|s| s.to_string()).collect()
     }
@@ -1742,35 +1806,46 @@ mod tests {
         let first = sessions.next().unwrap();
         assert_eq!(first.ids, ids(&["a", "b", "c", "d", "e"]));
         ran(&mut tests, &["a"]);
-        sessions.settle(first, &tests, "died in a");
+        sessions.settle(first, &tests, &ended("died in a"));
         let second = sessions.next().unwrap();
         assert_eq!(second.ids, ids(&["b", "c", "d", "e"]));
         assert_eq!(second.timeout, 15);
         ran(&mut tests, &["b", "c"]);
-        sessions.settle(second, &tests, "died in c");
+        sessions.settle(second, &tests, &ended("died in c"));
         // `d` and `e` run nothing at all: split in halves.
         let third = sessions.next().unwrap();
         assert_eq!(third.ids, ids(&["d", "e"]));
-        sessions.settle(third, &tests, "dies at start-up");
+        sessions.settle(third, &tests, &ended("dies at start-up"));
         let (left, right) = (sessions.next().unwrap(), sessions.next().unwrap());
         assert_eq!(
             (left.ids.clone(), right.ids.clone()),
             (ids(&["d"]), ids(&["e"]))
         );
         assert!(left.split.is_some() && left.split == right.split);
-        sessions.settle(left, &tests, "dies at start-up");
-        assert!(sessions.not_run.is_empty(), "waits for the other half");
-        sessions.settle(right, &tests, "dies at start-up");
+        sessions.settle(left, &tests, &ended("dies at start-up"));
+        assert!(sessions.not_started.is_empty(), "waits for the other half");
+        sessions.settle(right, &tests, &ended("dies at start-up"));
         // Neither half ran: the failure does not depend on the selection.
         assert_eq!(
-            sessions.not_run.keys().cloned().collect::<Vec<_>>(),
+            sessions.not_started.keys().cloned().collect::<Vec<_>>(),
             ids(&["d", "e"])
         );
-        assert_eq!(sessions.not_run["d"], "dies at start-up");
+        let d = &sessions.not_started["d"];
+        assert_eq!(
+            (d.outcome, d.phase.as_str()),
+            (Outcome::NotStarted, "startup")
+        );
+        let error = d.exception.clone().unwrap_or_default();
+        assert_eq!(error.exc_type, "RuntimeError");
+        assert_eq!(error.message, "dies at start-up");
+        assert_eq!(error.frames[0].file, "/run/tree/tests/conftest.py");
+        assert!(d
+            .longrepr
+            .contains("session start-up failed (exit status 4)"));
         let last = sessions.next().unwrap();
         assert_eq!(last.ids, ids(&["z"]));
         ran(&mut tests, &["z"]);
-        sessions.settle(last, &tests, "");
+        sessions.settle(last, &tests, &ended(""));
         assert!(sessions.next().is_none());
     }
 
@@ -1793,14 +1868,14 @@ mod tests {
                 let names: Vec<&str> = batch.ids.iter().map(String::as_str).collect();
                 ran(&mut tests, &names);
             }
-            sessions.settle(batch, &tests, "c kills it");
+            sessions.settle(batch, &tests, &ended("c kills it"));
         }
         assert_eq!(
             tests.keys().cloned().collect::<Vec<_>>(),
             ids(&["a", "b", "d"])
         );
         assert_eq!(
-            sessions.not_run.keys().cloned().collect::<Vec<_>>(),
+            sessions.not_started.keys().cloned().collect::<Vec<_>>(),
             ids(&["c"])
         );
         // A collection error accounts for the tests of its module.
@@ -1815,8 +1890,8 @@ mod tests {
         ran(&mut tests, &["m.py"]);
         tests.get_mut("m.py").unwrap().phase = "collect".into();
         let batch = sessions.next().unwrap();
-        sessions.settle(batch, &tests, "");
-        assert!(sessions.next().is_none() && sessions.not_run.is_empty());
+        sessions.settle(batch, &tests, &ended(""));
+        assert!(sessions.next().is_none() && sessions.not_started.is_empty());
     }
 
     #[test]
