@@ -3,8 +3,9 @@
 Each fixture under tests/fixtures/ reproduces one case with the stand-in asyncbis
 (compat_project/fake_asyncbis): a session ended early by an INTERNALERROR, a hang only the
 stall watchdog stops, a harness-breaking switch hiding the switch that breaks a test's body,
-a session that fails at start-up (a conftest raising on import), and tests that time out in
-every probe that does not fix them.
+a session that fails at start-up (a conftest raising on import), a module whose import
+fails hiding the switch behind it, and tests that time out in every probe that does not fix
+them.
 
 Environment: ASYNCBIS_COMPAT_BIN (the tool; built with cargo otherwise).
 """
@@ -201,6 +202,33 @@ def test_a_session_that_fails_at_start_up_is_breakage(tmp_path):
     assert "whole suite fails at start-up under asyncbis (exit status 4): RuntimeError" in markdown
     assert "| of which never started (session start-up failed, even alone) | 4 |" in markdown
     assert "## Not run under asyncbis" not in markdown
+
+
+def test_a_module_that_fails_to_import_hides_the_switch_behind_it(tmp_path):
+    report, project, failures, not_run = _check(tmp_path, "compat_collect", 5)
+    module = "tests/test_module_loop.py"
+    assert not not_run, not_run
+    assert sorted(failures) == [
+        f"{module}::test_edge_cancellation_behind_the_import",
+        f"{module}::test_uses_the_module_loop",
+    ]
+    loop_user = failures[f"{module}::test_uses_the_module_loop"]
+    assert loop_user["phase"] == "collect"
+    assert _switch(loop_user) == ["no-loop-policies"]
+    # Each probe sees the module's collection error as the test's failure: once
+    # no-loop-policies is off the module imports, the body fails, and the switch behind it is
+    # found with no-loop-policies held off. (Reading a collection error as "did not run" made
+    # this an unattributed failure.)
+    edge = failures[f"{module}::test_edge_cancellation_behind_the_import"]
+    assert edge["phase"] == "collect"
+    assert _switch(edge) == ["task-cancel-level"]
+    assert edge["attribution"].get("held_off") == ["no-loop-policies"]
+    assert edge.get("signature_run") == "asyncbis-off-no-loop-policies"
+    assert "CancelledError" in edge["signature"]["exc_type"], edge["signature"]
+    assert report["summary"]["attributed_share"] == 1.0
+    # The session started: no start-up note, nothing not started.
+    assert not project["note"] or "start-up" not in project["note"], project["note"]
+    assert report["summary"].get("not_started") == 0
 
 
 def test_timing_out_tests_cost_a_few_probes_not_one_per_switch(tmp_path):

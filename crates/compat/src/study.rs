@@ -611,7 +611,10 @@ impl Study {
         // Tests that did not run: their own outcome, in sessions of their own.
         let mut not_run_tests = Vec::new();
         for (id, reason) in not_run {
-            let record = confirm_run.as_ref().and_then(|run| run.tests.get(&id));
+            let record = confirm_run
+                .as_ref()
+                .and_then(|run| record_of(&run.tests, &id));
+            let record = record.as_ref();
             match record {
                 Some(record) if record.outcome.is_failure() => {
                     let run = confirm_run.as_ref().expect("a record comes from a run");
@@ -897,6 +900,21 @@ fn startup_note(under_asyncbis: &SuiteRun, failures: &[NewFailure]) -> Option<St
     ))
 }
 
+/// A test's record in a run: its own, or the collection error of the module it lies in (its
+/// module failed to import: the test failed at collection, it did not go missing).
+fn record_of(tests: &BTreeMap<String, TestRecord>, id: &str) -> Option<TestRecord> {
+    if let Some(record) = tests.get(id) {
+        return Some(record.clone());
+    }
+    let collect_error = tests
+        .values()
+        .find(|r| r.phase == "collect" && analysis::is_inside(id, &r.nodeid))?;
+    Some(TestRecord {
+        nodeid: id.to_string(),
+        ..collect_error.clone()
+    })
+}
+
 fn sorted(items: &[String]) -> Vec<String> {
     let mut items = items.to_vec();
     items.sort();
@@ -951,7 +969,8 @@ impl Prober<'_, '_> {
         let label = rerun_label(disabled);
         let mut probes = BTreeMap::new();
         for id in tests {
-            let record = run.as_ref().and_then(|r| r.tests.get(id));
+            let record = run.as_ref().and_then(|r| record_of(&r.tests, id));
+            let record = record.as_ref();
             self.labels
                 .entry(id.clone())
                 .or_default()
@@ -1847,6 +1866,36 @@ mod tests {
         ran(&mut tests, &["z"]);
         sessions.settle(last, &tests, &ended(""));
         assert!(sessions.next().is_none());
+    }
+
+    #[test]
+    fn a_test_whose_module_fails_to_import_has_the_collection_error_as_its_record() {
+        let mut tests = BTreeMap::new();
+        ran(&mut tests, &["m.py::ok"]);
+        let broken = TestRecord {
+            nodeid: "pkg/broken.py".into(),
+            outcome: Outcome::Error,
+            phase: "collect".into(),
+            duration: 0.0,
+            exception: None,
+            longrepr: "E   RuntimeError: no loop".into(),
+        };
+        tests.insert(broken.nodeid.clone(), broken);
+        let own = record_of(&tests, "m.py::ok").unwrap();
+        assert_eq!(
+            (own.nodeid.as_str(), own.outcome),
+            ("m.py::ok", Outcome::Passed)
+        );
+        let inside = record_of(&tests, "pkg/broken.py::Test::test_x[1]").unwrap();
+        assert_eq!(inside.nodeid, "pkg/broken.py::Test::test_x[1]");
+        assert_eq!(
+            (inside.outcome, inside.phase.as_str()),
+            (Outcome::Error, "collect")
+        );
+        assert_eq!(inside.longrepr, "E   RuntimeError: no loop");
+        // Not a prefix match: another module is not inside it.
+        assert!(record_of(&tests, "pkg/broken.py2::test_y").is_none());
+        assert!(record_of(&tests, "m.py::missing").is_none());
     }
 
     #[test]
