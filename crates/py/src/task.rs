@@ -957,7 +957,13 @@ impl TaskCore {
                     return Self::step(slf, Some(exc), StepKind::Scheduled);
                 }
                 let c = cached(py);
-                let outcome = if fut.get_type().is(c.future_type.bind(py)) {
+                let plain = fut.get_type().is(c.future_type.bind(py));
+                if plain && Self::scope_cancellation_replaces(slf, &fut)? {
+                    // The step delivers the scope's own CancelledError in place of the
+                    // future's: do not make (and raise, and fetch) the future's one first.
+                    return Self::step(slf, None, StepKind::Scheduled);
+                }
+                let outcome = if plain {
                     c.future_result.bind(py).call1((&fut,))
                 } else {
                     fut.call_method0(pyo3::intern!(py, "result"))
@@ -978,6 +984,35 @@ impl TaskCore {
                 }
             }
         }
+    }
+
+    /// Woken by a scope that cancelled `fut` (a plain Future), with level cancellation: the
+    /// next step will deliver the scope's cancellation in any case (the same test as in
+    /// `step`), so the future's CancelledError would only be replaced.
+    fn scope_cancellation_replaces(
+        slf: &Bound<'_, Self>,
+        fut: &Bound<'_, PyAny>,
+    ) -> PyResult<bool> {
+        let py = slf.py();
+        let this = slf.get();
+        if !this.waiter_cancelled_by_scope.get()
+            || !this.started.get()
+            || this.must_cancel.get()
+            || !level_cancellation()
+        {
+            return Ok(false);
+        }
+        let Some(tid) = this.tree_id.get() else {
+            return Ok(false);
+        };
+        if !tree().task_should_deliver_level(tid) {
+            return Ok(false);
+        }
+        cached(py)
+            .future_cancelled
+            .bind(py)
+            .call1((fut,))?
+            .is_truthy()
     }
 
     /// Called by `Task.__del__` when the task's exception was never retrieved: a group

@@ -121,6 +121,7 @@ pub struct Cached {
     /// is exactly `asyncio.Future` (what loop.create_future() makes; nothing can override
     /// them there), which skips the method lookup on every wait and wake-up.
     pub future_result: Py<PyAny>,
+    pub future_cancelled: Py<PyAny>,
     pub future_get_loop: Py<PyAny>,
     pub future_add_done_callback: Py<PyAny>,
     pub enter_task: Py<PyAny>,
@@ -179,6 +180,7 @@ pub fn cached(py: Python<'_>) -> &'static Cached {
                 future_init: future.getattr("__init__")?.unbind(),
                 future_cancel: future.getattr("cancel")?.unbind(),
                 future_result: future.getattr("result")?.unbind(),
+                future_cancelled: future.getattr("cancelled")?.unbind(),
                 future_get_loop: future.getattr("get_loop")?.unbind(),
                 future_add_done_callback: future.getattr("add_done_callback")?.unbind(),
                 future_set_result: future.getattr("set_result")?.unbind(),
@@ -266,7 +268,8 @@ pub fn new_marked_cancelled_error<'py>(
         Some(m) if !m.is_none() => ce.call1((m,))?,
         _ => ce.call0()?,
     };
-    exc.setattr(MARK_ATTR, task_mark)?;
+    // Interned: a new str per call cost an allocation and a hash on every delivery.
+    exc.setattr(pyo3::intern!(py, MARK_ATTR), task_mark)?;
     Ok(exc)
 }
 
@@ -278,7 +281,7 @@ pub fn is_marked_for(exc: &Bound<'_, PyAny>, task_mark: u64) -> bool {
     {
         return false;
     }
-    match exc.getattr(MARK_ATTR) {
+    match exc.getattr(pyo3::intern!(py, MARK_ATTR)) {
         Ok(v) => v.extract::<u64>().map(|m| m == task_mark).unwrap_or(false),
         Err(_) => false,
     }
