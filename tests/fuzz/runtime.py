@@ -463,8 +463,13 @@ class Interpreter:
             elif s.target in self.active_timeouts:
                 # asyncio's Timeout API has no cancel(): expire it now instead
                 timeout = self.active_timeouts[s.target]
-                if not timeout.expired():  # an expiring Timeout refuses (stock's contract)
+                try:
                     timeout.reschedule(asyncio.get_running_loop().time())
+                except RuntimeError as e:
+                    # Stock's contract: an expiring, expired or finished Timeout (e.g. one in a
+                    # generator the consumer let go of) refuses to be rescheduled.
+                    if not str(e).startswith("Cannot change state of "):
+                        raise
             elif s.target in self.scopes and hasattr(self.scopes[s.target], "cancel"):
                 self.scopes[s.target].cancel()
         elif isinstance(s, CancelTask):

@@ -39,6 +39,7 @@ settings.register_profile(
 PROFILE = os.environ.get("ASYNCBIS_FUZZ_PROFILE", "ci")
 
 verdicts: Counter[str] = Counter()
+first_failure: list[str] = []
 
 if PROFILE == "long":
     # scripts/fuzz.sh stops a long run at its time budget with SIGINT: say how far it got.
@@ -54,6 +55,10 @@ def test_random_api_use_keeps_the_invariants(program: Program) -> None:
     verdicts[outcome.known or ("problems" if outcome.problems else "ok")] += 1
     if outcome.known:
         return  # pinned in test_findings.py (strict xfail) until its fix lands
+    if outcome.problems and PROFILE == "long" and not first_failure:
+        # Shrinking can outlast the time budget: show the unshrunk failure at once.
+        first_failure.append(outcome.report())
+        print(f"\nfirst failing program (unshrunk):\n{first_failure[0]}", flush=True)
     assert not outcome.problems, outcome.report()
 
 
