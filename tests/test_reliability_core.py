@@ -192,6 +192,31 @@ def test_consumer_that_left_a_generator_is_not_cancelled_by_its_scope(patched, h
     assert log == ["closed"]
 
 
+def test_generator_scope_resumed_inside_a_newer_consumer_scope_catches_its_cancellation():
+    """The generator is resumed (not closed) after its consumer opened a scope: its own
+    scope expires and exits while the consumer's is still active above it."""
+
+    async def gen():
+        with asyncbis.move_on_after(0.01) as s:
+            yield 1
+            await asyncio.sleep(5)
+        yield s.cancelled_caught
+
+    async def main():
+        agen = gen()
+        assert await agen.__anext__() == 1
+        with CancelScope() as mine:
+            assert await agen.__anext__() is True
+            await asyncio.sleep(0)  # not cancelled: the generator's scope is gone
+        assert not mine.cancelled_caught
+        await agen.aclose()
+        return "ok"
+
+    before = _core._tree_stats()
+    assert asyncbis.run(main()) == "ok"
+    no_stray_scope_nodes(before)
+
+
 def test_generator_timeout_expiring_inside_the_generator_still_works():
     """The generator's own timeout keeps working for the generator's own code."""
 

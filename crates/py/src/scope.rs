@@ -366,11 +366,11 @@ impl CancelScope {
         }
         let above = above.unwrap_or_default();
         let mut misnested = None;
-        if !above.is_empty() {
-            if in_generator {
-                // The generator's scope closes late (its consumer opened scopes since).
-                return this.exit_out_of_order(py);
-            }
+        // A generator's scope exited (in its task) after its consumer opened scopes that are
+        // still active: it is taken out from below them instead of closed, and otherwise exits
+        // as usual (it catches its own cancellation).
+        let splice_late = in_generator && !above.is_empty();
+        if !above.is_empty() && !splice_late {
             // Scopes left open above this one by suspended generator frames are spliced out
             // silently; any other is a misnesting: Trio's recovery (close this scope, abandon
             // the inner ones, raise one error; the abandoned scopes' exits do nothing).
@@ -392,12 +392,17 @@ impl CancelScope {
                 misnested = Some(abandoned);
             }
         }
-        let catches = {
+        let (catches, wakes) = {
             let mut t = tree();
             let catches = t.catches(node);
-            t.close(node).map(|_| catches)
+            if splice_late {
+                t.splice_out(node).map(|w| (catches, w))
+            } else {
+                t.close(node).map(|_| (catches, Vec::new()))
+            }
         }
         .map_err(|e| runtime_error(e.to_string()))?;
+        wake_all(py, wakes, None);
         let mark = host.get().mark();
         let scope_repr = match misnested {
             Some(_) => slf.repr()?.to_string(),
