@@ -425,6 +425,7 @@ class Interpreter:
         self.scopes: dict[int, Any] = {}  # made up front, entered by their statement
         self.groups: dict[int, asyncbis.TaskGroup] = {}
         self.tasks: dict[int, asyncio.Future] = {}
+        self.entered: set[int] = set()  # "cancel" Scope statements whose scope was entered
         self.active_timeouts: dict[int, Any] = {}  # asyncbis.timeout() objects, while entered
         self.spawn_errors: list[BaseException] = []
 
@@ -515,6 +516,10 @@ class Interpreter:
     async def scope_stmt(self, s: Scope) -> None:
         if s.kind == "cancel":
             scope = self.scopes[s.id]
+            if s.id in self.entered:
+                # Run again (a body of an `async for`): a CancelScope is entered only once.
+                scope = self.scopes[s.id] = asyncbis.CancelScope()
+            self.entered.add(s.id)
             if s.deadline is not None:
                 scope.deadline = asyncio.get_running_loop().time() + s.deadline
             scope.shield = s.shield
