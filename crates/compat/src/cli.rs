@@ -52,6 +52,11 @@ enum CommandArgs {
         #[arg(long, default_value = DEFAULT_OUT, value_name = "DIR")]
         out: PathBuf,
     },
+    /// Print a shell completion script (e.g. `asyncbis-compat completions bash > ~/.local/share/bash-completion/completions/asyncbis-compat`).
+    Completions {
+        /// The shell: bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// Start servers (redis, postgres, memcached) on 127.0.0.1 and print their environment.
     Services {
         /// Service names.
@@ -169,6 +174,7 @@ pub enum Command {
     List,
     Render(PathBuf),
     Services(Vec<String>),
+    Completions(clap_complete::Shell),
 }
 
 /// The resolved settings of one invocation.
@@ -291,6 +297,7 @@ impl From<Cli> for Options {
                 out,
                 ..Options::plain(Command::Render(from))
             },
+            Some(CommandArgs::Completions { shell }) => Options::plain(Command::Completions(shell)),
             Some(CommandArgs::Services { names, no_services }) => Options {
                 no_services,
                 ..Options::plain(Command::Services(names))
@@ -330,6 +337,12 @@ pub fn parse_shard(text: &str) -> Result<(usize, usize), String> {
     Ok((i, n))
 }
 
+/// Writes the completion script for `shell` (clap_complete, from the same definition as the parser).
+pub fn write_completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) {
+    use clap::CommandFactory;
+    clap_complete::generate(shell, &mut Cli::command(), "asyncbis-compat", out);
+}
+
 /// Parses the arguments (without the program name). `Err` carries clap's error, which knows
 /// how to print itself and its exit status (0 for --help/--version, 2 for usage errors).
 pub fn parse_args<I, T>(args: I) -> Result<Options, clap::Error>
@@ -349,6 +362,22 @@ mod tests {
 
     fn parse(line: &str) -> Result<Options, clap::Error> {
         parse_args(line.split_whitespace())
+    }
+
+    #[test]
+    fn completions_cover_the_subcommands_and_options() {
+        let o = parse("completions bash").unwrap();
+        assert_eq!(o.command, Command::Completions(clap_complete::Shell::Bash));
+        assert!(parse("completions tcsh").is_err());
+        let mut script = Vec::new();
+        write_completions(clap_complete::Shell::Bash, &mut script);
+        let script = String::from_utf8(script).unwrap();
+        for word in ["check", "render", "--corpus", "--profile", "--keep-off"] {
+            assert!(
+                script.contains(word),
+                "{word} missing from the bash completions"
+            );
+        }
     }
 
     #[test]

@@ -40,6 +40,14 @@ pub fn main_with_args(args: Vec<String>) -> i32 {
         Command::List => list(&options),
         Command::Render(from) => render(&from, &options.out),
         Command::Services(names) => start_services(&names, &options),
+        Command::Completions(shell) => {
+            // Generated into memory first: clap_complete panics on a failed write, and a
+            // closed pipe (`| head`) is not an error worth a panic.
+            let mut script = Vec::new();
+            cli::write_completions(shell, &mut script);
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
+            Ok(0)
+        }
         Command::Run => run_corpus(&options),
         Command::Check(path) => check(&path, &options),
     };
