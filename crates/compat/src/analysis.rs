@@ -157,6 +157,18 @@ impl Attribution {
             Verdict::Unattributed | Verdict::NotReproducible => false,
         }
     }
+
+    /// The verdict this attribution counts under by the current rule: a "combination" of fewer
+    /// than two switches (older tools wrote them) or a "switch" naming none explains nothing
+    /// and counts as unattributed, so a re-rendered old report counts as a new one would.
+    pub fn counted_verdict(&self) -> Verdict {
+        match self.verdict {
+            Verdict::Switch | Verdict::Combination if !self.is_attributed() => {
+                Verdict::Unattributed
+            }
+            verdict => verdict,
+        }
+    }
 }
 
 /// One test in one rerun: its outcome and the phase it failed in (`None`: it did not run).

@@ -116,9 +116,8 @@ fn start_services(names: &[String], options: &Options) -> Result<i32, String> {
 fn render(from: &Path, out: &Path) -> Result<i32, String> {
     let text = std::fs::read_to_string(from)
         .map_err(|err| format!("cannot read {}: {err}", from.display()))?;
-    let mut report: report::Report = serde_json::from_str(&text)
+    let report = report::Report::from_json(&text)
         .map_err(|err| format!("{} is not an asyncbis-compat report: {err}", from.display()))?;
-    report.summary = report::summarize(&report.projects);
     report::write_report(&report, out)?;
     eprintln!(
         "asyncbis-compat: wrote {}/report.{{json,md,html}}",

@@ -140,7 +140,7 @@ pub fn summarize(projects: &[ProjectResult]) -> Summary {
             {
                 attributed += 1;
             }
-            let verdict = failure.attribution.as_ref().map(|a| a.verdict);
+            let verdict = failure.attribution.as_ref().map(|a| a.counted_verdict());
             let verdict_name = verdict.map(Verdict::as_str).unwrap_or("not-attributed-yet");
             *summary.by_verdict.entry(verdict_name.into()).or_default() += 1;
             *summary
@@ -237,6 +237,15 @@ pub fn summarize(projects: &[ProjectResult]) -> Summary {
 }
 
 impl Report {
+    /// Reads a report.json and recounts its summary from the per-test verdicts with the current
+    /// rule: a report written by an older tool (whose summary counted a one-switch
+    /// "combination" as attributed) then agrees with its own per-project and signature columns.
+    pub fn from_json(text: &str) -> Result<Report, serde_json::Error> {
+        let mut report: Report = serde_json::from_str(text)?;
+        report.summary = summarize(&report.projects);
+        Ok(report)
+    }
+
     /// Rewrites every string of the report with `paths` (absolute path, name) replaced by their
     /// names, longest path first. A path is replaced only where it ends (at a separator,
     /// quote or the end), so `/a/b` never rewrites `/a/bc`.
@@ -678,10 +687,7 @@ pub fn failure_category(attribution: Option<&crate::analysis::Attribution>) -> S
     match attribution {
         None => "not-attributed-yet".into(),
         Some(a) if !a.fixed_by.is_empty() => a.fixed_by[0].clone(),
-        Some(a) if a.verdict == Verdict::Combination && a.involved.len() < 2 => {
-            "unattributed".into()
-        }
-        Some(a) => a.verdict.as_str().into(),
+        Some(a) => a.counted_verdict().as_str().into(),
     }
 }
 
@@ -1528,6 +1534,43 @@ mod tests {
         );
         assert!(!html
             .contains("combination(<a href=\"#switch-no-loop-policies\">no-loop-policies</a>)"));
+    }
+
+    #[test]
+    fn loading_an_old_report_recounts_its_summary_by_the_current_rule() {
+        // An older tool's report.json: its summary counted the one-switch "combination" (t::f)
+        // as a combination and as attributed (5 of 6 reproducible failures).
+        let mut old = sample_report();
+        old.summary.by_verdict = [
+            ("combination".to_string(), 2),
+            ("not-reproducible".to_string(), 1),
+            ("switch".to_string(), 3),
+            ("unattributed".to_string(), 1),
+        ]
+        .into();
+        old.summary.attributed_share = 5.0 / 6.0;
+        let text = serde_json::to_string_pretty(&old).unwrap();
+        let report = Report::from_json(&text).unwrap();
+        let s = &report.summary;
+        assert_eq!(s.by_verdict["combination"], 1);
+        assert_eq!(s.by_verdict["unattributed"], 2);
+        assert_eq!(s.by_verdict.values().sum::<usize>(), s.newly_failing);
+        assert!((s.attributed_share - 4.0 / 6.0).abs() < 1e-9);
+        let verdicts = "combination 1, not-reproducible 1, switch 3, unattributed 2";
+        let md = render_markdown(&report, None);
+        assert!(md.contains(&format!("| verdicts | {verdicts} |")), "{md}");
+        assert!(md.contains("| 66.7% of reproducible failures |"), "{md}");
+        let html = render_html(&report, None);
+        assert!(html.contains(verdicts), "{html}");
+        assert!(html.contains("66.7%"));
+        // The per-test records are kept as the old run wrote them.
+        let f = &report.projects[0].failures[5];
+        assert_eq!(f.nodeid, "t::f");
+        assert_eq!(
+            f.attribution.as_ref().unwrap().verdict,
+            Verdict::Combination
+        );
+        assert!(Report::from_json("{\"projects\": 3}").is_err());
     }
 
     #[test]
