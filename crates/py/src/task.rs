@@ -129,6 +129,35 @@ pub struct TaskCore {
 }
 
 impl TaskCore {
+    /// Woken by a scope that cancelled `fut` (a plain Future), with level cancellation: the
+    /// next step will deliver the scope's cancellation in any case (the same test as in
+    /// `step`), so the future's CancelledError would only be replaced.
+    fn scope_cancellation_replaces(
+        slf: &Bound<'_, Self>,
+        fut: &Bound<'_, PyAny>,
+    ) -> PyResult<bool> {
+        let py = slf.py();
+        let this = slf.get();
+        if !this.waiter_cancelled_by_scope.get()
+            || !this.started.get()
+            || this.must_cancel.get()
+            || !level_cancellation()
+        {
+            return Ok(false);
+        }
+        let Some(tid) = this.tree_id.get() else {
+            return Ok(false);
+        };
+        if !tree().task_should_deliver_level(tid) {
+            return Ok(false);
+        }
+        cached(py)
+            .future_cancelled
+            .bind(py)
+            .call1((fut,))?
+            .is_truthy()
+    }
+
     /// Hands out the saved CancelledError once (later awaiters get a fresh one, as in stock).
     pub fn take_cancelled_exc(&self) -> Option<Py<PyAny>> {
         self.cancelled_exc.take()
@@ -984,35 +1013,6 @@ impl TaskCore {
                 }
             }
         }
-    }
-
-    /// Woken by a scope that cancelled `fut` (a plain Future), with level cancellation: the
-    /// next step will deliver the scope's cancellation in any case (the same test as in
-    /// `step`), so the future's CancelledError would only be replaced.
-    fn scope_cancellation_replaces(
-        slf: &Bound<'_, Self>,
-        fut: &Bound<'_, PyAny>,
-    ) -> PyResult<bool> {
-        let py = slf.py();
-        let this = slf.get();
-        if !this.waiter_cancelled_by_scope.get()
-            || !this.started.get()
-            || this.must_cancel.get()
-            || !level_cancellation()
-        {
-            return Ok(false);
-        }
-        let Some(tid) = this.tree_id.get() else {
-            return Ok(false);
-        };
-        if !tree().task_should_deliver_level(tid) {
-            return Ok(false);
-        }
-        cached(py)
-            .future_cancelled
-            .bind(py)
-            .call1((fut,))?
-            .is_truthy()
     }
 
     /// Called by `Task.__del__` when the task's exception was never retrieved: a group
