@@ -609,7 +609,11 @@ def test_debug_mode_releases_a_finished_task_without_the_gc():
         del t
         await asyncio.sleep(0)  # the step's loop iteration is over: the task goes
         assert ref() is None
-        assert gc.get_referrers(exc) == []
+        # This coroutine holds `exc` as a local: 3.14 reports the coroutine itself among the
+        # referrers (its frame lives inside it), 3.11-3.13 did not; anything else is a leak.
+        here = sys._getframe()
+        holders = [r for r in gc.get_referrers(exc) if r is not here]
+        assert [r for r in holders if getattr(r, "cr_frame", None) is not here] == []
 
     gc.disable()
     try:
