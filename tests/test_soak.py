@@ -24,7 +24,19 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.mark.parametrize("mode", ["asyncbis-run", "patched-forever"])
+# Open (issue 13): on 3.11 only, about one run in three of patched-forever logs two "Task was
+# destroyed but it is pending!" lines (task counts back to baseline; seen on an idle machine
+# too); 3.12-3.15 never showed it. Not strict, so the run that passes still reports it.
+_PATCHED_FOREVER_311 = pytest.mark.xfail(
+    sys.version_info < (3, 12),
+    reason="3.11: intermittent 'destroyed but pending' log lines under patch_asyncio+run_forever",
+    strict=False,
+)
+
+
+@pytest.mark.parametrize(
+    "mode", ["asyncbis-run", pytest.param("patched-forever", marks=_PATCHED_FOREVER_311)]
+)
 def test_short_soak_keeps_tasks_nodes_and_memory_flat(mode, tmp_path):
     out = tmp_path / "soak.json"
     proc = subprocess.run(
