@@ -1,4 +1,5 @@
-//! Command-line interface (clap, derive): `asyncbis-compat [run] | check | list | render | services`.
+//! Command-line interface (clap, derive): `asyncbis-compat [run] | check | list | render | merge |
+//! services`.
 //!
 //! Clap's parse is turned into [`Options`], the resolved settings the rest of the tool reads.
 
@@ -20,8 +21,9 @@ const DEFAULT_CORPUS: &str = "quick";
     after_help = "Without a command, `run` is meant: asyncbis-compat --corpus default ...\n\
                   asyncbis comes from --wheel, else --asyncbis-src (built with maturin), else the \
                   asyncbis installed for each --python (packed into a wheel as it is).\n\
-                  Exit status: 0 done; 1 some project was not activated or (check) tests newly \
-                  fail; 2 usage or setup error.",
+                  Exit status: 0 done; 1 some project was not activated, (check) tests newly \
+                  fail or (merge) shards are missing; 2 usage or setup error, or reports that do \
+                  not belong together (merge).",
     args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
@@ -49,6 +51,15 @@ enum CommandArgs {
         #[arg(long, value_name = "REPORT_JSON")]
         from: PathBuf,
         /// Directory to write into.
+        #[arg(long, default_value = DEFAULT_OUT, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Merge the shard reports of one run (`run --shard I/N`) into the report of the whole run.
+    Merge {
+        /// A shard's report.json (repeated, one per shard; a merged report counts as its shards).
+        #[arg(long = "from", required = true, value_name = "REPORT_JSON")]
+        from: Vec<PathBuf>,
+        /// Directory to write report.{json,md,html} into.
         #[arg(long, default_value = DEFAULT_OUT, value_name = "DIR")]
         out: PathBuf,
     },
@@ -173,6 +184,7 @@ pub enum Command {
     Check(PathBuf),
     List,
     Render(PathBuf),
+    Merge(Vec<PathBuf>),
     Services(Vec<String>),
     Completions(clap_complete::Shell),
 }
@@ -296,6 +308,10 @@ impl From<Cli> for Options {
             Some(CommandArgs::Render { from, out }) => Options {
                 out,
                 ..Options::plain(Command::Render(from))
+            },
+            Some(CommandArgs::Merge { from, out }) => Options {
+                out,
+                ..Options::plain(Command::Merge(from))
             },
             Some(CommandArgs::Completions { shell }) => Options::plain(Command::Completions(shell)),
             Some(CommandArgs::Services { names, no_services }) => Options {

@@ -6,6 +6,7 @@ pub mod cache;
 pub mod cli;
 pub mod environment;
 pub mod manifest;
+pub mod merge;
 pub mod process;
 pub mod progress;
 pub mod report;
@@ -39,6 +40,7 @@ pub fn main_with_args(args: Vec<String>) -> i32 {
     let outcome = match options.command.clone() {
         Command::List => list(&options),
         Command::Render(from) => render(&from, &options.out),
+        Command::Merge(from) => merge_reports(&from, &options.out),
         Command::Services(names) => start_services(&names, &options),
         Command::Completions(shell) => {
             // Generated into memory first: clap_complete panics on a failed write, and a
@@ -69,6 +71,16 @@ fn load_named_corpus(spec: &str) -> Result<Corpus, String> {
             .map_err(|e| format!("built-in default corpus: {e}")),
         path => manifest::load_corpus(Path::new(path)),
     }
+}
+
+/// The hash of a corpus manifest's text (report.json's `corpus_hash`), `None` if unreadable.
+fn corpus_hash(spec: &str) -> Option<String> {
+    let text = match spec {
+        "quick" => QUICK_CORPUS.to_string(),
+        "default" => DEFAULT_CORPUS.to_string(),
+        path => std::fs::read_to_string(path).ok()?,
+    };
+    Some(cache::short_hash(&[&text]))
 }
 
 fn list(options: &Options) -> Result<i32, String> {
@@ -114,16 +126,45 @@ fn start_services(names: &[String], options: &Options) -> Result<i32, String> {
 }
 
 fn render(from: &Path, out: &Path) -> Result<i32, String> {
-    let text = std::fs::read_to_string(from)
-        .map_err(|err| format!("cannot read {}: {err}", from.display()))?;
-    let report = report::Report::from_json(&text)
-        .map_err(|err| format!("{} is not an asyncbis-compat report: {err}", from.display()))?;
+    let report = read_report(from)?;
     report::write_report(&report, out)?;
     eprintln!(
         "asyncbis-compat: wrote {}/report.{{json,md,html}}",
         out.display()
     );
     Ok(0)
+}
+
+/// Reads a report.json (its summary recounted by the current rule).
+fn read_report(from: &Path) -> Result<report::Report, String> {
+    let text = std::fs::read_to_string(from)
+        .map_err(|err| format!("cannot read {}: {err}", from.display()))?;
+    report::Report::from_json(&text)
+        .map_err(|err| format!("{} is not an asyncbis-compat report: {err}", from.display()))
+}
+
+fn merge_reports(from: &[PathBuf], out: &Path) -> Result<i32, String> {
+    let inputs = from
+        .iter()
+        .map(|path| {
+            Ok(merge::Input {
+                path: path.display().to_string(),
+                report: read_report(path)?,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let merged = merge::merge(&inputs)?;
+    for warning in &merged.warnings {
+        eprintln!("asyncbis-compat: warning: {warning}");
+    }
+    report::write_report(&merged.report, out)?;
+    print_closing(&merged.report, out);
+    let partial = merged
+        .report
+        .merged
+        .as_ref()
+        .is_some_and(|m| !m.missing.is_empty());
+    Ok(if partial { 1 } else { 0 })
 }
 
 /// Keeps the `index`-th of `count` slices (1-based), dealing entries round-robin so that slow
@@ -304,6 +345,7 @@ fn run_corpus(options: &Options) -> Result<i32, String> {
     let mut report = build_report(
         options,
         &options.corpus,
+        corpus_hash(&options.corpus),
         &pythons,
         wheel_infos,
         results,
@@ -354,6 +396,7 @@ fn machine_paths(
 fn build_report(
     options: &Options,
     corpus: &str,
+    corpus_hash: Option<String>,
     pythons: &[Python],
     wheels: Vec<report::WheelInfo>,
     projects: Vec<ProjectResult>,
@@ -370,6 +413,9 @@ fn build_report(
         profile: options.profile.clone(),
         switch_values: options.switch_values.clone(),
         shard: options.shard.map(|(i, n)| format!("{i}/{n}")),
+        corpus_hash,
+        only: options.only.clone(),
+        merged: None,
         wall_seconds,
         summary: report::summarize(&projects),
         projects,
@@ -448,6 +494,7 @@ fn check(path: &Path, options: &Options) -> Result<i32, String> {
     let mut report = build_report(
         options,
         &format!("check {}", path.display()),
+        None,
         &pythons,
         wheel_infos,
         results,

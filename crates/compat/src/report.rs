@@ -34,9 +34,28 @@ pub struct Report {
     #[serde(default)]
     pub switch_values: Vec<String>,
     pub shard: Option<String>,
+    /// Hash of the corpus manifest's text (`None` in reports written before it was recorded):
+    /// shards of one corpus split the same project list only if the manifest did not change.
+    #[serde(default)]
+    pub corpus_hash: Option<String>,
+    /// `--only` projects (empty: the whole corpus); the shards split this selection.
+    #[serde(default)]
+    pub only: Vec<String>,
+    /// Set on a report made by `merge` from shard reports: the shards it holds and the missing.
+    #[serde(default)]
+    pub merged: Option<Merged>,
     pub wall_seconds: f64,
     pub projects: Vec<ProjectResult>,
     pub summary: Summary,
+}
+
+/// Which shards a merged report holds (`asyncbis-compat merge`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Merged {
+    /// The shards merged, "I/N", in order.
+    pub shards: Vec<String>,
+    /// The shards of the same run not given to the merge: empty when the report is complete.
+    pub missing: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -429,18 +448,17 @@ pub fn render_markdown(report: &Report, switch_doc: Option<&str>) -> String {
     let _ = writeln!(md, "# asyncbis breakage study\n");
     let _ = writeln!(
         md,
-        "Corpus `{}`, Python {}, asyncbis-compat {}{}; {}, {:.0} s wall for this invocation (results already in the cache are reused, not rerun).\n",
+        "Corpus `{}`, Python {}, asyncbis-compat {}{}; {}, {}.\n",
         report.corpus,
         report.pythons.join(", "),
         report.tool_version,
-        report
-            .shard
-            .as_ref()
-            .map(|s| format!(", shard {s}"))
-            .unwrap_or_default(),
+        shard_text(report),
         plural(s.projects, "project", "projects"),
-        report.wall_seconds
+        wall_text(report)
     );
+    if let Some(missing) = missing_text(report) {
+        let _ = writeln!(md, "**Partial report**: {missing}\n");
+    }
     if report.stock_only {
         let _ = writeln!(
             md,
@@ -630,6 +648,48 @@ pub fn render_markdown(report: &Report, switch_doc: Option<&str>) -> String {
         );
     }
     md
+}
+
+/// Which part of the corpus the report covers: ", shard 1/3", ", merged from shards 1/3, 2/3".
+fn shard_text(report: &Report) -> String {
+    match (&report.merged, &report.shard) {
+        (Some(merged), _) => format!(", merged from shards {}", merged.shards.join(", ")),
+        (None, Some(shard)) => format!(", shard {shard}"),
+        (None, None) => String::new(),
+    }
+}
+
+fn wall_text(report: &Report) -> String {
+    if report.merged.is_some() {
+        format!(
+            "{:.0} s wall summed over the shard runs (results already in the cache are reused, not rerun)",
+            report.wall_seconds
+        )
+    } else {
+        format!(
+            "{:.0} s wall for this invocation (results already in the cache are reused, not rerun)",
+            report.wall_seconds
+        )
+    }
+}
+
+/// For a merged report without all its shards: which are missing and what that means.
+fn missing_text(report: &Report) -> Option<String> {
+    let merged = report.merged.as_ref()?;
+    if merged.missing.is_empty() {
+        return None;
+    }
+    let (shards, verb, those) = if merged.missing.len() == 1 {
+        ("shard", "is", "that shard")
+    } else {
+        ("shards", "are", "those shards")
+    };
+    Some(format!(
+        "{shards} {} of this run {verb} missing; the projects of {those} are not in this report, \
+         and its totals count only the shards it holds ({}).",
+        merged.missing.join(", "),
+        merged.shards.join(", ")
+    ))
 }
 
 /// `1 project`, `2 projects`.
@@ -942,7 +1002,8 @@ struct HtmlContext<'a> {
     corpus: &'a str,
     pythons: String,
     tool_version: &'a str,
-    shard: Option<&'a str>,
+    shard: String,
+    partial: Option<String>,
     projects_text: String,
     wall: String,
     stock_only: bool,
@@ -1124,9 +1185,10 @@ pub fn render_html(report: &Report, switch_doc: Option<&str>) -> String {
         corpus: &report.corpus,
         pythons: report.pythons.join(", "),
         tool_version: &report.tool_version,
-        shard: report.shard.as_deref(),
+        shard: shard_text(report),
+        partial: missing_text(report),
         projects_text: plural(s.projects, "project", "projects"),
-        wall: format!("{:.0} s", report.wall_seconds),
+        wall: wall_text(report),
         stock_only: report.stock_only,
         always_off: &report.always_off,
         profile: report.profile.as_deref(),
@@ -1182,6 +1244,110 @@ pub fn render_html(report: &Report, switch_doc: Option<&str>) -> String {
         .expect("templates/report.html renders");
     html.push('\n');
     html
+}
+
+/// Report data built from the model, for the tests of the commands that read reports
+/// (`merge`, `compare`): fixtures that follow the model and cannot rot.
+#[cfg(test)]
+pub mod fixtures {
+    use super::*;
+    use crate::analysis::Attribution;
+    use crate::results::Counts;
+    use crate::study::{NewFailure, RunSummary};
+
+    /// A newly failing test fixed by `fixed_by` (none: unattributed).
+    pub fn failure(nodeid: &str, fixed_by: &[&str]) -> NewFailure {
+        NewFailure {
+            nodeid: nodeid.into(),
+            outcome: Outcome::Failed,
+            phase: "call".into(),
+            signature: Signature {
+                id: format!("sig-{}", fixed_by.join("+")),
+                exc_type: "RuntimeError".into(),
+                message: "boom".into(),
+                frame: "pkg/a.py:f".into(),
+                owner: Owner::Library,
+            },
+            attribution: Some(Attribution {
+                verdict: if fixed_by.is_empty() {
+                    Verdict::Unattributed
+                } else {
+                    Verdict::Switch
+                },
+                fixed_by: fixed_by.iter().map(|s| s.to_string()).collect(),
+                involved: vec![],
+                held_off: vec![],
+            }),
+            reruns: BTreeMap::new(),
+            traceback: format!("Traceback of {nodeid}"),
+            signature_run: None,
+        }
+    }
+
+    /// A compared project: 10 tests passing on stock, `failures` newly failing.
+    pub fn project(name: &str, python: &str, failures: Vec<NewFailure>) -> ProjectResult {
+        let run = |mode: &str, passed| RunSummary {
+            mode: mode.into(),
+            counts: Counts {
+                passed,
+                ..Default::default()
+            },
+            wall_seconds: 1.0,
+            exit_status: Some(0),
+            killed_at_cap: false,
+            stalled: false,
+            activation: None,
+        };
+        ProjectResult {
+            name: name.into(),
+            version: "1.0".into(),
+            python: python.into(),
+            status: Status::Ok,
+            reason: None,
+            note: None,
+            installed: BTreeMap::new(),
+            runs: vec![
+                run("stock-1", 10),
+                run("stock-2", 10),
+                run("asyncbis", 10 - failures.len()),
+            ],
+            flaky: vec![],
+            newly_passing: vec![],
+            failures,
+            not_run: vec![],
+            patches: vec![],
+            wall_seconds: 3.0,
+        }
+    }
+
+    /// The report of a run of `corpus` (seed profile, one wheel per Python) over `projects`.
+    pub fn report(corpus: &str, pythons: &[&str], projects: Vec<ProjectResult>) -> Report {
+        Report {
+            tool_version: "0.1.0".into(),
+            generated_unix: 1_800_000_000,
+            corpus: corpus.into(),
+            pythons: pythons.iter().map(|p| p.to_string()).collect(),
+            wheels: pythons
+                .iter()
+                .map(|p| WheelInfo {
+                    python: p.to_string(),
+                    wheel: "asyncbis-0.1.0-cp312-cp312-linux_x86_64.whl".into(),
+                    content_hash: "00000000000000aa".into(),
+                })
+                .collect(),
+            stock_only: false,
+            always_off: vec![],
+            profile: None,
+            switch_values: vec![],
+            shard: None,
+            corpus_hash: Some("c0ffee".into()),
+            only: vec![],
+            merged: None,
+            wall_seconds: 10.0,
+            summary: summarize(&projects),
+            projects,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -1327,6 +1493,9 @@ mod tests {
             profile: None,
             switch_values: vec![],
             shard: None,
+            corpus_hash: None,
+            only: vec![],
+            merged: None,
             wall_seconds: 5.0,
             summary: summarize(&projects),
             projects,
