@@ -24,6 +24,21 @@ pub const SWITCHES: &[&str] = &[
 /// their switch values are asked from the installed asyncbis.
 pub const PROFILES: &[&str] = &["seed", "recommended", "additive", "additive+timeouts"];
 
+/// Each profile's switch values, in words (asyncbis.switches.PROFILES; docs/switches.md,
+/// Profiles): reports record the profile's name, and the comparison of profiles shows these.
+pub const PROFILE_VALUES: &[(&str, &str)] = &[
+    ("seed", "every switch on"),
+    (
+        "recommended",
+        "no-loop-policies=deprecated, task-cancel-level=uncancel, root-task-group=unretrieved, the rest on",
+    ),
+    ("additive", "level-cancellation on, every other switch off"),
+    (
+        "additive+timeouts",
+        "level-cancellation and scoped-timeouts on, every other switch off",
+    ),
+];
+
 /// The switch behind test-harness breakage (pytest-asyncio's event-loop-policy calls): the
 /// attribution reruns try it first and settle the tests it fixes.
 pub const HARNESS_SWITCH: &str = "no-loop-policies";
@@ -404,6 +419,27 @@ pub fn judge_activation(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn profile_values_in_words_match_the_library() {
+        let names: Vec<&str> = PROFILE_VALUES.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, PROFILES);
+        let source = include_str!("../../../python/asyncbis/switches.py");
+        let profiles = &source[source
+            .find("PROFILES: dict")
+            .expect("PROFILES in switches.py")..];
+        for (name, words) in PROFILE_VALUES {
+            assert!(profiles.contains(&format!("\"{name}\":")), "{name}");
+            for pair in words.split(", ") {
+                if let Some((switch, value)) = pair.split_once('=') {
+                    assert!(
+                        profiles.contains(&format!("\"{switch}\": \"{value}\"")),
+                        "{name}: {pair} not in switches.py"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn the_tool_tries_every_switch_the_library_has() {

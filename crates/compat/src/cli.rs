@@ -1,5 +1,5 @@
 //! Command-line interface (clap, derive): `asyncbis-compat [run] | check | list | render | merge |
-//! services`.
+//! compare | services`.
 //!
 //! Clap's parse is turned into [`Options`], the resolved settings the rest of the tool reads.
 
@@ -23,7 +23,7 @@ const DEFAULT_CORPUS: &str = "quick";
                   asyncbis installed for each --python (packed into a wheel as it is).\n\
                   Exit status: 0 done; 1 some project was not activated, (check) tests newly \
                   fail or (merge) shards are missing; 2 usage or setup error, or reports that do \
-                  not belong together (merge).",
+                  not belong together (merge, compare).",
     args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
@@ -60,6 +60,15 @@ enum CommandArgs {
         #[arg(long = "from", required = true, value_name = "REPORT_JSON")]
         from: Vec<PathBuf>,
         /// Directory to write report.{json,md,html} into.
+        #[arg(long, default_value = DEFAULT_OUT, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Put the reports of one corpus under different profiles (and Pythons) side by side.
+    Compare {
+        /// A report.json (repeated, one per profile and Python; merge shards first).
+        #[arg(long = "from", required = true, value_name = "REPORT_JSON")]
+        from: Vec<PathBuf>,
+        /// Directory to write compare.{json,md,html} into.
         #[arg(long, default_value = DEFAULT_OUT, value_name = "DIR")]
         out: PathBuf,
     },
@@ -185,6 +194,7 @@ pub enum Command {
     List,
     Render(PathBuf),
     Merge(Vec<PathBuf>),
+    Compare(Vec<PathBuf>),
     Services(Vec<String>),
     Completions(clap_complete::Shell),
 }
@@ -313,6 +323,10 @@ impl From<Cli> for Options {
                 out,
                 ..Options::plain(Command::Merge(from))
             },
+            Some(CommandArgs::Compare { from, out }) => Options {
+                out,
+                ..Options::plain(Command::Compare(from))
+            },
             Some(CommandArgs::Completions { shell }) => Options::plain(Command::Completions(shell)),
             Some(CommandArgs::Services { names, no_services }) => Options {
                 no_services,
@@ -388,7 +402,15 @@ mod tests {
         let mut script = Vec::new();
         write_completions(clap_complete::Shell::Bash, &mut script);
         let script = String::from_utf8(script).unwrap();
-        for word in ["check", "render", "--corpus", "--profile", "--keep-off"] {
+        for word in [
+            "check",
+            "render",
+            "merge",
+            "compare",
+            "--corpus",
+            "--profile",
+            "--keep-off",
+        ] {
             assert!(
                 script.contains(word),
                 "{word} missing from the bash completions"
@@ -474,6 +496,18 @@ mod tests {
         let render = parse("render --from r.json --out d").unwrap();
         assert_eq!(render.command, Command::Render(PathBuf::from("r.json")));
         assert_eq!(render.out, PathBuf::from("d"));
+        let merge = parse("merge --from a/report.json --from b/report.json --out m").unwrap();
+        assert_eq!(
+            merge.command,
+            Command::Merge(vec!["a/report.json".into(), "b/report.json".into()])
+        );
+        assert_eq!(merge.out, PathBuf::from("m"));
+        let compare = parse("compare --from a.json --from b.json").unwrap();
+        assert_eq!(
+            compare.command,
+            Command::Compare(vec!["a.json".into(), "b.json".into()])
+        );
+        assert_eq!(compare.out, PathBuf::from(DEFAULT_OUT));
         let list = parse("list --corpus corpus/default.toml").unwrap();
         assert_eq!(
             (list.command, list.corpus.as_str()),
@@ -526,6 +560,9 @@ mod tests {
             ("check a b", "unexpected argument"),
             ("stray", "unrecognized subcommand"),
             ("render", "--from"),
+            ("merge", "--from"),
+            ("compare --out d", "--from"),
+            ("merge --from a.json --shard 1/2", "--shard"),
             ("check p --shard 1/2", "--shard"),
             ("services", "<NAME>"),
             ("--keep-off bogus", "possible values"),

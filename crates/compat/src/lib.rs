@@ -4,6 +4,7 @@
 pub mod analysis;
 pub mod cache;
 pub mod cli;
+pub mod compare;
 pub mod environment;
 pub mod manifest;
 pub mod merge;
@@ -41,6 +42,7 @@ pub fn main_with_args(args: Vec<String>) -> i32 {
         Command::List => list(&options),
         Command::Render(from) => render(&from, &options.out),
         Command::Merge(from) => merge_reports(&from, &options.out),
+        Command::Compare(from) => compare_reports(&from, &options.out),
         Command::Services(names) => start_services(&names, &options),
         Command::Completions(shell) => {
             // Generated into memory first: clap_complete panics on a failed write, and a
@@ -143,16 +145,32 @@ fn read_report(from: &Path) -> Result<report::Report, String> {
         .map_err(|err| format!("{} is not an asyncbis-compat report: {err}", from.display()))
 }
 
-fn merge_reports(from: &[PathBuf], out: &Path) -> Result<i32, String> {
-    let inputs = from
-        .iter()
+fn read_inputs(from: &[PathBuf]) -> Result<Vec<merge::Input>, String> {
+    from.iter()
         .map(|path| {
             Ok(merge::Input {
                 path: path.display().to_string(),
                 report: read_report(path)?,
             })
         })
-        .collect::<Result<Vec<_>, String>>()?;
+        .collect()
+}
+
+fn compare_reports(from: &[PathBuf], out: &Path) -> Result<i32, String> {
+    let comparison = compare::compare(&read_inputs(from)?)?;
+    for warning in &comparison.warnings {
+        eprintln!("asyncbis-compat: warning: {warning}");
+    }
+    compare::write_comparison(&comparison, out)?;
+    eprintln!(
+        "asyncbis-compat: wrote {}/compare.{{json,md,html}}",
+        out.display()
+    );
+    Ok(0)
+}
+
+fn merge_reports(from: &[PathBuf], out: &Path) -> Result<i32, String> {
+    let inputs = read_inputs(from)?;
     let merged = merge::merge(&inputs)?;
     for warning in &merged.warnings {
         eprintln!("asyncbis-compat: warning: {warning}");

@@ -732,6 +732,19 @@ const PALETTE: &[&str] = &[
     "#9c755f", "#17becf", "#bcbd22", "#8c8c8c", "#222222", "#d0d0d0", "#f0e442",
 ];
 
+/// The colour of a chart's `index`-th series: the palette, then hues a golden angle apart (a
+/// chart by project can have more series than the palette has colours).
+pub fn series_colour(index: usize) -> String {
+    match PALETTE.get(index) {
+        Some(colour) => colour.to_string(),
+        None => format!(
+            "hsl({:.0},55%,{}%)",
+            (index as f64 * 137.508) % 360.0,
+            if index.is_multiple_of(2) { 45 } else { 65 }
+        ),
+    }
+}
+
 /// The verdict categories drawn after the switches.
 const VERDICT_CATEGORIES: &[&str] = &[
     "combination",
@@ -755,7 +768,7 @@ pub fn failure_category(attribution: Option<&crate::analysis::Attribution>) -> S
 pub struct Bar {
     x: String,
     width: String,
-    fill: &'static str,
+    fill: String,
     name: String,
     value: usize,
 }
@@ -773,7 +786,7 @@ pub struct ChartRow {
 #[derive(Debug, Serialize)]
 pub struct LegendItem {
     name: String,
-    fill: &'static str,
+    fill: String,
     x: String,
     y: String,
     text_x: String,
@@ -821,7 +834,7 @@ impl Chart {
                         bars.push(Bar {
                             x: px(x),
                             width: px(w),
-                            fill: PALETTE[part % PALETTE.len()],
+                            fill: series_colour(part),
                             name: series.get(part).cloned().unwrap_or_default(),
                             value: *value,
                         });
@@ -847,7 +860,7 @@ impl Chart {
                 let y = legend_top + (index / 3) as f64 * 18.0;
                 LegendItem {
                     name: name.clone(),
-                    fill: PALETTE[index % PALETTE.len()],
+                    fill: series_colour(index),
                     x: px(x),
                     y: px(y),
                     text_x: px(x + 16.0),
@@ -1613,6 +1626,14 @@ mod tests {
             readable_version("file:///cache/src/janus-2.0.0", "2.0.0"),
             "2.0.0"
         );
+    }
+
+    #[test]
+    fn charts_with_more_series_than_colours_keep_them_apart() {
+        assert_eq!(series_colour(0), "#4e79a7");
+        let colours: BTreeSet<String> = (0..40).map(series_colour).collect();
+        assert_eq!(colours.len(), 40);
+        assert!(series_colour(PALETTE.len()).starts_with("hsl("));
     }
 
     #[test]
