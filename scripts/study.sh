@@ -7,6 +7,14 @@
 #   bash scripts/study.sh --commit-report         regenerate the committed report/quick-py3.12/
 #                                                 (needs the pinned Python 3.12.1)
 #   bash scripts/study.sh --python 3.13 ...       other arguments go to asyncbis-compat run
+#   CORPUS=default bash scripts/study.sh --profile recommended --shard 1/2 --commit-report
+#                                                 -> report/default-py3.12-recommended-shard1of2/
+#
+# The report directory is <corpus>-py<X.Y>, plus -<profile> for a --profile other than seed
+# and -shard<I>of<N> for --shard I/N, under report/ (--commit-report) or report-local/, so
+# runs under different profiles or shards never overwrite each other. Combine the shards with
+# `asyncbis-compat merge --from A/report.json --from B/report.json --out DIR` and put profiles
+# side by side with `asyncbis-compat compare --from ... --out DIR`.
 #
 # Environment: PYTHON (default: pyenv's 3.12.1 when installed, else python3; >= 3.11),
 # CORPUS (quick|default|FILE), JOBS (default 2), OUT (report directory),
@@ -23,8 +31,24 @@ JOBS=${JOBS:-2}
 
 COMMIT=0
 ARGS=()
+PROFILE=seed
+SHARD=""
+NEXT=""
 for arg in "$@"; do
-    if [ "$arg" = "--commit-report" ]; then COMMIT=1; else ARGS+=("$arg"); fi
+    # --profile and --shard go to the tool and name the default report directory.
+    case "$NEXT" in
+        profile) PROFILE=$arg ;;
+        shard) SHARD=$arg ;;
+    esac
+    NEXT=""
+    case "$arg" in
+        --commit-report) COMMIT=1; continue ;;
+        --profile) NEXT=profile ;;
+        --profile=*) PROFILE=${arg#--profile=} ;;
+        --shard) NEXT=shard ;;
+        --shard=*) SHARD=${arg#--shard=} ;;
+    esac
+    ARGS+=("$arg")
 done
 
 PYENV_PINNED=""
@@ -53,6 +77,15 @@ VERSION=$("$REAL_PYTHON" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3]
 MINOR=${VERSION%.*}
 
 CORPUS_NAME=$(basename "$CORPUS" .toml)
+# The report directory's name: report/<corpus>-py3.12[-<profile>][-shard<I>of<N>].
+RUN_NAME=$CORPUS_NAME-py$MINOR
+[ "$PROFILE" != seed ] && RUN_NAME=$RUN_NAME-$PROFILE
+if [ -n "$SHARD" ]; then
+    case "$SHARD" in
+        [0-9]*/[0-9]*) RUN_NAME=$RUN_NAME-shard${SHARD%%/*}of${SHARD#*/} ;;
+        *) echo "study.sh: --shard takes I/N (e.g. 1/2), not $SHARD" >&2; exit 2 ;;
+    esac
+fi
 if [ "$COMMIT" = 1 ]; then
     if [ "$VERSION" != "$PINNED" ]; then
         echo "study.sh: --commit-report needs Python $PINNED (committed reports are comparable only" \
@@ -60,9 +93,9 @@ if [ "$COMMIT" = 1 ]; then
              "or set PYTHON to it." >&2
         exit 2
     fi
-    OUT=${OUT:-$REPO/report/$CORPUS_NAME-py$MINOR}
+    OUT=${OUT:-$REPO/report/$RUN_NAME}
 else
-    OUT=${OUT:-$REPO/report-local/$CORPUS_NAME-py$MINOR}
+    OUT=${OUT:-$REPO/report-local/$RUN_NAME}
     if [ "$VERSION" != "$PINNED" ]; then
         echo "study.sh: note: Python $VERSION; the committed reports use $PINNED" >&2
     fi
