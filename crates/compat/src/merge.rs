@@ -263,7 +263,7 @@ pub fn merge(inputs: &[Input]) -> Result<Merge, String> {
         .collect();
     if !missing.is_empty() {
         warnings.push(format!(
-            "partial: {} missing (the report holds {}); run them with `asyncbis-compat run \
+            "partial: {} missing (the report holds {}); run the missing shards with `asyncbis-compat run \
              --shard I/N` and the same options, then merge again with every shard",
             if missing.len() == 1 {
                 format!("shard {} is", missing[0])
@@ -557,6 +557,36 @@ mod tests {
         shards[0].corpus_hash = None;
         assert!(merge(&inputs(&shards)).is_ok());
         assert!(merge(&[]).unwrap_err().contains("--from"));
+    }
+
+    #[test]
+    fn a_committed_report_split_into_shards_merges_back_into_itself() {
+        // Real data: the committed quick-corpus report, dealt into shards as `run --shard`
+        // deals the corpus (per Python, the same projects).
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../report/quick-py3.12/report.json"
+        );
+        let whole = Report::from_json(&std::fs::read_to_string(path).unwrap()).unwrap();
+        assert!(whole.projects.len() >= 5);
+        for count in [2, 4] {
+            let shards: Vec<Report> = (1..=count)
+                .map(|index| {
+                    let mut shard = whole.clone();
+                    shard.projects = crate::shard(&whole.projects, index, count);
+                    shard.summary = summarize(&shard.projects);
+                    shard.shard = Some(format!("{index}/{count}"));
+                    shard
+                })
+                .collect();
+            let merged = merge(&inputs(&shards)).unwrap().report;
+            assert_eq!(json(&merged.projects), json(&whole.projects));
+            assert_eq!(json(&merged.summary), json(&whole.summary));
+            assert_eq!(
+                body(&render_markdown(&merged, None), "Corpus `"),
+                body(&render_markdown(&whole, None), "Corpus `")
+            );
+        }
     }
 
     #[test]

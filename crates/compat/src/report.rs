@@ -809,7 +809,13 @@ impl Chart {
     /// `series` names the stacked parts (colours in PALETTE order); each row has one value per
     /// series.
     pub fn new(title: &str, series: &[String], rows: &[(String, Vec<usize>)]) -> Chart {
-        let label_width = 260.0;
+        // Wide enough for the longest row label (12px text, about 6.6px a character).
+        let longest = rows
+            .iter()
+            .map(|(label, _)| label.chars().count())
+            .max()
+            .unwrap_or(0);
+        let label_width = (longest as f64 * 6.6 + 12.0).max(260.0);
         let bar_width = 460.0;
         let row_height = 22.0;
         let top = 30.0;
@@ -1626,6 +1632,23 @@ mod tests {
             readable_version("file:///cache/src/janus-2.0.0", "2.0.0"),
             "2.0.0"
         );
+    }
+
+    #[test]
+    fn long_row_labels_widen_the_label_column() {
+        let short = Chart::new(
+            "t",
+            &["a".into()],
+            &[("aiofoo-1.0 (py3.12.1)".into(), vec![1])],
+        );
+        assert_eq!(short.label_right, "254.0");
+        let label =
+            "recommended + root-task-group=unretrieved-next-tick, keep-off no-loop-policies";
+        let long = Chart::new("t", &["a".into()], &[(label.into(), vec![1])]);
+        let right: f64 = long.label_right.parse().unwrap();
+        assert!(right >= label.len() as f64 * 6.5, "{right}");
+        let width: f64 = long.width.parse().unwrap();
+        assert!(width >= right + 460.0, "{width}");
     }
 
     #[test]
