@@ -51,6 +51,11 @@ _CREATE_TASK_KWARGS = (
 
 
 def _create_task(self: Any, coro: Any, **kwargs: Any) -> Any:
+    # Stock's create_task() instantiates whatever `asyncio.tasks.Task` is at call time. Code
+    # that puts another class there after patching (CPython's test_graph and
+    # test_free_threading install `_CTask`/`_PyTask`) gets that class, as with stock asyncio.
+    if asyncio.tasks.Task is not Task and self._task_factory is None:
+        return _stock.loop_create_task(self, coro, **kwargs)
     if self._task_factory is None or _task_factory.is_own_factory(self._task_factory):
         unknown = sorted(set(kwargs) - _CREATE_TASK_KWARGS)
         if unknown:

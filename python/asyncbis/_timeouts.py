@@ -15,9 +15,10 @@ import asyncio
 import asyncio.timeouts
 import contextlib
 import enum
+import inspect
 import math
 import threading
-from collections.abc import Awaitable, Generator, Iterator
+from collections.abc import Awaitable, Coroutine, Generator, Iterator
 from typing import Any, TypeVar
 
 from . import _core, _stock, switches
@@ -279,13 +280,26 @@ def unrouted(value: Any) -> Any:
     return value
 
 
-async def wait_for(fut: Awaitable[T], timeout: float | None) -> T:
+def wait_for(fut: Awaitable[T], timeout: float | None) -> Coroutine[Any, Any, T]:
     """Wait for ``fut`` with a time limit (stock signature); TimeoutError when it expires.
 
     Built on the scoped timeout: the awaitable runs in the calling task (a future or task is
     cancelled on timeout, as in stock asyncio 3.12+). ``None`` waits without a limit.
     """
-    if not switches.enabled("scoped-timeouts") or not _scopes_usable():
+    if not switches.enabled("scoped-timeouts"):
+        # Stock's own coroutine, not one awaiting it: no extra frame in the awaiting task's
+        # stack (3.14's asyncio.graph call stacks, tracebacks).
+        return _stock.wait_for(fut, timeout)
+    return _scoped_wait_for(fut, timeout)
+
+
+if hasattr(inspect, "markcoroutinefunction"):  # 3.12+
+    wait_for = inspect.markcoroutinefunction(wait_for)
+
+
+async def _scoped_wait_for(fut: Awaitable[T], timeout: float | None) -> T:
+    # Decided when awaited: the coroutine may be made outside the task that awaits it.
+    if not _scopes_usable():
         return await _stock.wait_for(fut, timeout)
     if timeout is not None and timeout <= 0:
         # Like stock: no time at all; a done future still gives its result.

@@ -579,6 +579,9 @@ impl TaskCore {
                                 &ctx,
                             )?;
                         }
+                        if let Some(add) = &c.future_add_to_awaited_by {
+                            add.bind(py).call1((&result, task))?;
+                        }
                         this.fut_waiter.set(Some(result.clone().unbind()));
                         // Level: a yield inside a cancelled scope is cancelled at once.
                         if let Some(tid) = this.tree_id.get() {
@@ -737,6 +740,11 @@ impl TaskCore {
 }
 
 /// asyncio's `_enter_task(loop, task)`, same checks and messages, on its dict when possible.
+/// 3.14+: the C accelerator keeps the current task on the thread state and its `_enter_task`
+/// refuses a loop that is not the thread's running loop as the C `_set_running_loop` recorded
+/// it (stock's C task steps through an internal entry without that check). A loop made
+/// running by the pure-Python `events._set_running_loop` (a test swapping it) cannot run
+/// asyncbis tasks there: "loop ... is not the running loop", as for stock's `_PyTask`.
 fn enter_task<'py>(
     py: Python<'py>,
     loop_: &Bound<'py, PyAny>,
@@ -982,6 +990,11 @@ impl TaskCore {
             Some(fut) => {
                 // Wake-up: the awaited future is done.
                 slf.get().fut_waiter.set(None);
+                if let Some(discard) = &cached(py).future_discard_from_awaited_by {
+                    if let Some(task) = slf.get().task.get_ref(py) {
+                        discard.bind(py).call1((&fut, task))?;
+                    }
+                }
                 if let Some(exc) = crate::own_cancelled_exc(&fut) {
                     return Self::step(slf, Some(exc), StepKind::Scheduled);
                 }

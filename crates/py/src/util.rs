@@ -132,6 +132,12 @@ pub struct Cached {
     pub register_task: Py<PyAny>,
     /// 3.12+: used for eager starts, which run inside another task's step.
     pub swap_current_task: Option<Py<PyAny>>,
+    /// 3.14+ `_asyncio.future_add_to_awaited_by` / `future_discard_from_awaited_by`: a task
+    /// records itself on the future it waits on, as stock's C task does inside its step, for
+    /// `asyncio.graph` (`capture_call_graph()` walks a future's `_asyncio_awaited_by`). The C
+    /// functions, not `asyncio.futures`' names, which tests swap for the pure-Python ones.
+    pub future_add_to_awaited_by: Option<Py<PyAny>>,
+    pub future_discard_from_awaited_by: Option<Py<PyAny>>,
     pub base_exception_group: Py<PyAny>,
     /// `(KeyboardInterrupt, SystemExit)`: see `is_exit_request`.
     pub exit_requests: Py<pyo3::types::PyTuple>,
@@ -165,6 +171,15 @@ fn current_tasks_dict(py: Python<'_>) -> Option<Py<pyo3::types::PyDict>> {
         .map(|d| d.unbind())
 }
 
+/// A function of the C accelerator `_asyncio`, if it has it.
+fn c_asyncio_fn(py: Python<'_>, name: &str) -> Option<Py<PyAny>> {
+    py.import("_asyncio")
+        .ok()?
+        .getattr(name)
+        .ok()
+        .map(|f| f.unbind())
+}
+
 pub fn cached(py: Python<'_>) -> &'static Cached {
     CACHED.get_or_init(py, || {
         let load = || -> PyResult<Cached> {
@@ -191,6 +206,8 @@ pub fn cached(py: Python<'_>) -> &'static Cached {
                 leave_task: tasks.getattr("_leave_task")?.unbind(),
                 register_task: tasks.getattr("_register_task")?.unbind(),
                 swap_current_task: tasks.getattr("_swap_current_task").ok().map(|f| f.unbind()),
+                future_add_to_awaited_by: c_asyncio_fn(py, "future_add_to_awaited_by"),
+                future_discard_from_awaited_by: c_asyncio_fn(py, "future_discard_from_awaited_by"),
                 base_exception_group: builtins.getattr("BaseExceptionGroup")?.unbind(),
                 exit_requests: pyo3::types::PyTuple::new(
                     py,
