@@ -137,6 +137,10 @@ pub fn parse_corpus(text: &str) -> Result<Corpus, String> {
 /// pattern must name at least one file. Globs are expanded in name order.
 pub fn resolve_patches(patterns: &[String], base: &Path) -> Result<Vec<PathBuf>, String> {
     let mut files = Vec::new();
+    // Absolute: `patch` runs inside the copy of the sdist, not where the manifest was named.
+    let base = std::path::absolute(base)
+        .map_err(|err| format!("patches: cannot resolve {}: {err}", base.display()))?;
+    let base = base.as_path();
     for pattern in patterns {
         let path = base.join(pattern);
         let name = path

@@ -1150,9 +1150,10 @@ pub fn apply_patches(
         if !output.status.success() {
             let _ = std::fs::remove_dir_all(&work);
             return Err(format!(
-                "patch {} does not apply to {id}: {}",
+                "patch {} does not apply to {id}: {} {}",
                 patch.display(),
-                String::from_utf8_lossy(&output.stdout).trim()
+                String::from_utf8_lossy(&output.stdout).trim(),
+                String::from_utf8_lossy(&output.stderr).trim()
             ));
         }
     }
@@ -2026,6 +2027,34 @@ mod tests {
         let bad = "[[project]]\nname = \"x\"\nversion = \"1\"\ninstall = \".\"\npatches = [\"patches/*.diff\"]\n";
         let err = crate::manifest::parse_corpus_at(bad, &fixture).unwrap_err();
         assert!(err.contains("names no file"), "{err}");
+    }
+
+    #[test]
+    fn patches_of_a_manifest_named_by_a_relative_path_apply() {
+        // `run --corpus corpus/default.toml` names the manifest relative to the working
+        // directory, while `patch` runs inside the copy of the sdist: the patch files must
+        // still be found from there.
+        let relative = Path::new("../../tests/fixtures/compat_patch/corpus.toml");
+        assert!(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(relative)
+                .is_file(),
+            "cargo runs unit tests in the crate's directory"
+        );
+        let corpus = crate::manifest::load_corpus(relative).unwrap();
+        let entry = &corpus.projects[0];
+        let cache = std::env::temp_dir().join(format!(
+            "asyncbis-compat-patch-relative-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&cache);
+        let original = relative.parent().unwrap().join("project");
+        let patched = apply_patches(&cache, &original, &entry.id(), &entry.patches);
+        let code = std::fs::read_to_string(patched.unwrap().join("port_me/__init__.py"));
+        let _ = std::fs::remove_dir_all(&cache);
+        assert!(code
+            .unwrap()
+            .contains("await asyncio.shield(close(resource))"));
     }
 
     #[test]
