@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import asyncio.base_events
 import sys
+import weakref
 
 import pytest
 
@@ -29,13 +30,58 @@ def test_step_handle_names_its_task():
     try:
         task = loop.create_task(work())
         handle = loop._ready[-1]  # the task's first step
+        assert getattr(handle._callback, "__self__", None) is task
         formatted = asyncio.base_events._format_handle(handle)
         expected = repr(task)
         loop.run_until_complete(task)
     finally:
         loop.close()
-    assert getattr(handle._callback, "__self__", None) is task
     assert formatted == expected
+
+
+def test_finished_task_step_names_it_in_debug_mode():
+    """The slow-callback log is written after the step ran: in debug mode a finished task's
+    step still names it (test_base_events.test_log_slow_callbacks)."""
+
+    async def work():
+        await asyncio.sleep(0)
+
+    loop = asyncio.new_event_loop()
+    loop.set_debug(True)
+    try:
+        task = loop.create_task(work())
+        handle = loop._ready[-1]
+        loop.run_until_complete(task)
+        for _ in range(2):  # past the iteration in which the step lets go of the task
+            loop.run_until_complete(asyncio.sleep(0))
+    finally:
+        loop.close()
+    assert getattr(handle._callback, "__self__", None) is task
+
+
+def test_finished_task_step_keeps_no_reference_outside_debug_mode():
+    """Outside debug mode a task's finish creates no weak reference to it (one allocation and
+    one GC-tracked object per task, for a reader that only exists in debug mode): the step
+    lets go of the task entirely."""
+
+    loop = asyncio.new_event_loop()
+    try:
+        fut = loop.create_future()
+
+        async def work():
+            await fut
+
+        task = loop.create_task(work())
+        handle = loop._ready[-1]
+        loop.run_until_complete(asyncio.sleep(0))  # the first step ran; the task waits
+        assert not task.done()
+        running_refs = weakref.getweakrefcount(task)
+        fut.set_result(None)
+        loop.run_until_complete(task)
+    finally:
+        loop.close()
+    assert weakref.getweakrefcount(task) == running_refs
+    assert getattr(handle._callback, "__self__", None) is None
 
 
 @pytest.mark.skipif(sys.version_info < (3, 13), reason="3.13+ contract")
