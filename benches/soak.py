@@ -162,6 +162,12 @@ def serve(mode: str) -> int:
             connections -= 1
             writer.close()
 
+    async def connections_closed() -> None:
+        for _ in range(3000):  # bounded: at most about 30 s
+            if connections == 0:
+                return
+            await sleep(0.01)
+
     def on_exception(loop: asyncio.AbstractEventLoop, context: dict) -> None:
         handler_calls.append(str(context.get("message")))
         loop.default_exception_handler(context)
@@ -190,6 +196,11 @@ def serve(mode: str) -> int:
         announce(server)
         loop.run_forever()
         server.close()
+        # Before closing the loop, let the handlers of connections the client has not closed
+        # yet end (it closes them after QUIT): 3.12+'s Server.wait_closed() waits for them,
+        # 3.11's returns at once, and a handler still pending when the loop closes is
+        # destroyed later ("Task was destroyed but it is pending!", with stock asyncio too).
+        loop.run_until_complete(connections_closed())
         loop.run_until_complete(server.wait_closed())
         loop.close()
     return 0
@@ -199,7 +210,9 @@ def serve(mode: str) -> int:
 # Client and verdict (this process, stock asyncio)
 
 
-async def _client(port: int, requests: int, concurrency: int, reconnect: int) -> dict:
+async def _client(
+    port: int, requests: int, concurrency: int, reconnect: int, linger: float = 0.0
+) -> dict:
     marks = [
         requests // 10 + i * (requests - requests // 10) // (CHECKPOINTS - 1)
         for i in range(CHECKPOINTS)
@@ -246,13 +259,23 @@ async def _client(port: int, requests: int, concurrency: int, reconnect: int) ->
         samples.append(sample)
     ctl_writer.write(b"QUIT\n")
     await ctl_writer.drain()
+    # --linger: the connections stay open a while after QUIT, so the server is shut down with
+    # handlers still waiting on them (tests/test_soak.py)
+    await asyncio.sleep(linger)
     for _, writer in conns:
         writer.close()
     ctl_writer.close()
     return {"samples": samples, "bad_replies": bad_replies, "seconds": time.perf_counter() - t0}
 
 
-def run_mode(mode: str, requests: int, concurrency: int, reconnect: int, rss_limit: float) -> dict:
+def run_mode(
+    mode: str,
+    requests: int,
+    concurrency: int,
+    reconnect: int,
+    rss_limit: float,
+    linger: float = 0.0,
+) -> dict:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
         [sys.executable, str(Path(__file__).resolve()), "--serve", mode],
@@ -269,7 +292,7 @@ def run_mode(mode: str, requests: int, concurrency: int, reconnect: int, rss_lim
             _, err = proc.communicate(timeout=30)
             return {"mode": mode, "error": f"server did not start: {line!r} {err[-2000:]}"}
         port = int(line.split()[1])
-        out = asyncio.run(_client(port, requests, concurrency, reconnect))
+        out = asyncio.run(_client(port, requests, concurrency, reconnect, linger))
         try:
             _, err = proc.communicate(timeout=60)
         except subprocess.TimeoutExpired:
@@ -343,6 +366,12 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--reconnect", type=int, default=200, help="requests per connection")
     ap.add_argument("--modes", default=",".join(MODES))
     ap.add_argument("--rss-limit", type=float, default=0.05)
+    ap.add_argument(
+        "--linger",
+        type=float,
+        default=0.0,
+        help="seconds the client keeps its connections open after telling the server to quit",
+    )
     ap.add_argument("--json", type=Path)
     ap.add_argument("--serve", choices=MODES, help=argparse.SUPPRESS)
     ns = ap.parse_args(argv)
@@ -364,7 +393,9 @@ def main(argv: list[str]) -> int:
     )
     results = []
     for mode in modes:
-        results.append(run_mode(mode, ns.requests, ns.concurrency, ns.reconnect, ns.rss_limit))
+        results.append(
+            run_mode(mode, ns.requests, ns.concurrency, ns.reconnect, ns.rss_limit, ns.linger)
+        )
         print(_report(results[-1:]).splitlines()[1], flush=True)
     print()
     print(_report(results))
