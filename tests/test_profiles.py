@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import pathlib
 import subprocess
 import sys
 import warnings
@@ -551,19 +552,16 @@ def test_unknown_profile_in_the_environment_fails_clearly():
     assert "valid profiles are: seed, recommended, additive, additive+timeouts" in proc.stderr
 
 
-def test_the_study_tool_knows_the_same_switches_and_profiles():
-    """asyncbis-compat (Rust) mirrors NAMES and PROFILES to validate its options up front."""
-    import pathlib
-    import re
-
-    source = (
-        pathlib.Path(__file__).resolve().parents[1] / "crates" / "compat" / "src" / "analysis.rs"
-    ).read_text()
-
-    def const(name: str) -> list[str]:
-        body = re.search(rf"pub const {name}: &\[&str\] = &\[(.*?)\];", source, re.S)
-        assert body, f"{name} not found in analysis.rs"
-        return re.findall(r'"([^"]+)"', body.group(1))
-
-    assert const("SWITCHES") == list(switches.NAMES)
-    assert const("PROFILES") == list(switches.PROFILES)
+def test_the_docs_describe_every_switch_value_and_profile():
+    """docs/switches.md has a row for each switch, each further value and each profile of
+    switches.toml (the list the library and the study tool asyncbis-compat both read)."""
+    docs = (pathlib.Path(__file__).resolve().parents[1] / "docs" / "switches.md").read_text()
+    rows = [f"| `{name}` |" for name in switches.NAMES]
+    rows += [
+        f"| `{name}={value}` |"
+        for name, values in switches.VALUES.items()
+        for value in values
+        if value not in ("on", "off")
+    ]
+    rows += [f"| `{name}` |" for name in switches.PROFILES]
+    assert [row for row in rows if row not in docs] == []

@@ -17,54 +17,40 @@ ASYNCBIS_SWITCHES apply on top of it. See docs/switches.md for what each switch 
 from __future__ import annotations
 
 import os
+import tomllib
 from collections.abc import Callable
 
 from . import _core
 
+
+def _load() -> tuple[tuple[str, ...], dict[str, tuple[str, ...]], dict[str, dict[str, object]]]:
+    """NAMES, VALUES and PROFILES from switches.toml, the list the study tool compiles in."""
+    with open(os.path.join(os.path.dirname(__file__), "switches.toml"), "rb") as f:
+        data = tomllib.load(f)
+    names = tuple(s["name"] for s in data["switch"])
+    values = {s["name"]: tuple(s["values"]) for s in data["switch"] if "values" in s}
+    profiles: dict[str, dict[str, object]] = {}
+    for p in data["profile"]:
+        if "only" in p:  # these on, every other switch off
+            profiles[p["name"]] = {n: False for n in names if n not in p["only"]}
+        else:  # switch=value pairs, every other switch on
+            pairs = (item.partition("=") for item in p.get("set", ()))
+            profiles[p["name"]] = {n: v for n, _, v in pairs}
+    return names, values, profiles
+
+
 #: Every switch (docs/switches.md): the behaviours under study first, later additions at the end.
-NAMES: tuple[str, ...] = (
-    "root-task-group",
-    "level-cancellation",
-    "task-cancel-level",
-    "inline-shield",
-    "scoped-timeouts",
-    "graceful-signals",
-    "no-loop-policies",
-    "no-task-factory",
-    "structured-exit",
-    # asyncio.TaskGroup is the asyncbis (cancel-scope) task group; off: stock TaskGroup
-    "scoped-taskgroups",
-    # sniffio reports "asyncbis" inside asyncbis loops; off: it reports "asyncio"
-    "sniffio-name",
-)
+NAMES: tuple[str, ...]
 
 #: Switches that take more values than on/off, and those values ('on' is the seed's
 #: behaviour, 'off' is stock asyncio; the others are migration paths, see docs/switches.md).
-VALUES: dict[str, tuple[str, ...]] = {
-    "root-task-group": ("off", "on", "unretrieved", "unretrieved-next-tick", "unwaited-at-finish"),
-    "task-cancel-level": ("off", "on", "uncancel"),
-    "inline-shield": ("off", "on", "coroutines"),
-    "no-loop-policies": ("off", "on", "deprecated"),
-}
+VALUES: dict[str, tuple[str, ...]]
 
 #: Named sets of switch values (ASYNCBIS_PROFILE=name, use_profile(name)); a switch a profile
 #: does not name is on. Rationale of each in docs/switches.md, "Profiles".
-PROFILES: dict[str, dict[str, object]] = {
-    # today's defaults: every switch at its asyncbis value
-    "seed": {},
-    # the study's cheapest path to level cancellation (docs/findings.md)
-    "recommended": {
-        "no-loop-policies": "deprecated",
-        "task-cancel-level": "uncancel",
-        "root-task-group": "unretrieved",
-    },
-    # a level-triggered CancelScope is added, every existing mechanism stays stock
-    "additive": {n: False for n in NAMES if n != "level-cancellation"},
-    # additive, plus asyncio.timeout()/wait_for() as level cancel scopes
-    "additive+timeouts": {
-        n: False for n in NAMES if n not in ("level-cancellation", "scoped-timeouts")
-    },
-}
+PROFILES: dict[str, dict[str, object]]
+
+NAMES, VALUES, PROFILES = _load()
 
 _values: dict[str, object] = {}
 _profile = "seed"

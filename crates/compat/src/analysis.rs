@@ -4,40 +4,9 @@ use crate::results::{Outcome, TestRecord};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
-/// The behaviour switches (docs/switches.md; asyncbis.switches.NAMES), in the
-/// order they are tried (after the harness switch).
-pub const SWITCHES: &[&str] = &[
-    "root-task-group",
-    "level-cancellation",
-    "task-cancel-level",
-    "inline-shield",
-    "scoped-timeouts",
-    "graceful-signals",
-    "no-loop-policies",
-    "no-task-factory",
-    "structured-exit",
-    "scoped-taskgroups",
-    "sniffio-name",
-];
-
-/// The asyncbis profiles (asyncbis.switches.PROFILES) a study can run under (`--profile`);
-/// their switch values are asked from the installed asyncbis.
-pub const PROFILES: &[&str] = &["seed", "recommended", "additive", "additive+timeouts"];
-
-/// Each profile's switch values, in words (asyncbis.switches.PROFILES; docs/switches.md,
-/// Profiles): reports record the profile's name, and the comparison of profiles shows these.
-pub const PROFILE_VALUES: &[(&str, &str)] = &[
-    ("seed", "every switch on"),
-    (
-        "recommended",
-        "no-loop-policies=deprecated, task-cancel-level=uncancel, root-task-group=unretrieved, the rest on",
-    ),
-    ("additive", "level-cancellation on, every other switch off"),
-    (
-        "additive+timeouts",
-        "level-cancellation and scoped-timeouts on, every other switch off",
-    ),
-];
+// SWITCHES, SWITCH_DEFINITIONS, PROFILES and PROFILE_VALUES: the library's own list
+// (python/asyncbis/switches.toml), compiled in by build.rs.
+include!(concat!(env!("OUT_DIR"), "/switches.rs"));
 
 /// The switch behind test-harness breakage (pytest-asyncio's event-loop-policy calls): the
 /// attribution reruns try it first and settle the tests it fixes.
@@ -421,48 +390,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn profile_values_in_words_match_the_library() {
-        let names: Vec<&str> = PROFILE_VALUES.iter().map(|(n, _)| *n).collect();
-        assert_eq!(names, PROFILES);
-        let source = include_str!("../../../python/asyncbis/switches.py");
-        let profiles = &source[source
-            .find("PROFILES: dict")
-            .expect("PROFILES in switches.py")..];
-        for (name, words) in PROFILE_VALUES {
-            assert!(profiles.contains(&format!("\"{name}\":")), "{name}");
-            for pair in words.split(", ") {
-                if let Some((switch, value)) = pair.split_once('=') {
-                    assert!(
-                        profiles.contains(&format!("\"{switch}\": \"{value}\"")),
-                        "{name}: {pair} not in switches.py"
-                    );
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn the_tool_tries_every_switch_the_library_has() {
-        // The names between `NAMES: tuple[str, ...] = (` and `)` in the library's switches.py.
-        let source = include_str!("../../../python/asyncbis/switches.py");
-        let start = source
-            .find("NAMES: tuple[str, ...] = (")
-            .expect("NAMES in switches.py");
-        let body = &source[start..];
-        let body = &body[..body.find("\n)").expect("end of NAMES")];
-        let names: Vec<&str> = body
-            .lines()
-            .skip(1)
-            .map(str::trim)
-            .filter(|l| l.starts_with('"'))
-            .map(|l| l.trim_end_matches(',').trim_matches('"'))
-            .collect();
-        assert!(names.len() >= 9, "{names:?}");
-        let mut ours: Vec<&str> = SWITCHES.to_vec();
-        let mut theirs = names.clone();
-        ours.sort_unstable();
-        theirs.sort_unstable();
-        assert_eq!(ours, theirs);
+    fn the_switch_list_is_the_library_one() {
+        assert_eq!(SWITCHES.first(), Some(&"root-task-group"));
+        assert!(SWITCHES.contains(&HARNESS_SWITCH));
+        assert_eq!(
+            PROFILES,
+            ["seed", "recommended", "additive", "additive+timeouts"]
+        );
+        let words: BTreeMap<&str, &str> = PROFILE_VALUES.iter().copied().collect();
+        assert_eq!(words["seed"], "every switch on");
+        assert_eq!(
+            words["recommended"],
+            "no-loop-policies=deprecated, task-cancel-level=uncancel, root-task-group=unretrieved, the rest on"
+        );
+        assert_eq!(
+            words["additive"],
+            "level-cancellation on, every other switch off"
+        );
+        assert_eq!(
+            words["additive+timeouts"],
+            "level-cancellation and scoped-timeouts on, every other switch off"
+        );
     }
 
     fn rec(id: &str, outcome: Outcome) -> TestRecord {
