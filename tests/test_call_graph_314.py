@@ -139,3 +139,42 @@ def test_wait_for_with_scoped_timeouts_off_is_stocks_own_coroutine():
     import inspect
 
     assert inspect.iscoroutinefunction(asyncio.wait_for)
+
+
+@needs_graph
+def test_a_task_group_child_is_awaited_by_the_task_that_opened_the_group():
+    graphs: dict[str, Any] = {}
+
+    async def child(name: str) -> None:
+        await asyncio.sleep(0)
+        graphs[name] = asyncio.capture_call_graph()
+
+    async def main() -> None:
+        host = asyncio.current_task()
+        async with asyncbis.TaskGroup() as tg:
+            a = tg.create_task(child("a"))
+        assert [g.future for g in graphs["a"].awaited_by] == [host]
+        # Ended: taken off again.
+        assert not a._asyncio_awaited_by
+
+    asyncbis.run(main())
+
+
+@needs_graph
+def test_loose_tasks_of_a_run_are_awaited_by_nobody():
+    # The root group holds them so that their failures are not lost, but nobody awaits them,
+    # as with stock's loop.create_task().
+    graphs: list[Any] = []
+
+    async def loose() -> None:
+        await asyncio.sleep(0)
+        graphs.append(asyncio.capture_call_graph())
+
+    async def main() -> None:
+        await asyncio.create_task(loose())
+        t = asyncio.create_task(loose())
+        while not t.done():
+            await asyncio.sleep(0)
+
+    asyncbis.run(main())
+    assert [len(g.awaited_by) for g in graphs] == [1, 0]

@@ -68,6 +68,9 @@ pub struct TaskGroup {
     /// Which child failures the group acts on (`OrphanPolicy`); the root group's follows the
     /// root-task-group switch, every other group is strict.
     orphan_policy: GilCell<OrphanPolicy>,
+    /// The root group of a run (`_set_orphan_policy`): its children are the run's loose
+    /// tasks, which nobody awaits.
+    is_root: GilCell<bool>,
 }
 
 /// When a failed child counts as a failure of the group.
@@ -482,6 +485,7 @@ impl TaskGroup {
                 .insert(key);
         }
         this.live.set(this.live.get() + 1);
+        this.note_awaited_by(py, &task, true);
         // Counted as a child before its first step: an eager child may finish within it. A
         // first step that cannot be started (call_soon() refused, from another thread in
         // debug mode; an eager step's context already entered) un-counts it again: the
@@ -491,6 +495,29 @@ impl TaskGroup {
             return Err(e);
         }
         Ok(task)
+    }
+
+    /// 3.14+ `asyncio.graph`: the host task awaits its children, recorded in each child's
+    /// `_asyncio_awaited_by` while it runs (`add`) and taken off when it ends, as stock's
+    /// TaskGroup does with `future_add_to_awaited_by`. Not for the root group, whose children
+    /// are the run's loose tasks. A failure to record is reported, never the spawn's error.
+    pub fn note_awaited_by(&self, py: Python<'_>, task: &Bound<'_, PyAny>, add: bool) {
+        let c = cached(py);
+        let func = if add {
+            &c.future_add_to_awaited_by
+        } else {
+            &c.future_discard_from_awaited_by
+        };
+        let Some(func) = func else { return };
+        if self.is_root.get() {
+            return;
+        }
+        let Some(host) = self.host.get_ref(py).and_then(|h| h.get().task_obj(py)) else {
+            return;
+        };
+        if let Err(e) = func.bind(py).call1((task, host)) {
+            e.write_unraisable(py, Some(task));
+        }
     }
 
     /// A child whose first step could not be started (`TaskCore::abandon_unstarted`): no
@@ -620,6 +647,7 @@ impl TaskGroup {
             cancelled_children: GilCell::new(false),
             registered: GilCell::new(0),
             orphan_policy: GilCell::new(OrphanPolicy::Strict),
+            is_root: GilCell::new(false),
         })
     }
 
@@ -647,6 +675,7 @@ impl TaskGroup {
             ));
         }
         self.orphan_policy.set(policy);
+        self.is_root.set(true);
         Ok(())
     }
 

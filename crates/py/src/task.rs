@@ -168,6 +168,11 @@ impl TaskCore {
         self.tree_id.get()
     }
 
+    /// The Task object this core steps (None once it finished).
+    pub fn task_obj(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.task.get_ref(py)
+    }
+
     pub fn loop_obj(&self, py: Python<'_>) -> Option<Py<PyAny>> {
         self.loop_.get_ref(py)
     }
@@ -284,6 +289,7 @@ impl TaskCore {
             }
         }
         if let (Some(group), Some(task)) = (this.group.take(), task) {
+            group.get().note_awaited_by(py, task.bind(py), false);
             let watch = TaskGroup::child_done(
                 group.bind(py),
                 task.bind(py),
@@ -330,6 +336,9 @@ impl TaskCore {
             }
         }
         if let Some(group) = this.group.take() {
+            if let Some(task) = &task {
+                group.get().note_awaited_by(py, task.bind(py), false);
+            }
             group.get().child_abandoned(py, this.group_slot.take());
         }
     }
