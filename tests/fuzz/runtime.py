@@ -14,6 +14,10 @@ exited, maybe in another task), ``CancelTask`` (``Task.cancel()`` on a spawned t
 scope across its ``yield``; the consumer may leave it with ``break``, so the loop's finalizer
 closes it later, in another task).
 
+The statements it shares with the conformance language (tests/conformance/language.py: Sleep,
+Checkpoint, Raise, Try, Group, Spawn, Start, Cancel) are that language's, as are the numbering
+and the listing, which this module extends with its own statements.
+
 The interpreter runs a program with ``asyncbis.run()`` on a virtual clock (sleeps take no
 real time) and checks, whatever the program does:
 
@@ -36,9 +40,21 @@ import asyncio
 import gc
 import sys
 import threading
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
+from conformance import language
+from conformance.language import (
+    Cancel,
+    Checkpoint,
+    Group,
+    Raise,
+    Sleep,  # whole seconds only: this numbering adds no fractions (timers may coincide)
+    Spawn,
+    Start,
+    Statement,
+    Try,
+)
 from conformance.virtual_clock import VirtualClockDeadlock, VirtualClockLoop
 
 import asyncbis
@@ -46,7 +62,7 @@ import asyncbis
 MAX_LOOP_ITERATIONS = 20_000
 
 ScopeKind = Literal["cancel", "move_on", "fail", "timeout"]
-Catches = Literal["error", "timeout", "cancelled"]
+Catches = Literal["error", "timeout", "cancelled"]  # the words of Try.catches here
 
 
 class ProgramError(Exception):
@@ -57,36 +73,12 @@ class Hang(RuntimeError):
     """The program ran more loop iterations than any terminating program of its size needs."""
 
 
-# -- the language ---------------------------------------------------------------------------
+# -- the language: the conformance language's statements, and these -----------------------
 
 
 @dataclass(frozen=True)
-class Sleep:
-    seconds: int
-    id: int = 0
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    id: int = 0
-
-
-@dataclass(frozen=True)
-class Raise:
-    id: int = 0
-
-
-@dataclass(frozen=True)
-class Try:
-    body: Block
-    catches: Catches
-    handler: Block
-    reraise: bool
-    id: int = 0
-
-
-@dataclass(frozen=True)
-class Scope:
+class Scope(Statement):
+    blocks = ("body",)
     body: Block
     kind: ScopeKind
     deadline: int | None  # seconds from entry; None: none; -1: already past
@@ -95,62 +87,30 @@ class Scope:
 
 
 @dataclass(frozen=True)
-class Group:
-    body: Block
-    id: int = 0
+class ThreadSpawn(Spawn):
+    """A Spawn made from a worker thread (``loop.call_soon_threadsafe``)."""
 
 
 @dataclass(frozen=True)
-class Spawn:
-    group_depth: int
-    body: Block
-    id: int = 0
-    group: int = 0
-
-
-@dataclass(frozen=True)
-class ThreadSpawn:
-    group_depth: int
-    body: Block
-    id: int = 0
-    group: int = 0
-
-
-@dataclass(frozen=True)
-class Start:
-    group_depth: int
-    before: Block
-    after: Block
-    calls_started: bool
-    id: int = 0
-    group: int = 0
-
-
-@dataclass(frozen=True)
-class Cancel:
+class CancelTask(Statement):
     target_index: int
     id: int = 0
     target: int = 0
 
 
 @dataclass(frozen=True)
-class CancelTask:
-    target_index: int
-    id: int = 0
-    target: int = 0
-
-
-@dataclass(frozen=True)
-class Shield:
+class Shield(Statement):
+    blocks = ("body",)
     body: Block
     id: int = 0
 
 
 @dataclass(frozen=True)
-class AsyncGen:
+class AsyncGen(Statement):
     """``async for`` over a generator that enters a scope and yields ``items`` times in it;
     the consumer runs ``body`` per item and breaks after ``break_after`` items (None: never)."""
 
+    blocks = ("body",)
     kind: ScopeKind
     deadline: int | None
     items: int
@@ -178,143 +138,78 @@ Block = tuple[Stmt, ...]
 
 
 @dataclass(frozen=True)
-class Program:
-    body: Block
+class Program(language.Program):
     eager: bool = False
-    scope_ids: tuple[int, ...] = field(default=())
-    group_ids: tuple[int, ...] = field(default=())
-    spawn_ids: tuple[int, ...] = field(default=())
 
 
-def _children(s: Stmt) -> tuple[str, ...]:
-    if isinstance(s, Try):
-        return ("body", "handler")
-    if isinstance(s, Start):
-        return ("before", "after")
-    if isinstance(s, (Scope, Group, Spawn, ThreadSpawn, Shield, AsyncGen)):
-        return ("body",)
-    return ()
+class _Numbering(language.Numbering):
+    """Spawn targets are the lexically enclosing groups, Cancel targets any scope or group,
+    CancelTask targets any spawned task; no timer fractions."""
+
+    def fraction(self) -> float:
+        return 0.0
+
+    def is_scope(self, s: Statement) -> bool:
+        return isinstance(s, (Scope, AsyncGen))
+
+    def target(self, s: Statement) -> int | None:
+        if isinstance(s, CancelTask):
+            return self.spawn_ids[s.target_index % len(self.spawn_ids)] if self.spawn_ids else None
+        return super().target(s)
 
 
 def number(body: Block, eager: bool = False) -> Program:
     """Assign ids in pre-order, resolve spawn targets (lexically enclosing groups) and
     cancel targets (any scope or group; any spawned task)."""
-    next_id = 1
-    scopes: list[int] = []
-    groups: list[int] = []
-    spawns: list[int] = []
+    return Program(**_Numbering().program(body), eager=eager)
 
-    def block(b: Block, enclosing: tuple[int, ...]) -> Block:
-        return tuple(stmt(s, enclosing) for s in b)
 
-    def stmt(s: Stmt, enclosing: tuple[int, ...]) -> Stmt:
-        nonlocal next_id
-        sid = next_id
-        next_id += 1
-        changes: dict[str, Any] = {"id": sid}
-        inner = enclosing
-        if isinstance(s, (Scope, AsyncGen)):
-            scopes.append(sid)
-        elif isinstance(s, Group):
-            groups.append(sid)
-            inner = (sid, *enclosing)
-        elif isinstance(s, (Spawn, ThreadSpawn, Start)):
-            changes["group"] = enclosing[min(s.group_depth, len(enclosing) - 1)]
-            if not isinstance(s, Start):
-                spawns.append(sid)
-        for name in _children(s):
-            changes[name] = block(getattr(s, name), inner)
-        return replace(s, **changes)
+class _Listing(language.Listing):
+    def text(self) -> str:
+        return f"# eager task factory: {self.program.eager}\n" + super().text()
 
-    def resolve(b: Block) -> Block:
-        out = []
-        everything = sorted(scopes + groups)
-        for s in b:
-            if isinstance(s, Cancel) and everything:
-                s = replace(s, target=everything[s.target_index % len(everything)])
-            elif isinstance(s, CancelTask) and spawns:
-                s = replace(s, target=spawns[s.target_index % len(spawns)])
-            for name in _children(s):
-                s = replace(s, **{name: resolve(getattr(s, name))})
-            out.append(s)
-        return tuple(out)
+    def except_clause(self, catches: str) -> str:
+        return {
+            "error": "except* ProgramError",
+            "timeout": "except* TimeoutError",
+            "cancelled": "except CancelledError",
+        }[catches]
 
-    numbered = resolve(block(body, ()))
-    return Program(numbered, eager, tuple(scopes), tuple(groups), tuple(spawns))
+    def stmt(self, s: Statement, pad: str, depth: int) -> None:
+        tag = f"  # [{s.id}]"
+        add = self.lines.append
+        if isinstance(s, Scope):
+            add(f"{pad}{_scope_text(s.kind, s.deadline, s.shield)} as s{s.id}:")
+            self.block(s.body, depth + 1)
+        elif isinstance(s, ThreadSpawn):
+            add(f"{pad}async def child{s.id}():")
+            self.block(s.body, depth + 1)
+            add(
+                f"{pad}in_thread(loop.call_soon_threadsafe, "
+                f"g{s.group}.create_task, child{s.id}())  # t{s.id}"
+            )
+        elif isinstance(s, CancelTask):
+            add(f"{pad}t{s.target}.cancel(){tag}")
+        elif isinstance(s, Shield):
+            add(f"{pad}async def shielded{s.id}():")
+            self.block(s.body, depth + 1)
+            add(f"{pad}await shield(shielded{s.id}()){tag}")
+        elif isinstance(s, AsyncGen):
+            add(f"{pad}async def agen{s.id}():")
+            add(f"{pad}    {_scope_text(s.kind, s.deadline, False)} as s{s.id}:")
+            add(f"{pad}        for i in range({s.items}):")
+            add(f"{pad}            yield i")
+            add(f"{pad}async for i in agen{s.id}():")
+            self.block(s.body, depth + 1)
+            if s.break_after is not None:
+                add(f"{pad}    if i + 1 >= {s.break_after}: break")
+        else:
+            super().stmt(s, pad, depth)
 
 
 def render(program: Program) -> str:
     """The program as (pseudo-)Python, for failure reports."""
-    lines = [f"# eager task factory: {program.eager}", "async def main():"]
-
-    def block(b: Block, depth: int) -> None:
-        pad = "    " * depth
-        if not b:
-            lines.append(f"{pad}pass")
-        for s in b:
-            tag = f"  # [{s.id}]"
-            if isinstance(s, Sleep):
-                lines.append(f"{pad}await sleep({s.seconds}){tag}")
-            elif isinstance(s, Checkpoint):
-                lines.append(f"{pad}await checkpoint(){tag}")
-            elif isinstance(s, Raise):
-                lines.append(f"{pad}raise ProgramError({s.id}){tag}")
-            elif isinstance(s, Try):
-                lines.append(f"{pad}try:{tag}")
-                block(s.body, depth + 1)
-                what = {
-                    "error": "except* ProgramError",
-                    "timeout": "except* TimeoutError",
-                    "cancelled": "except CancelledError",
-                }[s.catches]
-                lines.append(f"{pad}{what}:")
-                block(s.handler, depth + 1)
-                if s.reraise:
-                    lines.append(f"{pad}    raise")
-            elif isinstance(s, Scope):
-                lines.append(f"{pad}{_scope_text(s.kind, s.deadline, s.shield)} as s{s.id}:")
-                block(s.body, depth + 1)
-            elif isinstance(s, Group):
-                lines.append(f"{pad}async with TaskGroup() as g{s.id}:")
-                block(s.body, depth + 1)
-            elif isinstance(s, (Spawn, ThreadSpawn)):
-                lines.append(f"{pad}async def child{s.id}():")
-                block(s.body, depth + 1)
-                if isinstance(s, Spawn):
-                    lines.append(f"{pad}t{s.id} = g{s.group}.create_task(child{s.id}())")
-                else:
-                    lines.append(
-                        f"{pad}in_thread(loop.call_soon_threadsafe, "
-                        f"g{s.group}.create_task, child{s.id}())  # t{s.id}"
-                    )
-            elif isinstance(s, Start):
-                lines.append(f"{pad}async def child{s.id}(task_status):")
-                block(s.before, depth + 1)
-                if s.calls_started:
-                    lines.append(f"{pad}    task_status.started()")
-                block(s.after, depth + 1)
-                lines.append(f"{pad}await g{s.group}.start(child{s.id}){tag}")
-            elif isinstance(s, Cancel):
-                owner = "g" if s.target in program.group_ids else "s"
-                lines.append(f"{pad}{owner}{s.target}.cancel(){tag}")
-            elif isinstance(s, CancelTask):
-                lines.append(f"{pad}t{s.target}.cancel(){tag}")
-            elif isinstance(s, Shield):
-                lines.append(f"{pad}async def shielded{s.id}():")
-                block(s.body, depth + 1)
-                lines.append(f"{pad}await shield(shielded{s.id}()){tag}")
-            elif isinstance(s, AsyncGen):
-                lines.append(f"{pad}async def agen{s.id}():")
-                lines.append(f"{pad}    {_scope_text(s.kind, s.deadline, False)} as s{s.id}:")
-                lines.append(f"{pad}        for i in range({s.items}):")
-                lines.append(f"{pad}            yield i")
-                lines.append(f"{pad}async for i in agen{s.id}():")
-                block(s.body, depth + 1)
-                if s.break_after is not None:
-                    lines.append(f"{pad}    if i + 1 >= {s.break_after}: break")
-
-    block(program.body, 1)
-    return "\n".join(lines)
+    return _Listing(program).text()
 
 
 def _scope_text(kind: ScopeKind, deadline: int | None, shield: bool) -> str:
@@ -451,11 +346,11 @@ class Interpreter:
             async with asyncbis.TaskGroup() as tg:
                 self.groups[s.id] = tg
                 await self.block(s.body)
+        elif isinstance(s, ThreadSpawn):  # before Spawn: a ThreadSpawn is one
+            self.thread_spawn(s)
         elif isinstance(s, Spawn):
             tg = self.groups[s.group]
             self.tasks[s.id] = tg.create_task(self.block(s.body))
-        elif isinstance(s, ThreadSpawn):
-            self.thread_spawn(s)
         elif isinstance(s, Start):
             await self.groups[s.group].start(self.started_child, s)
         elif isinstance(s, Cancel):
