@@ -15,6 +15,9 @@ pub mod results;
 pub mod services;
 pub mod signature;
 pub mod study;
+// build.rs's half (it generates analysis's switch constants), compiled here for its tests.
+#[cfg(test)]
+mod switch_list;
 
 use cli::{Command, Options};
 use environment::Python;
