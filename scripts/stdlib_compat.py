@@ -319,6 +319,27 @@ def attribute(run_json: str, out: str | None) -> int:
     return 0
 
 
+def _module_of(test_id: str) -> str:
+    """`test.test_asyncio.test_tasks.X.test_y` (or "... (module crashed)") -> test_tasks."""
+    return test_id.split("test.test_asyncio.")[-1].split(".")[0].split(" ")[0]
+
+
+def _by_module_table(by_switch: dict[str, list[str]]) -> list[str]:
+    """The same failures per test module: how many, and which switch(es) each is owed to."""
+    per_module: dict[str, dict[str, int]] = {}
+    for key, tests in by_switch.items():
+        for t in tests:
+            counts = per_module.setdefault(_module_of(t), {})
+            counts[key] = counts.get(key, 0) + 1
+    lines = ["", "| test module | failures | by switch(es) |", "|---|---|---|"]
+    for mod, counts in sorted(per_module.items(), key=lambda kv: (-sum(kv[1].values()), kv[0])):
+        parts = ", ".join(
+            f"{key} {n}" for key, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        )
+        lines.append(f"| {mod} | {sum(counts.values())} | {parts} |")
+    return lines
+
+
 def report(directory: str) -> str:
     """Markdown: per Python, stock vs all-off vs defaults vs harness; failures by switch."""
     import glob
@@ -374,6 +395,7 @@ def report(directory: str) -> str:
             details.append("| switch(es) whose being off (alone) makes it pass | failures |")
             details.append("|---|---|")
             details += [f"| {key} | {len(ts)} |" for key, ts in ordered]
+            details += _by_module_table(by_switch)
             for key, ts in ordered:
                 details.append(f"\n<details><summary>{key} ({len(ts)})</summary>\n")
                 details += [f"- `{t}`" for t in ts]

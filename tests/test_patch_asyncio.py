@@ -101,6 +101,34 @@ def test_new_event_loop_run_until_complete_gets_a_root_group():
         loop.close()
 
 
+@pytest.mark.parametrize("which", ["_PyTask", "_CTask"])
+def test_run_until_complete_uses_a_task_class_installed_as_asyncio_tasks_task(which: str):
+    # Stock's run_until_complete(coro) wraps the coroutine in a task of whatever class
+    # asyncio.tasks.Task is; a test that installs _PyTask (CPython's test_events, with the
+    # pure-Python running-loop functions, which 3.14's C _enter_task does not see) must get
+    # one, not an asyncbis root task.
+    made: list[asyncio.Future] = []
+
+    class Recording(getattr(asyncio.tasks, which)):  # type: ignore[misc]
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    async def main():
+        await asyncio.sleep(0)
+        return 7
+
+    saved = asyncio.tasks.Task
+    asyncio.tasks.Task = Recording
+    loop = asyncio.new_event_loop()
+    try:
+        assert loop.run_until_complete(main()) == 7
+        assert len(made) == 1 and made[0].result() == 7
+    finally:
+        loop.close()
+        asyncio.tasks.Task = saved
+
+
 def test_stock_wait_for_and_timeouts_module_use_scoped_timeouts():
     # 3.12+'s stock wait_for reads asyncio.timeouts.timeout; the prototype missed that.
     async def main():

@@ -77,6 +77,9 @@ def _run_until_complete(self: Any, future: Any) -> Any:
     if (
         asyncio.iscoroutine(future)
         and switches.enabled("root-task-group")
+        # Another task class installed as asyncio.tasks.Task (see _create_task): stock's way,
+        # a task of that class, not an asyncbis root task.
+        and asyncio.tasks.Task is Task
         and _root_group.root_group(self) is None
         and not _task_factory.runner_managed(self)
         and not self.is_running()
