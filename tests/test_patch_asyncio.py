@@ -129,6 +129,29 @@ def test_run_until_complete_uses_a_task_class_installed_as_asyncio_tasks_task(wh
         asyncio.tasks.Task = saved
 
 
+@pytest.mark.parametrize("which", ["_PyTask", "_CTask"])
+def test_asyncio_run_keeps_its_root_task_when_another_task_class_is_installed(which: str):
+    # The run's root task hosts the root group, so it stays an asyncbis task; the tasks main
+    # creates are of the installed class, as with stock (CPython's test_free_threading runs
+    # asyncio.run() with _CTask/_PyTask installed: the root group's entry failed, the run
+    # thread died and the test hung).
+    cls = getattr(asyncio.tasks, which)
+
+    async def child():
+        return 5
+
+    async def main():
+        t = asyncio.get_running_loop().create_task(child())
+        return type(t), await t
+
+    saved = asyncio.tasks.Task
+    asyncio.tasks.Task = cls
+    try:
+        assert asyncio.run(main()) == (cls, 5)
+    finally:
+        asyncio.tasks.Task = saved
+
+
 def test_stock_wait_for_and_timeouts_module_use_scoped_timeouts():
     # 3.12+'s stock wait_for reads asyncio.timeouts.timeout; the prototype missed that.
     async def main():
