@@ -130,6 +130,11 @@ pub struct Attribution {
     /// hid the switch behind the test's own failure.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub held_off: Vec<String>,
+    /// Switches whose one-switch-off probe passed once but not when made again (or whose
+    /// test then passed with every switch on as well): a lucky pass, not a cause; never in
+    /// `fixed_by`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub intermittent: Vec<String>,
 }
 
 impl Attribution {
@@ -200,6 +205,60 @@ fn passed(probe: &Option<Probe>) -> bool {
 pub struct Round {
     pub held_off: Vec<String>,
     pub switch_off: BTreeMap<String, Option<Probe>>,
+    /// When more than one switch's probe passed: each of those probes made again (see
+    /// `Round::needs_repeat`), and the round's baseline made again (`baseline_again`).
+    pub again: Option<Repeat>,
+}
+
+/// A round's passing probes made a second time, to tell a cause from a lucky pass.
+#[derive(Debug, Default, Clone)]
+pub struct Repeat {
+    /// The round's baseline again: every switch on but the held-off ones.
+    pub baseline_again: Option<Probe>,
+    /// The one-switch-off probe again, for each switch whose first probe passed.
+    pub switch_off: BTreeMap<String, Option<Probe>>,
+}
+
+impl Round {
+    /// Switches whose first one-switch-off probe passed, in SWITCHES order.
+    pub fn first_passes(&self) -> Vec<String> {
+        SWITCHES
+            .iter()
+            .filter(|switch| self.switch_off.get(**switch).is_some_and(passed))
+            .map(|switch| switch.to_string())
+            .collect()
+    }
+
+    /// Several switches each fixing a test alone is what a lucky pass looks like (a race that
+    /// went the other way once): their probes are made again, with the baseline. A single
+    /// fixing switch is not repeated (see the README's attribution rules: it would double the
+    /// cost of nearly every failure).
+    pub fn needs_repeat(&self) -> bool {
+        self.again.is_none() && self.first_passes().len() > 1
+    }
+
+    /// The switches that fix the test: every passing probe's switch, or after a repeat those
+    /// whose probe passed both times, provided the baseline failed again.
+    pub fn fixed_by(&self) -> Vec<String> {
+        let first = self.first_passes();
+        match &self.again {
+            None => first,
+            Some(again) if passed(&again.baseline_again) => Vec::new(),
+            Some(again) => first
+                .into_iter()
+                .filter(|switch| again.switch_off.get(switch).is_some_and(passed))
+                .collect(),
+        }
+    }
+
+    /// Switches whose first probe passed but whose pass did not hold up when repeated.
+    pub fn intermittent(&self) -> Vec<String> {
+        let fixed = self.fixed_by();
+        self.first_passes()
+            .into_iter()
+            .filter(|switch| !fixed.contains(switch))
+            .collect()
+    }
 }
 
 /// Rounds of probes per test at most: the first, then one per unmasked harness-breaking switch.
@@ -262,11 +321,20 @@ impl RerunOutcomes {
             .map(|s| s.to_string())
     }
 
-    /// Whether some round found switches that fix the test.
+    /// Whether some round found switches that fix the test (after any repeat).
     pub fn fixed(&self) -> bool {
-        self.rounds
-            .iter()
-            .any(|round| round.switch_off.values().any(passed))
+        self.rounds.iter().any(|round| !round.fixed_by().is_empty())
+    }
+
+    /// Whether the test's first round passed with every switch on when made again: a test
+    /// that fails only sometimes with every switch on, not reproducible.
+    fn baseline_passed_again(&self) -> bool {
+        self.rounds.first().is_some_and(|round| {
+            round
+                .again
+                .as_ref()
+                .is_some_and(|again| passed(&again.baseline_again))
+        })
     }
 
     /// Whether the test's failures cost the whole time limit (timeouts, hangs): its probes are
@@ -278,21 +346,24 @@ impl RerunOutcomes {
 }
 
 pub fn attribute(outcomes: &RerunOutcomes) -> Attribution {
+    // Lucky passes are reported whatever the verdict.
+    let intermittent: Vec<String> = outcomes
+        .rounds
+        .iter()
+        .flat_map(Round::intermittent)
+        .collect();
     let verdict = |verdict, fixed_by, involved, held_off| Attribution {
         verdict,
         fixed_by,
         involved,
         held_off,
+        intermittent: intermittent.clone(),
     };
-    if passed(&outcomes.confirm) {
+    if passed(&outcomes.confirm) || outcomes.baseline_passed_again() {
         return verdict(Verdict::NotReproducible, vec![], vec![], vec![]);
     }
     for round in &outcomes.rounds {
-        let fixed_by: Vec<String> = SWITCHES
-            .iter()
-            .filter(|switch| round.switch_off.get(**switch).is_some_and(passed))
-            .map(|switch| switch.to_string())
-            .collect();
+        let fixed_by = round.fixed_by();
         if !fixed_by.is_empty() {
             return verdict(Verdict::Switch, fixed_by, vec![], round.held_off.clone());
         }
@@ -335,7 +406,9 @@ pub fn combinations(outcomes: &BTreeMap<String, RerunOutcomes>) -> Vec<String> {
 pub fn needs_all_off(outcomes: &BTreeMap<String, RerunOutcomes>) -> Vec<String> {
     outcomes
         .iter()
-        .filter(|(_, o)| !passed(&o.confirm) && !o.fixed() && o.all_off.is_none())
+        .filter(|(_, o)| {
+            !passed(&o.confirm) && !o.baseline_passed_again() && !o.fixed() && o.all_off.is_none()
+        })
         .map(|(id, _)| id.clone())
         .collect()
 }
@@ -519,6 +592,7 @@ mod tests {
                     .iter()
                     .map(|(s, o)| (s.to_string(), probe(*o, "call")))
                     .collect(),
+                again: None,
             }],
             all_off: all_off.and_then(|o| probe(o, "call")),
             only_on: BTreeMap::new(),
@@ -585,6 +659,174 @@ mod tests {
         assert_eq!(needs_all_off(&pending), vec!["x"]);
     }
 
+    fn repeat(baseline: Outcome, off: &[(&str, Option<Outcome>)]) -> Repeat {
+        Repeat {
+            baseline_again: probe(baseline, "call"),
+            switch_off: off
+                .iter()
+                .map(|(s, o)| (s.to_string(), o.and_then(|o| probe(o, "call"))))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn several_fixing_switches_are_repeated_and_lucky_passes_left_out() {
+        use Outcome::*;
+        // aiologic's test_current_green_library_failsafe: sniffio-name breaks it; the probes
+        // with level-cancellation and structured-exit off passed by winning a race once.
+        let three = [
+            ("level-cancellation", Passed),
+            ("structured-exit", Passed),
+            ("sniffio-name", Passed),
+            ("root-task-group", Failed),
+        ];
+        let mut o = with(Some(Failed), &three, None);
+        assert!(o.rounds[0].needs_repeat());
+        // Before the repeat, all three (what the tool used to report).
+        assert_eq!(attribute(&o).fixed_by.len(), 3);
+        o.rounds[0].again = Some(repeat(
+            Failed,
+            &[
+                ("level-cancellation", Some(Failed)),
+                ("structured-exit", Some(Timeout)),
+                ("sniffio-name", Some(Passed)),
+            ],
+        ));
+        assert!(!o.rounds[0].needs_repeat(), "repeated once, not again");
+        let found = attribute(&o);
+        assert_eq!(found.verdict, Verdict::Switch);
+        assert_eq!(found.fixed_by, vec!["sniffio-name"]);
+        assert_eq!(
+            found.intermittent,
+            vec!["level-cancellation", "structured-exit"]
+        );
+        assert!(found.is_attributed() && o.fixed());
+        let pending: BTreeMap<String, RerunOutcomes> = [("t".to_string(), o.clone())].into();
+        assert!(needs_all_off(&pending).is_empty());
+
+        // Two switches that both hold up: both named, nothing intermittent.
+        let mut both = with(
+            Some(Failed),
+            &[
+                ("task-cancel-level", Passed),
+                ("level-cancellation", Passed),
+            ],
+            None,
+        );
+        both.rounds[0].again = Some(repeat(
+            Failed,
+            &[
+                ("task-cancel-level", Some(Passed)),
+                ("level-cancellation", Some(Passed)),
+            ],
+        ));
+        let held = attribute(&both);
+        assert_eq!(
+            held.fixed_by,
+            vec!["level-cancellation", "task-cancel-level"]
+        );
+        assert!(held.intermittent.is_empty());
+
+        // A single fixing switch is not repeated (cost: nearly every failure has one).
+        let single = with(
+            Some(Failed),
+            &[("sniffio-name", Passed), ("root-task-group", Failed)],
+            None,
+        );
+        assert!(!single.rounds[0].needs_repeat());
+        assert_eq!(attribute(&single).fixed_by, vec!["sniffio-name"]);
+        assert!(attribute(&single).intermittent.is_empty());
+    }
+
+    #[test]
+    fn when_no_pass_holds_up_the_other_rules_decide() {
+        use Outcome::*;
+        let two = [("level-cancellation", Passed), ("structured-exit", Passed)];
+        // Neither repeat passes (one did not even run: not a pass): no switch fixes it, so it
+        // needs the all-switches-off rerun like any test no switch fixes.
+        let mut o = with(Some(Failed), &two, None);
+        o.rounds[0].again = Some(repeat(
+            Failed,
+            &[
+                ("level-cancellation", Some(Failed)),
+                ("structured-exit", None),
+            ],
+        ));
+        assert!(!o.fixed());
+        let pending: BTreeMap<String, RerunOutcomes> = [("t".to_string(), o.clone())].into();
+        assert_eq!(needs_all_off(&pending), vec!["t"]);
+        o.all_off = probe(Failed, "call");
+        let none = attribute(&o);
+        assert_eq!(none.verdict, Verdict::Unattributed);
+        assert!(none.fixed_by.is_empty() && !none.is_attributed());
+        assert_eq!(
+            none.intermittent,
+            vec!["level-cancellation", "structured-exit"]
+        );
+        // All off passes: the combination reruns decide, as for any test.
+        o.all_off = probe(Passed, "call");
+        let pending: BTreeMap<String, RerunOutcomes> = [("t".to_string(), o.clone())].into();
+        assert_eq!(combinations(&pending), vec!["t"]);
+        o.only_on = [
+            ("level-cancellation".to_string(), probe(Failed, "call")),
+            ("structured-exit".to_string(), probe(Failed, "call")),
+        ]
+        .into();
+        let combo = attribute(&o);
+        assert_eq!(combo.verdict, Verdict::Combination);
+        assert_eq!(
+            combo.intermittent,
+            vec!["level-cancellation", "structured-exit"]
+        );
+
+        // Every switch on, the test passed when made again: it fails only sometimes, and
+        // none of the passes can be told from luck. Not reproducible, no further reruns.
+        let mut flaky = with(Some(Failed), &two, None);
+        flaky.rounds[0].again = Some(repeat(
+            Passed,
+            &[
+                ("level-cancellation", Some(Passed)),
+                ("structured-exit", Some(Passed)),
+            ],
+        ));
+        let verdict = attribute(&flaky);
+        assert_eq!(verdict.verdict, Verdict::NotReproducible);
+        assert!(verdict.fixed_by.is_empty());
+        assert_eq!(
+            verdict.intermittent,
+            vec!["level-cancellation", "structured-exit"]
+        );
+        let pending: BTreeMap<String, RerunOutcomes> = [("t".to_string(), flaky)].into();
+        assert!(needs_all_off(&pending).is_empty());
+
+        // Behind a held-off switch, the baseline passing again is not "passes with every
+        // switch on": the round's passes are intermittent and the test goes on to all-off.
+        let mut behind = RerunOutcomes {
+            confirm: probe(Error, "setup"),
+            ..Default::default()
+        };
+        behind.rounds[0]
+            .switch_off
+            .insert("no-loop-policies".into(), probe(Failed, "call"));
+        behind.rounds.push(Round {
+            held_off: vec!["no-loop-policies".into()],
+            switch_off: two
+                .iter()
+                .map(|(s, o)| (s.to_string(), probe(*o, "call")))
+                .collect(),
+            again: Some(repeat(
+                Passed,
+                &[
+                    ("level-cancellation", Some(Passed)),
+                    ("structured-exit", Some(Passed)),
+                ],
+            )),
+        });
+        assert!(!behind.fixed());
+        let pending: BTreeMap<String, RerunOutcomes> = [("t".to_string(), behind)].into();
+        assert_eq!(needs_all_off(&pending), vec!["t"]);
+    }
+
     #[test]
     fn a_combination_needs_two_switches_or_it_is_unattributed() {
         use Outcome::*;
@@ -636,6 +878,7 @@ mod tests {
                 ("root-task-group".to_string(), probe(Failed, "call")),
             ]
             .into(),
+            again: None,
         });
         let found = attribute(&o);
         assert_eq!(found.verdict, Verdict::Switch);
@@ -670,6 +913,7 @@ mod tests {
             rounds: vec![Round {
                 held_off: vec![],
                 switch_off: [("sniffio-name".to_string(), probe(Failed, "teardown"))].into(),
+                again: None,
             }],
             ..Default::default()
         };

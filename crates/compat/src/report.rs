@@ -219,6 +219,7 @@ pub fn summarize(projects: &[ProjectResult]) -> Summary {
             } else {
                 held_off_label(&fixed_by.join("+"), failure)
             };
+            let key = intermittent_label(key, failure);
             *sig.fixed_by.entry(key).or_default() += 1;
         }
     }
@@ -387,6 +388,15 @@ fn held_off_label(switches: &str, failure: &crate::study::NewFailure) -> String 
     match failure.attribution.as_ref().map(|a| &a.held_off) {
         Some(held) if !held.is_empty() => format!("{switches} ({} held off)", held.join("+")),
         _ => switches.to_string(),
+    }
+}
+
+/// Switches whose probe passed once but not when repeated are named after the verdict, so a
+/// reader sees the lucky passes that were left out: "x (intermittent: y+z)".
+fn intermittent_label(label: String, failure: &crate::study::NewFailure) -> String {
+    match failure.attribution.as_ref().map(|a| &a.intermittent) {
+        Some(lucky) if !lucky.is_empty() => format!("{label} (intermittent: {})", lucky.join("+")),
+        _ => label,
     }
 }
 
@@ -1280,6 +1290,7 @@ pub mod fixtures {
                 fixed_by: fixed_by.iter().map(|s| s.to_string()).collect(),
                 involved: vec![],
                 held_off: vec![],
+                intermittent: vec![],
             }),
             reruns: BTreeMap::new(),
             traceback: format!("Traceback of {nodeid}"),
@@ -1377,6 +1388,7 @@ mod tests {
                 fixed_by: fixed_by.iter().map(|s| s.to_string()).collect(),
                 involved: vec![],
                 held_off: vec![],
+                intermittent: vec![],
             }),
             reruns: BTreeMap::new(),
             traceback: "Traceback <here>".into(),
@@ -1503,6 +1515,47 @@ mod tests {
             summary: summarize(&projects),
             projects,
         }
+    }
+
+    #[test]
+    fn lucky_passes_are_shown_beside_the_verdict_and_old_reports_still_read() {
+        let mut report = sample_report();
+        let mut lucky = failure(
+            "t::lucky",
+            Owner::Library,
+            &["sniffio-name"],
+            Verdict::Switch,
+        );
+        lucky.signature.id = "sig-lucky".into();
+        if let Some(a) = lucky.attribution.as_mut() {
+            a.intermittent = vec!["level-cancellation".into(), "structured-exit".into()];
+        }
+        report.projects[0].failures.push(lucky);
+        report.summary = summarize(&report.projects);
+        let label = "sniffio-name (intermittent: level-cancellation+structured-exit)";
+        let sig = report
+            .summary
+            .signatures
+            .iter()
+            .find(|g| g.signature.id == "sig-lucky")
+            .unwrap();
+        assert_eq!(sig.fixed_by.keys().collect::<Vec<_>>(), [label]);
+        // Counted for the switch that held up only.
+        assert_eq!(report.summary.by_verdict["switch"], 4);
+        assert!(render_markdown(&report, None).contains(label));
+        // HTML links each switch to its section.
+        let html = render_html(&report, None);
+        assert!(
+            html.contains("(intermittent: <a href=\"#switch-level-cancellation\">"),
+            "{html}"
+        );
+        // A report written before repeat probes existed has no `intermittent`: none.
+        let mut old = serde_json::to_value(&report.projects[0].failures[0]).unwrap();
+        let attribution = old["attribution"].as_object_mut().unwrap();
+        assert!(!attribution.contains_key("intermittent"), "empty: left out");
+        attribution.remove("intermittent");
+        let read: NewFailure = serde_json::from_value(old).unwrap();
+        assert!(read.attribution.unwrap().intermittent.is_empty());
     }
 
     #[test]

@@ -705,7 +705,7 @@ impl Study {
                         held_off.push(switch);
                         o.rounds.push(Round {
                             held_off,
-                            switch_off: BTreeMap::new(),
+                            ..Default::default()
                         });
                     }
                 }
@@ -802,6 +802,7 @@ impl Study {
                 }
             }
         }
+        self.repeat_passes(&mut prober, &with, &reproducible, &mut outcomes);
         let remaining: Vec<String> = analysis::needs_all_off(&outcomes);
         if !remaining.is_empty() {
             runner.study.progress.note(
@@ -868,6 +869,94 @@ impl Study {
             failure.reruns = prober.labels.remove(&failure.nodeid).unwrap_or_default();
         }
         (not_run_tests, prober.activation)
+    }
+}
+
+impl Study {
+    /// Tests that more than one switch fixes alone get those probes made again, and their
+    /// round's baseline (every switch on but the held-off ones) again: a switch stays in
+    /// `fixed_by` only if its probe passes both times while the baseline fails again; the
+    /// others were lucky passes (`intermittent`). Batched like the first probes: one rerun per
+    /// (held-off switches, switch) for all the tests it concerns, and one per baseline.
+    fn repeat_passes(
+        &self,
+        prober: &mut Prober,
+        with: &dyn Fn(&[String]) -> Vec<String>,
+        reproducible: &[String],
+        outcomes: &mut BTreeMap<String, RerunOutcomes>,
+    ) {
+        // held off -> (tests to repeat, switch -> tests whose probe with it off passed)
+        type Work = BTreeMap<Vec<String>, (Vec<String>, BTreeMap<String, Vec<String>>)>;
+        let mut work: Work = BTreeMap::new();
+        for id in reproducible {
+            let Some(round) = outcomes
+                .get(id)
+                .and_then(|o| o.rounds.iter().find(|r| !r.first_passes().is_empty()))
+            else {
+                continue;
+            };
+            if !round.needs_repeat() {
+                continue;
+            }
+            let entry = work.entry(round.held_off.clone()).or_default();
+            entry.0.push(id.clone());
+            for switch in round.first_passes() {
+                entry.1.entry(switch).or_default().push(id.clone());
+            }
+        }
+        let runner = prober.runner;
+        for (held_off, (tests, by_switch)) in work {
+            let held_note = if held_off.is_empty() {
+                String::new()
+            } else {
+                format!(" ({} held off)", held_off.join(", "))
+            };
+            runner.study.progress.note(
+                runner.label,
+                &format!(
+                    "{} tests fixed by several switches: every switch on again{held_note}",
+                    tests.len()
+                ),
+            );
+            let baseline = prober.run_again(&with(&held_off), &tests);
+            let mut repeats: BTreeMap<String, analysis::Repeat> = tests
+                .iter()
+                .map(|id| {
+                    let repeat = analysis::Repeat {
+                        baseline_again: baseline.get(id).cloned().flatten(),
+                        switch_off: BTreeMap::new(),
+                    };
+                    (id.clone(), repeat)
+                })
+                .collect();
+            for (switch, switch_tests) in by_switch {
+                runner.study.progress.note(
+                    runner.label,
+                    &format!(
+                        "{} tests with {switch} off again{held_note}",
+                        switch_tests.len()
+                    ),
+                );
+                let mut extra = held_off.clone();
+                extra.push(switch.clone());
+                let probes = prober.run_again(&with(&extra), &switch_tests);
+                for id in &switch_tests {
+                    if let Some(repeat) = repeats.get_mut(id) {
+                        repeat
+                            .switch_off
+                            .insert(switch.clone(), probes.get(id).cloned().flatten());
+                    }
+                }
+            }
+            for (id, repeat) in repeats {
+                let round = outcomes
+                    .get_mut(&id)
+                    .and_then(|o| o.rounds.iter_mut().find(|r| !r.first_passes().is_empty()));
+                if let Some(round) = round {
+                    round.again = Some(repeat);
+                }
+            }
+        }
     }
 }
 
@@ -957,16 +1046,37 @@ impl Prober<'_, '_> {
         disabled: &[String],
         tests: &[String],
     ) -> (BTreeMap<String, Option<Probe>>, Option<SuiteRun>) {
+        self.run_attempt(disabled, tests, 1)
+    }
+
+    /// The same rerun made a second time (a repeat probe), labelled `<label>-again`.
+    fn run_again(
+        &mut self,
+        disabled: &[String],
+        tests: &[String],
+    ) -> BTreeMap<String, Option<Probe>> {
+        self.run_attempt(disabled, tests, 2).0
+    }
+
+    fn run_attempt(
+        &mut self,
+        disabled: &[String],
+        tests: &[String],
+        attempt: u8,
+    ) -> (BTreeMap<String, Option<Probe>>, Option<SuiteRun>) {
         let mode = Mode::Asyncbis {
             disabled: disabled.to_vec(),
         };
-        let run = self.runner.run(&mode, tests).ok();
+        let run = self.runner.run_attempt(&mode, tests, attempt).ok();
         if let Some(stats) = run.as_ref().and_then(|r| r.activation.as_ref()) {
             self.activation.processes += stats.processes;
             self.activation.tasks += stats.tasks;
             self.activation.loops += stats.loops;
         }
-        let label = rerun_label(disabled);
+        let label = match attempt {
+            1 => rerun_label(disabled),
+            _ => format!("{}-again", rerun_label(disabled)),
+        };
         let mut probes = BTreeMap::new();
         for id in tests {
             let record = run.as_ref().and_then(|r| record_of(&r.tests, id));
@@ -978,7 +1088,7 @@ impl Prober<'_, '_> {
             if let (Some(record), Some(run)) = (record, run.as_ref()) {
                 let own_failure = record.outcome.is_failure()
                     && (record.phase == "call" || record.phase == "teardown");
-                if own_failure && self.setup_failing.contains(id) {
+                if own_failure && attempt == 1 && self.setup_failing.contains(id) {
                     self.kept.insert(
                         (id.clone(), sorted(disabled)),
                         (record.clone(), run.tree.clone()),
@@ -1217,8 +1327,19 @@ impl SuiteRunner<'_> {
 
     /// Runs the suite (or just `selection`) in `mode`, from the cache when it has the result.
     fn run(&self, mode: &Mode, selection: &[String]) -> Result<SuiteRun, String> {
+        self.run_attempt(mode, selection, 1)
+    }
+
+    /// `run`, made for the `attempt`-th time: a repeat is another run (its own cache entry),
+    /// not the first one's result read back.
+    fn run_attempt(
+        &self,
+        mode: &Mode,
+        selection: &[String],
+        attempt: u8,
+    ) -> Result<SuiteRun, String> {
         let batches = self.batches(selection);
-        let fingerprint = if selection.is_empty() {
+        let mut fingerprint = if selection.is_empty() {
             self.entry_fingerprint.clone()
         } else {
             let timeouts: Vec<String> = batches.iter().map(|(t, _)| t.to_string()).collect();
@@ -1228,6 +1349,9 @@ impl SuiteRunner<'_> {
                 &timeouts.join(","),
             ])
         };
+        if attempt > 1 {
+            fingerprint = short_hash(&[&fingerprint, "attempt", &attempt.to_string()]);
+        }
         let key = RunKey {
             project: &self.entry.name,
             version: &self.entry.version,
