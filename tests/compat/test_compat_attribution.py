@@ -11,6 +11,7 @@ Environment: ASYNCBIS_COMPAT_BIN (the tool; built with cargo otherwise).
 """
 
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.timeout(900)
 FIXTURES = pathlib.Path(__file__).resolve().parents[1] / "fixtures"
 
 
-def _check(tmp_path, fixture, timeout):
+def _check(tmp_path, fixture, timeout, env=None):
     report_dir = tmp_path / "report"
     command = _tool() + [
         "check",
@@ -45,7 +46,8 @@ def _check(tmp_path, fixture, timeout):
         "--wheel",
         _fake_asyncbis_wheel(tmp_path),
     ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=1800)
+    environ = None if env is None else {**os.environ, **env}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=1800, env=environ)
     report_path = report_dir / "report.json"
     assert report_path.exists(), f"no report; exit {done.returncode}\n{done.stderr[-3000:]}"
     report = json.loads(report_path.read_text())
@@ -246,3 +248,37 @@ def test_timing_out_tests_cost_a_few_probes_not_one_per_switch(tmp_path):
     assert attribution["involved"] == ["task-cancel-level", "structured-exit"]
     timed_out = [label for label, outcome in either["reruns"].items() if outcome == "timeout"]
     assert len(timed_out) <= 7, either["reruns"]
+
+
+def test_a_switch_whose_probe_passes_by_luck_is_not_named(tmp_path):
+    # The fixture's tests count their runs per set of switches off in this directory: a
+    # "race" won on the first run with level-cancellation (or structured-exit) off only.
+    luck = tmp_path / "luck"
+    report, project, failures, not_run = _check(
+        tmp_path, "compat_luck", 5, env={"COMPAT_LUCK_DIR": str(luck)}
+    )
+    module = "tests/test_luck.py"
+    assert not not_run, not_run
+    named = failures[f"{module}::test_library_name_with_a_lucky_race"]
+    # It used to be fixed_by [level-cancellation, sniffio-name]: the lucky pass counted.
+    assert _switch(named) == ["sniffio-name"]
+    assert named["attribution"].get("intermittent") == ["level-cancellation"], _detail(named)
+    reruns = named["reruns"]
+    assert reruns["asyncbis-off-level-cancellation"] == "passed", reruns
+    assert reruns["asyncbis-off-level-cancellation-again"] == "failed", reruns
+    assert reruns["asyncbis-off-sniffio-name-again"] == "passed", reruns
+    # Every switch on again: it still fails.
+    assert reruns["asyncbis-again"] == "failed", reruns
+    # No pass holds up: the other rules decide (every switch off fails: unattributed).
+    luck_only = failures[f"{module}::test_only_lucky_races"]
+    attribution = luck_only["attribution"]
+    assert attribution["verdict"] == "unattributed", _detail(luck_only)
+    assert attribution["fixed_by"] == []
+    assert attribution.get("intermittent") == ["level-cancellation", "structured-exit"]
+    assert luck_only["reruns"]["asyncbis-all-off"] == "failed", luck_only["reruns"]
+    summary = report["summary"]
+    assert summary["by_verdict"] == {"switch": 1, "unattributed": 1}
+    assert summary["attributed_share"] == 0.5
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "sniffio-name (intermittent: level-cancellation)" in markdown
+    assert "unattributed (intermittent: level-cancellation+structured-exit)" in markdown
