@@ -333,8 +333,8 @@ def _by_module_table(by_switch: dict[str, list[str]]) -> list[str]:
             counts[key] = counts.get(key, 0) + 1
     lines = ["", "| test module | failures | by switch(es) |", "|---|---|---|"]
     for mod, counts in sorted(per_module.items(), key=lambda kv: (-sum(kv[1].values()), kv[0])):
-        parts = ", ".join(
-            f"{key} {n}" for key, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        parts = "; ".join(
+            f"{key}: {n}" for key, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
         )
         lines.append(f"| {mod} | {sum(counts.values())} | {parts} |")
     return lines
