@@ -152,6 +152,30 @@ def test_asyncio_run_keeps_its_root_task_when_another_task_class_is_installed(wh
         asyncio.tasks.Task = saved
 
 
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="eager_task_factory is new in 3.12")
+def test_a_runs_root_task_is_asyncbis_with_a_foreign_task_factory_on_the_loop():
+    # With no-task-factory off, a loop_factory may give the loop stock's eager_task_factory
+    # (CPython 3.14's test_taskgroups does): the run's root task, which hosts the root group,
+    # is still an asyncbis task, and an asyncbis TaskGroup works in main.
+    switches.disable("no-task-factory")
+
+    def loop_factory():
+        loop = asyncio.new_event_loop()
+        loop.set_task_factory(asyncio.eager_task_factory)
+        return loop
+
+    async def child():
+        return 3
+
+    async def main():
+        async with asyncbis.TaskGroup() as tg:
+            t = tg.create_task(child())
+        return type(asyncio.current_task()), t.result()
+
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        assert runner.run(main()) == (asyncbis.Task, 3)
+
+
 def test_stock_wait_for_and_timeouts_module_use_scoped_timeouts():
     # 3.12+'s stock wait_for reads asyncio.timeouts.timeout; the prototype missed that.
     async def main():

@@ -54,15 +54,14 @@ def _create_task(self: Any, coro: Any, **kwargs: Any) -> Any:
     # Stock's create_task() instantiates whatever `asyncio.tasks.Task` is at call time. Code
     # that puts another class there after patching (CPython's test_graph and
     # test_free_threading install `_CTask`/`_PyTask`) gets that class, as with stock asyncio.
-    # A run's root task (asyncbis.Runner's root_main) stays an asyncbis task: it hosts the
-    # root group.
-    if (
-        asyncio.tasks.Task is not Task
-        and self._task_factory is None
-        and getattr(coro, "cr_code", None) is not _root_group.root_main.__code__
-    ):
+    # A run's root task (asyncbis.Runner's root_main) is always an asyncbis task: it hosts the
+    # root group. Neither an installed task class nor a task factory the loop was given (with
+    # no-task-factory off: 3.14's test_taskgroups sets stock's eager_task_factory in its
+    # loop_factory) applies to it.
+    root = getattr(coro, "cr_code", None) is _root_group.root_main.__code__
+    if not root and asyncio.tasks.Task is not Task and self._task_factory is None:
         return _stock.loop_create_task(self, coro, **kwargs)
-    if self._task_factory is None or _task_factory.is_own_factory(self._task_factory):
+    if root or self._task_factory is None or _task_factory.is_own_factory(self._task_factory):
         unknown = sorted(set(kwargs) - _CREATE_TASK_KWARGS)
         if unknown:
             raise TypeError(f"create_task() got an unexpected keyword argument {unknown[0]!r}")
