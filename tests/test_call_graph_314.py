@@ -136,9 +136,7 @@ def test_wait_for_with_scoped_timeouts_off_is_stocks_own_coroutine():
     finally:
         coro.close()
         inner.close()
-    import inspect
-
-    assert inspect.iscoroutinefunction(asyncio.wait_for)
+    assert asyncio.iscoroutinefunction(asyncio.wait_for)
 
 
 @needs_graph

@@ -293,8 +293,11 @@ def wait_for(fut: Awaitable[T], timeout: float | None) -> Coroutine[Any, Any, T]
     return _scoped_wait_for(fut, timeout)
 
 
+# Still a coroutine function to introspection, as stock's `async def wait_for` is.
 if hasattr(inspect, "markcoroutinefunction"):  # 3.12+
     wait_for = inspect.markcoroutinefunction(wait_for)
+else:  # 3.11: asyncio.iscoroutinefunction() reads this marker
+    wait_for._is_coroutine = asyncio.coroutines._is_coroutine  # type: ignore[attr-defined]
 
 
 async def _scoped_wait_for(fut: Awaitable[T], timeout: float | None) -> T:
