@@ -9,10 +9,13 @@
 #   bash scripts/study.sh --python 3.13 ...       other arguments go to asyncbis-compat run
 #   CORPUS=default bash scripts/study.sh --profile recommended --shard 1/2 --commit-report
 #                                                 -> report/default-py3.12-recommended-shard1of2/
+#   CORPUS=default bash scripts/study.sh --ported --only sqlalchemy
+#                                                 the corpus's ports (patches) applied
+#                                                 -> report-local/default-py3.12-ported/
 #
-# The report directory is <corpus>-py<X.Y>, plus -<profile> for a --profile other than seed
-# and -shard<I>of<N> for --shard I/N, under report/ (--commit-report) or report-local/, so
-# runs under different profiles or shards never overwrite each other. Combine the shards with
+# The report directory is <corpus>-py<X.Y>, plus -<profile> for a --profile other than seed,
+# -ported for --ported and -shard<I>of<N> for --shard I/N, under report/ (--commit-report) or
+# report-local/, so runs under different profiles, ports or shards never overwrite each other. Combine the shards with
 # `asyncbis-compat merge --from A/report.json --from B/report.json --out DIR` and put profiles
 # side by side with `asyncbis-compat compare --from ... --out DIR`.
 #
@@ -32,10 +35,11 @@ JOBS=${JOBS:-2}
 COMMIT=0
 ARGS=()
 PROFILE=seed
+PORTED=0
 SHARD=""
 NEXT=""
 for arg in "$@"; do
-    # --profile and --shard go to the tool and name the default report directory.
+    # --profile, --ported and --shard go to the tool and name the default report directory.
     case "$NEXT" in
         profile) PROFILE=$arg ;;
         shard) SHARD=$arg ;;
@@ -45,6 +49,7 @@ for arg in "$@"; do
         --commit-report) COMMIT=1; continue ;;
         --profile) NEXT=profile ;;
         --profile=*) PROFILE=${arg#--profile=} ;;
+        --ported) PORTED=1 ;;
         --shard) NEXT=shard ;;
         --shard=*) SHARD=${arg#--shard=} ;;
     esac
@@ -77,9 +82,10 @@ VERSION=$("$REAL_PYTHON" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3]
 MINOR=${VERSION%.*}
 
 CORPUS_NAME=$(basename "$CORPUS" .toml)
-# The report directory's name: report/<corpus>-py3.12[-<profile>][-shard<I>of<N>].
+# The report directory's name: report/<corpus>-py3.12[-<profile>][-ported][-shard<I>of<N>].
 RUN_NAME=$CORPUS_NAME-py$MINOR
 [ "$PROFILE" != seed ] && RUN_NAME=$RUN_NAME-$PROFILE
+[ "$PORTED" = 1 ] && RUN_NAME=$RUN_NAME-ported
 if [ -n "$SHARD" ]; then
     case "$SHARD" in
         [0-9]*/[0-9]*) RUN_NAME=$RUN_NAME-shard${SHARD%%/*}of${SHARD#*/} ;;

@@ -100,6 +100,10 @@ struct RunArgs {
     /// Only these projects (comma-separated or repeated).
     #[arg(long, value_name = "NAME", value_delimiter = ',')]
     only: Vec<String>,
+    /// Apply the corpus's porting patches (`patches = [...]`) before the runs: measures the
+    /// port. Without it every project runs as published.
+    #[arg(long)]
+    ported: bool,
     #[command(flatten)]
     study: StudyArgs,
 }
@@ -218,6 +222,8 @@ pub struct Options {
     pub jobs: usize,
     pub shard: Option<(usize, usize)>,
     pub only: Vec<String>,
+    /// `--ported`: the corpus entries' patches are applied (otherwise they are left out).
+    pub ported: bool,
     pub fresh: bool,
     pub no_services: bool,
     pub quiet: bool,
@@ -246,6 +252,7 @@ impl Options {
             jobs: 1,
             shard: None,
             only: Vec::new(),
+            ported: false,
             fresh: false,
             no_services: false,
             quiet: false,
@@ -293,6 +300,7 @@ impl Options {
             corpus: run.corpus,
             shard: run.shard,
             only: run.only.into_iter().filter(|s| !s.is_empty()).collect(),
+            ported: run.ported,
             ..Options::study(Command::Run, run.study)
         }
     }
@@ -432,6 +440,9 @@ mod tests {
         assert_eq!((o.jobs, o.shard), (2, Some((2, 4))));
         assert_eq!(o.only, vec!["a", "b"]);
         assert!(o.fresh);
+        assert!(!o.ported);
+        assert!(parse("run --ported --only sqlalchemy").unwrap().ported);
+        assert!(parse("--ported").unwrap().ported);
         let kept = parse("--keep-off no-loop-policies,no-task-factory --keep-off no-loop-policies")
             .unwrap();
         assert_eq!(kept.keep_off, vec!["no-loop-policies", "no-task-factory"]);
@@ -564,6 +575,8 @@ mod tests {
             ("compare --out d", "--from"),
             ("merge --from a.json --shard 1/2", "--shard"),
             ("check p --shard 1/2", "--shard"),
+            // a local project has no manifest, so no patches to apply
+            ("check p --ported", "--ported"),
             ("services", "<NAME>"),
             ("--keep-off bogus", "possible values"),
             ("--wheel a.whl --asyncbis-src .", "cannot be used with"),

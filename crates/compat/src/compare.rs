@@ -33,7 +33,11 @@ pub struct ProfileRow {
     pub switch_values: Vec<String>,
     /// `--keep-off` switches.
     pub always_off: Vec<String>,
-    /// The row's name: the profile, its `--set` values and `--keep-off` switches.
+    /// `--ported`: the corpus's patches were applied (the port's effect, not the published
+    /// projects').
+    #[serde(default)]
+    pub ported: bool,
+    /// The row's name: the profile, its `--set` values, `--keep-off` switches and `ported`.
     pub label: String,
     /// The report.json it comes from.
     pub source: String,
@@ -81,6 +85,9 @@ fn row_label(report: &Report) -> String {
     }
     if !report.always_off.is_empty() {
         let _ = write!(label, ", keep-off {}", report.always_off.join(", "));
+    }
+    if report.ported {
+        label.push_str(", ported");
     }
     label
 }
@@ -134,6 +141,7 @@ fn row(input: &Input, python: &str) -> ProfileRow {
         profile,
         switch_values: report.switch_values.clone(),
         always_off: report.always_off.clone(),
+        ported: report.ported,
         label: row_label(report),
         source: input.path.clone(),
         partial: partial(report),
@@ -296,6 +304,9 @@ fn cell(row: &ProfileRow, project: &str) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
+/// The switch-values cell's note on a `--ported` row.
+const PORTED: &str = "--ported: the corpus's patches applied";
+
 const INTRO: &str = "Newly failing: passed in both stock runs, fails under asyncbis with the \
                      profile's switch values. Attributed: the share of reproducible new failures \
                      explained by a named switch or a combination of two or more. Top switches: \
@@ -326,6 +337,9 @@ pub fn render_markdown(comparison: &Comparison) -> String {
             }
             if !row.always_off.is_empty() {
                 let _ = write!(values, "; --keep-off {}", row.always_off.join(", "));
+            }
+            if row.ported {
+                let _ = write!(values, "; {PORTED}");
             }
             let source = match &row.partial {
                 Some(part) => format!("`{}` (**partial**: {part})", row.source),
@@ -388,6 +402,7 @@ struct HtmlContext<'a> {
     corpus: &'a str,
     tool_version: &'a str,
     intro: &'a str,
+    ported: &'a str,
     warnings: &'a [String],
     pythons: Vec<HtmlPython<'a>>,
 }
@@ -445,6 +460,7 @@ pub fn render_html(comparison: &Comparison) -> String {
         corpus: &comparison.corpus,
         tool_version: &comparison.tool_version,
         intro: INTRO,
+        ported: PORTED,
         warnings: &comparison.warnings,
         pythons,
     };
@@ -658,6 +674,40 @@ mod tests {
         let md = render_markdown(&comparison);
         assert!(md.contains("the rest on; --set root-task-group=unretrieved-next-tick |"));
         assert!(md.contains("every switch on; --keep-off no-loop-policies |"));
+    }
+
+    #[test]
+    fn a_ported_run_is_a_row_of_its_own() {
+        let mut inputs = profiles();
+        let mut ported = profile_report("recommended", &["3.12.1"], &[("aioa", 0), ("aioc", 0)]);
+        ported.ported = true;
+        inputs.push(input("recommended-ported/report.json", ported));
+        let comparison = compare(&inputs).unwrap();
+        let rows = &comparison.pythons[0].rows;
+        let labels: Vec<&str> = rows.iter().map(|r| r.label.as_str()).collect();
+        assert_eq!(
+            labels,
+            ["seed", "recommended", "recommended, ported", "additive"]
+        );
+        assert!(rows[2].ported && !rows[1].ported);
+        let md = render_markdown(&comparison);
+        assert!(
+            md.contains("; --ported: the corpus's patches applied | 0 of 2 | 0 |"),
+            "{md}"
+        );
+        let html = render_html(&comparison);
+        assert!(
+            html.contains("; --ported: the corpus&#x27;s patches applied</td>"),
+            "{html}"
+        );
+        // compare.json written before --ported existed still loads
+        let mut json = serde_json::to_value(&comparison).unwrap();
+        json["pythons"][0]["rows"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("ported");
+        let back: Comparison = serde_json::from_value(json).unwrap();
+        assert!(!back.pythons[0].rows[0].ported);
     }
 
     #[test]

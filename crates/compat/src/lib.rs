@@ -353,6 +353,17 @@ fn run_corpus(options: &Options) -> Result<i32, String> {
     if let Some((index, count)) = options.shard {
         projects = shard(&projects, index, count);
     }
+    // The corpus measures the projects as published; their ports only with --ported.
+    if options.ported && projects.iter().all(|p| p.patches.is_empty()) {
+        eprintln!(
+            "asyncbis-compat: warning: --ported, but no project of this run lists patches: \
+             every project runs as published"
+        );
+    }
+    let projects: Vec<ProjectEntry> = projects
+        .iter()
+        .map(|p| study::entry_for_run(p, options.ported))
+        .collect();
     let (study, pythons, wheel_infos) = make_study(options, projects.len())?;
     let work: Vec<(ProjectEntry, Source, Python)> = pythons
         .iter()
@@ -434,6 +445,7 @@ fn build_report(
         profile: options.profile.clone(),
         switch_values: options.switch_values.clone(),
         shard: options.shard.map(|(i, n)| format!("{i}/{n}")),
+        ported: options.ported,
         corpus_hash,
         only: options.only.clone(),
         merged: None,

@@ -68,8 +68,8 @@ fn shown(items: &[String]) -> String {
     }
 }
 
-/// Refuses `b` unless it comes from the same run settings as `a`: corpus, Python, profile,
-/// switch values, keep-off, asyncbis wheel.
+/// Refuses `b` unless it comes from the same run settings as `a`: corpus, Python, --ported,
+/// profile, switch values, keep-off, asyncbis wheel.
 fn check_same_run(a: &Input, b: &Input) -> Result<(), String> {
     let (ra, rb) = (&a.report, &b.report);
     let differ = |what: &str, va: String, vb: String, todo: &str| {
@@ -120,6 +120,16 @@ fn check_same_run(a: &Input, b: &Input) -> Result<(), String> {
             ra.stock_only.to_string(),
             rb.stock_only.to_string(),
             "merge stock-only shards with stock-only shards only",
+        );
+    }
+    if ra.ported != rb.ported {
+        let name = |ported: bool| if ported { "ported" } else { "not ported" }.to_string();
+        return differ(
+            "--ported",
+            name(ra.ported),
+            name(rb.ported),
+            "merge ported shards with ported shards only; put a port's effect side by side \
+             with the published projects with `asyncbis-compat compare`",
         );
     }
     if ra.profile != rb.profile {
@@ -294,6 +304,7 @@ pub fn merge(inputs: &[Input]) -> Result<Merge, String> {
         profile: base.profile.clone(),
         switch_values: base.switch_values.clone(),
         shard: None,
+        ported: base.ported,
         corpus_hash: inputs.iter().find_map(|i| i.report.corpus_hash.clone()),
         only: base.only.clone(),
         merged: Some(Merged { shards, missing }),
@@ -504,6 +515,10 @@ mod tests {
                 "differ in Python (3.12.1, 3.13.0 in the first, 3.12.1 in the second): merge the shards of one set of --python",
             ),
             (
+                Box::new(|r: &mut Report| r.ported = true),
+                "differ in --ported (not ported in the first, ported in the second): merge ported shards with ported shards only",
+            ),
+            (
                 Box::new(|r: &mut Report| r.profile = Some("recommended".into())),
                 "differ in profile (seed in the first, recommended in the second): merge the shards of one profile; put profiles side by side",
             ),
@@ -557,6 +572,12 @@ mod tests {
         shards[0].corpus_hash = None;
         assert!(merge(&inputs(&shards)).is_ok());
         assert!(merge(&[]).unwrap_err().contains("--from"));
+        // Ported shards merge into a ported report.
+        let (_, mut shards) = whole_and_shards(2);
+        for shard in &mut shards {
+            shard.ported = true;
+        }
+        assert!(merge(&inputs(&shards)).unwrap().report.ported);
     }
 
     #[test]

@@ -34,6 +34,10 @@ pub struct Report {
     #[serde(default)]
     pub switch_values: Vec<String>,
     pub shard: Option<String>,
+    /// `--ported`: the corpus entries' patches (ports) were applied; otherwise every project
+    /// ran as published.
+    #[serde(default)]
+    pub ported: bool,
     /// Hash of the corpus manifest's text (`None` in reports written before it was recorded):
     /// shards of one corpus split the same project list only if the manifest did not change.
     #[serde(default)]
@@ -452,6 +456,10 @@ fn format_counts(counts: &BTreeMap<String, usize>) -> String {
         .join(", ")
 }
 
+/// The header line of a `--ported` run's report.
+const PORTED_TEXT: &str = "the corpus's patches applied (corpus/patches/, --ported): \
+                           projects that list patches ran as ported, not as published";
+
 pub fn render_markdown(report: &Report, switch_doc: Option<&str>) -> String {
     let s = &report.summary;
     let mut md = String::new();
@@ -474,6 +482,9 @@ pub fn render_markdown(report: &Report, switch_doc: Option<&str>) -> String {
             md,
             "**Stock-only run**: baselines without asyncbis (no comparison).\n"
         );
+    }
+    if report.ported {
+        let _ = writeln!(md, "**Ported**: {PORTED_TEXT}.\n");
     }
     if report.profile.is_some() || !report.switch_values.is_empty() {
         let _ = writeln!(
@@ -1020,6 +1031,8 @@ struct HtmlContext<'a> {
     projects_text: String,
     wall: String,
     stock_only: bool,
+    /// The ported line, for a `--ported` run.
+    ported: Option<&'static str>,
     always_off: &'a [String],
     profile: Option<&'a str>,
     switch_values: &'a [String],
@@ -1203,6 +1216,7 @@ pub fn render_html(report: &Report, switch_doc: Option<&str>) -> String {
         projects_text: plural(s.projects, "project", "projects"),
         wall: wall_text(report),
         stock_only: report.stock_only,
+        ported: report.ported.then_some(PORTED_TEXT),
         always_off: &report.always_off,
         profile: report.profile.as_deref(),
         switch_values: &report.switch_values,
@@ -1354,6 +1368,7 @@ pub mod fixtures {
             profile: None,
             switch_values: vec![],
             shard: None,
+            ported: false,
             corpus_hash: Some("c0ffee".into()),
             only: vec![],
             merged: None,
@@ -1508,6 +1523,7 @@ mod tests {
             profile: None,
             switch_values: vec![],
             shard: None,
+            ported: false,
             corpus_hash: None,
             only: vec![],
             merged: None,
@@ -1656,6 +1672,36 @@ mod tests {
         json.as_object_mut().unwrap().remove("switch_values");
         let back: Report = serde_json::from_value(json).unwrap();
         assert_eq!((back.profile, back.switch_values.len()), (None, 0));
+    }
+
+    #[test]
+    fn a_ported_run_is_recorded_and_shown() {
+        let mut report = sample_report();
+        let json: serde_json::Value = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["ported"], false);
+        assert!(!render_markdown(&report, None).contains("Ported"));
+        assert!(!render_html(&report, None).contains("Ported"));
+        report.ported = true;
+        let text = serde_json::to_string(&report).unwrap();
+        assert!(text.contains("\"ported\":true"), "{text}");
+        assert!(Report::from_json(&text).unwrap().ported);
+        let md = render_markdown(&report, None);
+        assert!(
+            md.contains("**Ported**: the corpus's patches applied (corpus/patches/, --ported)"),
+            "{md}"
+        );
+        let html = render_html(&report, None);
+        assert!(
+            html.contains(
+                "<b>Ported</b>: the corpus&#x27;s patches applied (corpus&#x2f;patches&#x2f;, --ported)"
+            ),
+            "{html}"
+        );
+        // reports written before --ported existed load as unported runs
+        let mut json: serde_json::Value = serde_json::to_value(&report).unwrap();
+        json.as_object_mut().unwrap().remove("ported");
+        let back = Report::from_json(&json.to_string()).unwrap();
+        assert!(!back.ported);
     }
 
     #[test]

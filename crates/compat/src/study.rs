@@ -531,22 +531,7 @@ impl Study {
             }
             Source::Local(path) => path.clone(),
         };
-        // A patched project is another tree, and another venv (its own code is installed).
-        let (tree, venv_name) = if entry.patches.is_empty() {
-            (tree, format!("{}-py{}", entry.id(), python.version))
-        } else {
-            let patched = apply_patches(root, &tree, &entry.id(), &entry.patches)?;
-            let digest = patch_fingerprint(&entry.patches);
-            (
-                patched,
-                format!(
-                    "{}-patched-{}-py{}",
-                    entry.id(),
-                    &digest[..8],
-                    python.version
-                ),
-            )
-        };
+        let (tree, venv_name) = run_tree(root, tree, entry, &python.version)?;
         let venv_dir = root.join("venvs").join(venv_name);
         // A local project is reinstalled every time (its code changes); PyPI pins never are.
         let freshness = match source {
@@ -1169,6 +1154,17 @@ fn prefixed_error(output: &str) -> Option<String> {
     })
 }
 
+/// The entry a run uses: with its patches (a port) only in a `--ported` run. Otherwise the
+/// project runs as published, in the unpatched tree and venv and under the unpatched entry's
+/// cache keys (shared with every other unported run).
+pub fn entry_for_run(entry: &ProjectEntry, ported: bool) -> ProjectEntry {
+    let mut entry = entry.clone();
+    if !ported {
+        entry.patches.clear();
+    }
+    entry
+}
+
 fn entry_fingerprint(entry: &ProjectEntry, source: &Source) -> String {
     let env: Vec<String> = entry.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let local = match source {
@@ -1215,6 +1211,24 @@ fn patch_fingerprint(patches: &[PathBuf]) -> String {
     }
     let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
     short_hash(&parts)
+}
+
+/// The tree a run of `entry` uses and the name of its venv: the unpacked sdist as it is, or,
+/// for an entry with patches (a `--ported` run), another tree with them applied and another
+/// venv (its own code is installed).
+fn run_tree(
+    cache_root: &Path,
+    tree: PathBuf,
+    entry: &ProjectEntry,
+    python_version: &str,
+) -> Result<(PathBuf, String), String> {
+    if entry.patches.is_empty() {
+        return Ok((tree, format!("{}-py{python_version}", entry.id())));
+    }
+    let patched = apply_patches(cache_root, &tree, &entry.id(), &entry.patches)?;
+    let digest = patch_fingerprint(&entry.patches);
+    let venv_name = format!("{}-patched-{}-py{python_version}", entry.id(), &digest[..8]);
+    Ok((patched, venv_name))
 }
 
 /// A copy of `tree` with `patches` applied (`patch -p1`, in order), made once under the cache
@@ -2151,6 +2165,61 @@ mod tests {
         let bad = "[[project]]\nname = \"x\"\nversion = \"1\"\ninstall = \".\"\npatches = [\"patches/*.diff\"]\n";
         let err = crate::manifest::parse_corpus_at(bad, &fixture).unwrap_err();
         assert!(err.contains("names no file"), "{err}");
+    }
+
+    #[test]
+    fn patches_apply_only_to_a_ported_run() {
+        let fixture =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/compat_patch");
+        let corpus = crate::manifest::load_corpus(&fixture.join("corpus.toml")).unwrap();
+        let listed = &corpus.projects[0];
+        assert_eq!(listed.patches.len(), 2);
+        let cache = std::env::temp_dir().join(format!(
+            "asyncbis-compat-patch-ported-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&cache);
+        let original = fixture.join("project");
+        let source = Source::Pypi;
+        let mut published = listed.clone();
+        published.patches.clear();
+
+        // A plain run: the project as published, in its own tree and venv, under the keys of
+        // an entry that never had patches; nothing is patched and no patch is reported.
+        let plain = entry_for_run(listed, false);
+        assert!(plain.patches.is_empty());
+        let (tree, venv) = run_tree(&cache, original.clone(), &plain, "3.12.1").unwrap();
+        assert_eq!(
+            (tree, venv.as_str()),
+            (original.clone(), "port-me-1.0-py3.12.1")
+        );
+        assert!(!cache.join("src").exists(), "a plain run patched a copy");
+        assert_eq!(
+            entry_fingerprint(&plain, &source),
+            entry_fingerprint(&published, &source)
+        );
+        let python = Python {
+            path: PathBuf::from("python3"),
+            version: "3.12.1".into(),
+        };
+        assert!(ProjectResult::new(&plain, &python).patches.is_empty());
+
+        // A --ported run: the patched copy, its own venv and keys, the patches reported.
+        let ported = entry_for_run(listed, true);
+        assert_eq!(ported.patches, listed.patches);
+        let (tree, venv) = run_tree(&cache, original.clone(), &ported, "3.12.1").unwrap();
+        assert!(tree.starts_with(cache.join("src")), "{}", tree.display());
+        let code = std::fs::read_to_string(tree.join("port_me/__init__.py")).unwrap();
+        assert!(code.contains("await asyncio.shield(close(resource))"));
+        assert!(venv.starts_with("port-me-1.0-patched-"), "{venv}");
+        assert_ne!(
+            entry_fingerprint(&ported, &source),
+            entry_fingerprint(&published, &source)
+        );
+        let reported = ProjectResult::new(&ported, &python).patches;
+        assert_eq!(reported.len(), 2);
+        assert_eq!(reported[0].file, "01-shield-cleanup.patch");
+        let _ = std::fs::remove_dir_all(&cache);
     }
 
     #[test]
