@@ -416,6 +416,61 @@ def test_nested_timeouts_only_the_expired_one_raises():
     run(main())
 
 
+# -- an inner deadline no earlier than the outer one shares the outer's loop timer ----------
+# (scope.rs, `find_cover`): its own deadline must still fire when the outer timer cannot
+# stand in any more.
+
+
+def test_inner_deadline_still_fires_when_the_outer_one_moves_later():
+    async def main():
+        loop = asyncio.get_running_loop()
+        with CancelScope(deadline=loop.time() + 0.02) as outer:
+            with asyncbis.move_on_after(0.05) as inner:
+                outer.deadline = loop.time() + 10
+                await asyncio.sleep(5)
+            assert inner.cancelled_caught and inner.deadline_expired
+        assert not outer.cancel_called
+
+    run(main())
+
+
+def test_inner_deadline_still_fires_after_the_outer_scope_is_cancelled_by_hand():
+    async def main():
+        with asyncbis.move_on_after(0.02) as outer:
+            with asyncbis.move_on_after(0.05, shield=True) as inner:
+                outer.cancel()
+                await asyncio.sleep(5)  # shielded from outer: only its own deadline ends it
+            assert inner.cancelled_caught and inner.deadline_expired
+        assert outer.cancel_called and not outer.deadline_expired
+
+    run(main())
+
+
+def test_shielded_inner_deadline_fires_after_the_outer_deadline_passed():
+    async def main():
+        with asyncbis.move_on_after(0.01) as outer:
+            with pytest.raises(TimeoutError):
+                with asyncbis.fail_after(0.05, shield=True) as inner:
+                    await asyncio.sleep(5)
+            assert inner.deadline_expired
+        assert outer.deadline_expired
+
+    run(main())
+
+
+def test_equal_deadlines_expire_together():
+    async def main():
+        loop = asyncio.get_running_loop()
+        when = loop.time() + 0.01
+        with CancelScope(deadline=when) as outer:
+            with CancelScope(deadline=when) as inner:
+                await asyncio.sleep(5)
+        assert outer.deadline_expired and inner.deadline_expired
+        assert outer.cancelled_caught and not inner.cancelled_caught
+
+    run(main())
+
+
 def test_current_effective_deadline():
     async def main():
         loop = asyncio.get_running_loop()

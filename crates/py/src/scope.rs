@@ -31,6 +31,12 @@ pub struct CancelScope {
     host: GilCell<Option<Py<TaskCore>>>,
     loop_: GilCell<Option<Py<PyAny>>>,
     timer: GilCell<Option<Py<PyAny>>>,
+    /// The enclosing scope whose deadline timer stands in for this scope's own (see
+    /// `find_cover`); this scope then has no timer of its own.
+    cover: GilCell<Option<Py<CancelScope>>>,
+    /// The scopes whose timers this scope's timer stands in for (only a scope with a timer of
+    /// its own has any): re-armed when this one's timer goes (fired, cancelled, moved, exited).
+    covered: GilCell<Vec<Py<CancelScope>>>,
     reason: GilCell<Option<Py<PyAny>>>,
     deadline: GilCell<f64>,
     relative_deadline: GilCell<f64>,
@@ -91,6 +97,8 @@ impl CancelScope {
             host: GilCell::new(None),
             loop_: GilCell::new(None),
             timer: GilCell::new(None),
+            cover: GilCell::new(None),
+            covered: GilCell::new(Vec::new()),
             reason: GilCell::new(None),
             deadline: GilCell::new(deadline),
             relative_deadline: GilCell::new(relative),
@@ -152,23 +160,57 @@ impl CancelScope {
             // scopes open inside this one (they close with the host).
             let _ = tree().close(node);
         }
-        self.disarm(py);
+        let dependents = self.disarm(py);
         self.state.set(ScopeState::Exited);
         self.host.set(None);
         self.thread.set(None);
+        let _ = release_covered(py, dependents, f64::NEG_INFINITY);
     }
 
-    fn disarm(&self, py: Python<'_>) {
+    /// Cancels this scope's deadline timer, or leaves the scope that stood in for it, and
+    /// returns the scopes this one's timer stood in for: the caller re-arms them
+    /// (`release_covered`) once this scope's state is updated.
+    fn disarm(&self, py: Python<'_>) -> Vec<Py<CancelScope>> {
         if let Some(h) = self.timer.take() {
             let _ = h.bind(py).call_method0(pyo3::intern!(py, "cancel"));
         }
+        if let Some(cover) = self.cover.take() {
+            let mut list = cover.get().covered.take();
+            let me: *const CancelScope = self;
+            // Scopes leave in reverse order of entry as a rule: search from the end.
+            if let Some(i) = list.iter().rposition(|c| std::ptr::eq(c.get(), me)) {
+                list.remove(i);
+            }
+            cover.get().covered.set(list);
+        }
+        let me: *const CancelScope = self;
+        if LAST_ARMED.with_ref(|l| l.is_some_and(|l| std::ptr::eq(l.get(), me))) {
+            LAST_ARMED.set(None);
+        }
+        self.covered.take()
     }
 
     /// Arms (or re-arms) the deadline timer of an active scope; cancels at once if it passed.
     fn rearm(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::rearm_with(slf, None, f64::NEG_INFINITY)
+    }
+
+    /// `rearm`, with the loop time when the caller has just read it, and a time up to which
+    /// the deadline counts as passed even if the clock is a hair behind it (the deadline of the
+    /// timer that fired and stood in for this scope's: stock asyncio runs every timer due by
+    /// then in the same loop iteration).
+    fn rearm_with(slf: &Bound<'_, Self>, now: Option<f64>, expired_by: f64) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
-        this.disarm(py);
+        let dependents = this.disarm(py);
+        let armed = Self::arm(slf, now, expired_by);
+        let released = release_covered(py, dependents, f64::NEG_INFINITY);
+        armed.and(released)
+    }
+
+    fn arm(slf: &Bound<'_, Self>, now: Option<f64>, expired_by: f64) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
         if this.state.get() != ScopeState::Active || this.cancel_called.get() {
             return Ok(());
         }
@@ -182,16 +224,55 @@ impl CancelScope {
         let Some(loop_) = this.loop_.get_ref(py) else {
             return Ok(());
         };
-        if deadline <= loop_time(py, &loop_)? {
+        let now = match now {
+            Some(now) => now,
+            None => loop_time(py, &loop_)?,
+        };
+        if deadline <= now.max(expired_by) {
             this.deadline_expired.set(true);
             return Self::do_cancel(slf, None);
         }
-        let cb = slf.getattr(pyo3::intern!(py, "_deadline_reached"))?;
-        let handle = loop_
-            .bind(py)
-            .call_method1(pyo3::intern!(py, "call_at"), (deadline, cb))?;
-        this.timer.set(Some(handle.unbind()));
+        if let Some(cover) = Self::find_cover(slf) {
+            cover.get().covered.push(slf.clone().unbind());
+            this.cover.set(Some(cover));
+        } else {
+            let cb = slf.getattr(pyo3::intern!(py, "_deadline_reached"))?;
+            let handle = loop_
+                .bind(py)
+                .call_method1(pyo3::intern!(py, "call_at"), (deadline, cb))?;
+            this.timer.set(Some(handle.unbind()));
+        }
+        LAST_ARMED.set(Some(slf.clone().unbind()));
         Ok(())
+    }
+
+    /// A scope whose deadline timer can stand in for this one's: the scope armed last (or the
+    /// one standing in for it), if it is active, not cancelled, in the same task (so on the
+    /// same loop and thread) and its deadline comes no later. Nested timeouts are the common
+    /// case: the inner one then costs no loop timer. Standing in only moves *when* this
+    /// scope's deadline is checked: the cover re-arms it (`release_covered`) when its own timer
+    /// fires, is cancelled or moved, or the cover exits, all no later than its deadline, so
+    /// this scope's deadline fires at the same loop time as with a timer of its own.
+    fn find_cover(slf: &Bound<'_, Self>) -> Option<Py<CancelScope>> {
+        let py = slf.py();
+        let last = LAST_ARMED.with_ref(|l| l.map(|l| l.clone_ref(py)))?;
+        let cover = if last.get().timer.is_some() {
+            last
+        } else {
+            last.get().cover.get_ref(py)?
+        };
+        let c = cover.get();
+        let this = slf.get();
+        let usable = !std::ptr::eq(c, this)
+            && c.state.get() == ScopeState::Active
+            && !c.cancel_called.get()
+            && c.timer.is_some()
+            && c.deadline.get() <= this.deadline.get()
+            && c.host.with_ref(|h| {
+                this.host
+                    .with_ref(|m| matches!((h, m), (Some(h), Some(m)) if h.is(m)))
+            });
+        usable.then_some(cover)
     }
 
     fn do_cancel(slf: &Bound<'_, Self>, reason: Option<Bound<'_, PyAny>>) -> PyResult<()> {
@@ -208,7 +289,7 @@ impl CancelScope {
             return Ok(());
         }
         this.cancel_called.set(true);
-        this.disarm(py);
+        let dependents = this.disarm(py);
         if let Some(node) = this.node.get() {
             let reason_obj = this.reason.get_ref(py);
             let reason_str = match &reason_obj {
@@ -219,7 +300,15 @@ impl CancelScope {
             let msg = reason_obj.map(|r| r.into_bound(py));
             wake_all(py, wakes, msg.as_ref());
         }
-        Ok(())
+        // The scopes this one's timer stood in for keep their deadlines: when this one passed
+        // (this is its timer firing), those due by then pass with it, as their own timers
+        // would have fired in the same loop iteration.
+        let expired_by = if this.deadline_expired.get() {
+            this.deadline.get()
+        } else {
+            f64::NEG_INFINITY
+        };
+        release_covered(py, dependents, expired_by)
     }
 
     /// Enters the scope in the current task (used by `__enter__` and task groups).
@@ -253,9 +342,12 @@ impl CancelScope {
             .loop_obj(py)
             .ok_or_else(|| runtime_error("the current task has no event loop"))?;
         let rel = this.relative_deadline.get();
+        let mut now = None;
         // Only a scope with a deadline needs the clock (bare scopes are the common case).
         if rel != f64::INFINITY || this.deadline.get() != f64::INFINITY {
-            let now = loop_time(py, &loop_)?;
+            let t = loop_time(py, &loop_)?;
+            now = Some(t);
+            let now = t;
             if rel != f64::INFINITY {
                 this.deadline.set(this.deadline.get().min(now + rel));
             }
@@ -291,12 +383,12 @@ impl CancelScope {
         this.loop_.set(Some(loop_));
         this.thread.set(Some(std::thread::current().id()));
         this.state.set(ScopeState::Active);
-        Self::rearm(slf)
+        Self::rearm_with(slf, now, f64::NEG_INFINITY)
     }
 
     /// Leaves the Active state without touching the tree (the node is gone or spliced out).
     fn finish_exit(&self, py: Python<'_>) {
-        self.disarm(py);
+        let dependents = self.disarm(py);
         self.state.set(ScopeState::Exited);
         if let Some(node) = self.node.take() {
             forget_gen_scope(node);
@@ -304,6 +396,8 @@ impl CancelScope {
         self.gen_frame.set(None);
         self.thread.set(None);
         self.host.set(None);
+        // Only scopes left open below this one (misnested, a generator's) are still covered.
+        let _ = release_covered(py, dependents, f64::NEG_INFINITY);
     }
 
     /// Exits a scope that cannot be closed in order: one left open across a `yield` by a
@@ -664,6 +758,8 @@ impl CancelScope {
         self.host.visit(&visit)?;
         self.loop_.visit(&visit)?;
         self.timer.visit(&visit)?;
+        self.cover.visit(&visit)?;
+        self.covered.visit(&visit)?;
         self.gen_frame.visit(&visit)?;
         self.reason.visit(&visit)
     }
@@ -671,6 +767,8 @@ impl CancelScope {
     fn __clear__(&self) {
         self.host.set(None);
         self.timer.set(None);
+        self.cover.set(None);
+        self.covered.set(Vec::new());
         self.reason.set(None);
         self.gen_frame.set(None);
     }
@@ -696,6 +794,33 @@ impl Drop for CancelScope {
             }
         }
     }
+}
+
+/// The scope that armed its deadline last (a timer of its own or a cover), the candidate to
+/// stand in for the next scope's timer (`CancelScope::find_cover`). Cleared when it disarms.
+static LAST_ARMED: GilCell<Option<Py<CancelScope>>> = GilCell::new(None);
+
+/// Re-arms scopes whose cover went away (earliest deadline first, so that each can stand in
+/// for the later ones). Covered scopes never cover others, so this does not recurse further.
+fn release_covered(
+    py: Python<'_>,
+    mut scopes: Vec<Py<CancelScope>>,
+    expired_by: f64,
+) -> PyResult<()> {
+    if scopes.is_empty() {
+        return Ok(());
+    }
+    scopes.sort_by(|a, b| a.get().deadline.get().total_cmp(&b.get().deadline.get()));
+    let mut result = Ok(());
+    for scope in scopes {
+        let scope = scope.into_bound(py);
+        scope.get().cover.set(None);
+        let r = CancelScope::rearm_with(&scope, None, expired_by);
+        if result.is_ok() {
+            result = r;
+        }
+    }
+    result
 }
 
 fn new_scope<'py>(

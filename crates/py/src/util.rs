@@ -63,6 +63,14 @@ impl<T> GilCell<Option<Py<T>>> {
         self.0.set(v);
         out
     }
+    /// Calls `f` with the content borrowed (no reference count traffic); `f` must not touch
+    /// this cell.
+    pub fn with_ref<R>(&self, f: impl FnOnce(Option<&Py<T>>) -> R) -> R {
+        let v = self.0.take();
+        let out = f(v.as_ref());
+        self.0.set(v);
+        out
+    }
     pub fn visit(&self, visit: &pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
         let v = self.0.take();
         let r = match &v {
@@ -82,8 +90,8 @@ impl GilCell<Vec<usize>> {
     }
 }
 
-impl GilCell<Vec<Py<PyAny>>> {
-    pub fn push(&self, item: Py<PyAny>) {
+impl<T> GilCell<Vec<Py<T>>> {
+    pub fn push(&self, item: Py<T>) {
         let mut v = self.0.take();
         v.push(item);
         self.0.set(v);
