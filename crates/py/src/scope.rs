@@ -174,16 +174,15 @@ impl CancelScope {
         if let Some(h) = self.timer.take() {
             let _ = h.bind(py).call_method0(pyo3::intern!(py, "cancel"));
         }
+        let me: *const CancelScope = self;
         if let Some(cover) = self.cover.take() {
             let mut list = cover.get().covered.take();
-            let me: *const CancelScope = self;
             // Scopes leave in reverse order of entry as a rule: search from the end.
             if let Some(i) = list.iter().rposition(|c| std::ptr::eq(c.get(), me)) {
                 list.remove(i);
             }
             cover.get().covered.set(list);
         }
-        let me: *const CancelScope = self;
         if LAST_ARMED.with_ref(|l| l.is_some_and(|l| std::ptr::eq(l.get(), me))) {
             LAST_ARMED.set(None);
         }
@@ -342,12 +341,13 @@ impl CancelScope {
             .loop_obj(py)
             .ok_or_else(|| runtime_error("the current task has no event loop"))?;
         let rel = this.relative_deadline.get();
-        let mut now = None;
         // Only a scope with a deadline needs the clock (bare scopes are the common case).
-        if rel != f64::INFINITY || this.deadline.get() != f64::INFINITY {
-            let t = loop_time(py, &loop_)?;
-            now = Some(t);
-            let now = t;
+        let now = if rel != f64::INFINITY || this.deadline.get() != f64::INFINITY {
+            Some(loop_time(py, &loop_)?)
+        } else {
+            None
+        };
+        if let Some(now) = now {
             if rel != f64::INFINITY {
                 this.deadline.set(this.deadline.get().min(now + rel));
             }
