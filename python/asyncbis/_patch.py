@@ -6,8 +6,9 @@ package: stock ``wait_for`` reads ``timeouts.timeout`` (3.12+), ``asyncio.run`` 
 IsolatedAsyncioTestCase / pytest-asyncio / AnyIO use ``asyncio.Runner``. The loop classes are
 not wrapped: ``BaseEventLoop.create_task`` makes asyncbis tasks (in the root group when there is
 one), ``set_task_factory`` enforces the no-task-factory switch (stock's eager factory becomes
-asyncbis's eager one), and ``run_until_complete(coro)`` runs the coroutine in a root task group
-(switch root-task-group).
+asyncbis's eager one), ``run_until_complete(coro)`` runs the coroutine in a root task group
+(switch root-task-group), and ``close()`` lets go of the tasks its runs handed over to the
+next run (structured-exit=loop).
 """
 
 from __future__ import annotations
@@ -108,6 +109,13 @@ def _run_until_complete(self: Any, future: Any) -> Any:
     return _stock.loop_run_until_complete(self, future)
 
 
+def _close(self: Any) -> None:
+    _stock.loop_close(self)
+    # Closed: no run will adopt the tasks its runs handed over (structured-exit=loop); they stay
+    # pending as stock leaves a closed loop's tasks.
+    _root_group.forget_leftovers(self)
+
+
 def _names() -> list[tuple[Any, str, Any]]:
     """(module or class, attribute, asyncbis value) for every patched name."""
     taskgroup = TaskGroup if switches.enabled("scoped-taskgroups") else _stock.TaskGroup
@@ -135,6 +143,7 @@ def _names() -> list[tuple[Any, str, Any]]:
         (asyncio.base_events.BaseEventLoop, "create_task", _create_task),
         (asyncio.base_events.BaseEventLoop, "set_task_factory", _set_task_factory),
         (asyncio.base_events.BaseEventLoop, "run_until_complete", _run_until_complete),
+        (asyncio.base_events.BaseEventLoop, "close", _close),
     ]
     return out
 

@@ -1,6 +1,11 @@
 """The root task group: the group ``asyncbis.run()``/``Runner`` (and, after patch_asyncio(), a
 patched ``run_until_complete(coro)``) opens around ``main``, which every task created outside a
-group joins (switch root-task-group)."""
+group joins (switch root-task-group).
+
+With ``structured-exit=loop`` a run's root group does not wait for its tasks when ``main``
+returns: it hands those still running over to the loop's next run, whose root group adopts
+them; ``Runner.close()`` ends the chain with a last run that waits for them (docs/switches.md,
+"Structured exit at the end of the loop's life")."""
 
 from __future__ import annotations
 
@@ -16,6 +21,11 @@ T = TypeVar("T")
 # loop -> its root task group (while a runner's main, or a patched run_until_complete, runs)
 _root_groups: dict[Any, TaskGroup] = {}
 
+# loop -> root groups of its earlier runs that handed tasks over (structured-exit=loop) and that
+# no run has adopted yet. Strong: the loop's tasks are kept until its next run, Runner.close()
+# or loop.close() (forget_leftovers) takes them.
+_handed_over: dict[Any, list[TaskGroup]] = {}
+
 
 def root_group(loop: asyncio.AbstractEventLoop) -> TaskGroup | None:
     """The root task group of ``loop``, or None outside asyncbis.run()/Runner."""
@@ -30,8 +40,12 @@ def root_group(loop: asyncio.AbstractEventLoop) -> TaskGroup | None:
     return group
 
 
-async def root_main(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T:
-    """The root task's body: main inside the root task group."""
+async def root_main(
+    loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T], *, last: bool = False
+) -> T:
+    """The root task's body: main inside the root task group. The group adopts the tasks the
+    loop's earlier runs handed over; ``last``: the loop's last run (Runner.close()), which waits
+    for its tasks whatever structured-exit says."""
     # A generator its consumer lets go of stops holding the consumer in its scopes at once
     # (docs/architecture.md, "Scopes held by generators across yield").
     _core._watch_left_generators()
@@ -39,10 +53,14 @@ async def root_main(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T
     # Which background failures the root group acts on (root-task-group: on or unretrieved*).
     policy = switches.value("root-task-group")
     group._set_orphan_policy("on" if policy == "off" else str(policy))
+    if not last and switches.value("structured-exit") == "loop":
+        group._hand_over_at_exit()
     main_exc: BaseException | None = None
     try:
         async with group:
             _root_groups[loop] = group
+            for earlier in _handed_over.pop(loop, ()):
+                group._adopt(earlier)
             try:
                 result = await coro
             except BaseException as exc:
@@ -62,3 +80,31 @@ async def root_main(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T
         # was interrupted and resumed when the loop ran again): leave it.
         if _root_groups.get(loop) is group:
             del _root_groups[loop]
+        if group._leftovers:
+            _hand_over(loop, group)
+
+
+def _hand_over(loop: asyncio.AbstractEventLoop, group: TaskGroup) -> None:
+    current = root_group(loop)
+    if current is not None and current.accepts_tasks:
+        # The group of a run that was interrupted, exiting during a later run: that run's.
+        current._adopt(group)
+    else:
+        _handed_over.setdefault(loop, []).append(group)
+
+
+def has_leftovers(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether earlier runs on ``loop`` handed over tasks that no run has adopted yet."""
+    return any(group._leftovers for group in _handed_over.get(loop, ()))
+
+
+def forget_leftovers(loop: asyncio.AbstractEventLoop) -> None:
+    """The loop is closed: let go of the tasks its runs handed over. They stay pending, as a
+    closed stock loop's tasks do (asyncio logs them when they are collected: "Task was
+    destroyed but it is pending!"; a failure they had: "exception was never retrieved")."""
+    _handed_over.pop(loop, None)
+
+
+async def leftovers_done() -> None:
+    """The main of a loop's last run (Runner.close()): its root group adopts the tasks earlier
+    runs handed over, and its exit waits for them."""

@@ -49,7 +49,28 @@ class Runner(_stock.Runner):
 
     def close(self) -> None:
         """Shut down and close the loop (stock); after a hard shutdown (second signal), close
-        it without waiting for tasks that are still finalising."""
+        it without waiting for tasks that are still finalising.
+
+        With structured-exit=loop, first the loop's last run: its root group adopts the tasks
+        earlier runs handed over and waits for them (a failure among them is raised here, once
+        the loop is closed)."""
+        loop = self._loop  # type: ignore[attr-defined]
+        try:
+            if (
+                not self._hard_shutdown
+                and loop is not None
+                and not loop.is_closed()
+                and asyncio.events._get_running_loop() is None
+                and _root_group.has_leftovers(loop)
+            ):
+                main = _root_group.root_main(loop, _root_group.leftovers_done(), last=True)
+                self._run_main(main, None)
+        finally:
+            self._close()
+            if loop is not None:
+                _root_group.forget_leftovers(loop)
+
+    def _close(self) -> None:
         if not self._hard_shutdown:
             return super().close()
         loop = self._loop  # type: ignore[attr-defined]
@@ -86,6 +107,9 @@ class Runner(_stock.Runner):
         main: Coroutine[Any, Any, T] = coro
         if switches.enabled("root-task-group"):
             main = _root_group.root_main(self._loop, coro)  # type: ignore[attr-defined]
+        return self._run_main(main, context)
+
+    def _run_main(self, main: Coroutine[Any, Any, T], context: Any) -> T:
         with _sniffio.sniffio_name(), _timeouts.stock_timeouts_routed():
             if not switches.enabled("graceful-signals"):
                 return super().run(main, context=context)

@@ -31,3 +31,4 @@ BaseEventLoop = asyncio.base_events.BaseEventLoop
 loop_create_task = BaseEventLoop.create_task
 loop_set_task_factory = BaseEventLoop.set_task_factory
 loop_run_until_complete = BaseEventLoop.run_until_complete
+loop_close = BaseEventLoop.close

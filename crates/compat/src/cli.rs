@@ -463,6 +463,8 @@ mod tests {
                 "root-task-group=unretrieved-next-tick"
             ]
         );
+        let looped = parse("--profile recommended --set structured-exit=loop").unwrap();
+        assert_eq!(looped.switch_values, vec!["structured-exit=loop"]);
         assert!(parse("--set nope=on").is_err());
         assert!(parse("--set root-task-group").is_err());
         assert!(parse("--set root-task-group=a,b").is_err());

@@ -71,6 +71,17 @@ pub struct TaskGroup {
     /// The root group of a run (`_set_orphan_policy`): its children are the run's loose
     /// tasks, which nobody awaits.
     is_root: GilCell<bool>,
+    /// structured-exit=loop (`_hand_over_at_exit`): when the body returns and nothing failed,
+    /// the exit hands the children still running over to the loop's next run instead of
+    /// waiting for them (see `GroupExit::poll`).
+    hand_over: GilCell<bool>,
+    /// The exit handed its running children over: they stay its members (held, counted in
+    /// `live`) until a later run's root group adopts them (`_adopt`).
+    handed_over: GilCell<bool>,
+    /// Children that failed after the hand-over, before any run adopted them: their failures
+    /// are decided by the adopting group, as if they happened in its run. Not retrieved
+    /// meanwhile: if no run adopts them, asyncio logs them as never retrieved.
+    held: GilCell<Vec<Py<PyAny>>>,
 }
 
 /// When a failed child counts as a failure of the group.
@@ -168,6 +179,16 @@ impl TaskGroup {
         let this = slf.get();
         if let Some(slot) = slot {
             this.release(slot);
+        }
+        if this.handed_over.get() {
+            // Between two runs (structured-exit=loop): its failure waits for the next run.
+            this.live.set(this.live.get().saturating_sub(1));
+            match held_failure(task, starting, this.orphan_policy.get(), waited) {
+                Ok(true) => this.held.push(task.clone().unbind()),
+                Ok(false) => {}
+                Err(e) => e.write_unraisable(py, Some(task)),
+            }
+            return false;
         }
         let policy = this.orphan_policy.get();
         if !starting && policy != OrphanPolicy::Strict {
@@ -477,13 +498,7 @@ impl TaskGroup {
         // or by `release_children` if the group lets go of a task that is still running).
         gc_untrack(core.as_any());
         gc_untrack(&task);
-        if this.registered.get() == 0 {
-            let key = slf.as_ptr() as usize;
-            this.registered.set(key);
-            untracked_groups()
-                .get_or_insert_with(HashSet::new)
-                .insert(key);
-        }
+        Self::register(slf);
         this.live.set(this.live.get() + 1);
         this.note_awaited_by(py, &task, true);
         // Counted as a child before its first step: an eager child may finish within it. A
@@ -546,6 +561,33 @@ impl TaskGroup {
         self.children.set(children);
         self.free_slots.set(free);
         slot
+    }
+
+    /// Children still running (held in the slab; `live` also counts finished children whose
+    /// failure is decided one loop iteration later).
+    fn running_children(&self) -> usize {
+        let children = self.children.take();
+        let n = children.iter().flatten().count();
+        self.children.set(children);
+        n
+    }
+
+    /// The exit's hand-over (structured-exit=loop): the children still running leave the
+    /// group's scope and stay its members, back under the cyclic GC: if no later run adopts
+    /// them (a loop closed without one), they are collected as stock's pending tasks are.
+    fn hand_over_children(&self, py: Python<'_>) {
+        let children = self.children.take();
+        for task in children.iter().flatten() {
+            if let Ok(core) = task.bind(py).getattr(pyo3::intern!(py, "_core")) {
+                if let Ok(core) = core.cast::<TaskCore>() {
+                    core.get().leave_group_scope();
+                }
+            }
+        }
+        retrack_children(py, &children);
+        self.children.set(children);
+        self.unregister();
+        self.handed_over.set(true);
     }
 
     fn release(&self, slot: usize) {
@@ -648,6 +690,9 @@ impl TaskGroup {
             registered: GilCell::new(0),
             orphan_policy: GilCell::new(OrphanPolicy::Strict),
             is_root: GilCell::new(false),
+            hand_over: GilCell::new(false),
+            handed_over: GilCell::new(false),
+            held: GilCell::new(Vec::new()),
         })
     }
 
@@ -676,6 +721,91 @@ impl TaskGroup {
         }
         self.orphan_policy.set(policy);
         self.is_root.set(true);
+        Ok(())
+    }
+
+    /// Internal (structured-exit=loop, the root group of a run): when the body returns and no
+    /// failure or cancellation reached the group, its exit does not wait for the children still
+    /// running: it hands them over (they stay pending, outside any scope) to the root group of
+    /// the loop's next run, which adopts them (`_adopt`).
+    fn _hand_over_at_exit(&self) -> PyResult<()> {
+        if self.state.get() != GroupState::Fresh {
+            return Err(runtime_error(
+                "the hand-over is set before the group is entered",
+            ));
+        }
+        self.hand_over.set(true);
+        Ok(())
+    }
+
+    /// Internal (structured-exit=loop): the tasks this group's exit handed over that no run
+    /// has adopted yet: those still running and those that failed since (0 if the exit did
+    /// not hand any over).
+    #[getter]
+    fn _leftovers(&self) -> usize {
+        if self.handed_over.get() {
+            self.live.get() + self.held.len()
+        } else {
+            0
+        }
+    }
+
+    /// Internal (structured-exit=loop): adopts what `earlier`, the root group of an earlier run
+    /// on the same loop, handed over. Its running tasks become this group's children, under
+    /// this group's scope (its cancellation reaches them, their failures are this group's); a
+    /// failure one of them had between the runs is decided now, as if it happened in this run.
+    fn _adopt(slf: &Bound<'_, Self>, earlier: &Bound<'_, TaskGroup>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let other = earlier.get();
+        if slf.is(earlier) || !other.handed_over.get() {
+            return Err(runtime_error(
+                "only the tasks a group handed over at its exit can be adopted",
+            ));
+        }
+        if !matches!(this.state.get(), GroupState::Active | GroupState::Exiting) {
+            return Err(runtime_error(
+                "a task group adopts tasks only while it is active",
+            ));
+        }
+        let children = other.children.take();
+        other.free_slots.take();
+        let held = other.held.take();
+        let node = this.scope_node(py);
+        for task in children.into_iter().flatten() {
+            other.live.set(other.live.get().saturating_sub(1));
+            let bound = task.bind(py).clone();
+            let core = match bound
+                .getattr(pyo3::intern!(py, "_core"))
+                .and_then(|c| c.cast_into::<TaskCore>().map_err(PyErr::from))
+            {
+                Ok(core) => core,
+                Err(e) => {
+                    // Not an asyncbis task's core (cannot happen: the group spawned it): it
+                    // runs on ungrouped, as stock's tasks do.
+                    e.write_unraisable(py, Some(&bound));
+                    continue;
+                }
+            };
+            let slot = this.adopt(task);
+            this.live.set(this.live.get() + 1);
+            // Held by this group from now on: see `gc_untrack` and `spawn`.
+            gc_untrack(core.as_any());
+            gc_untrack(&bound);
+            Self::register(slf);
+            core.get().join_group(py, slf, slot, node);
+        }
+        for task in held {
+            let task = task.into_bound(py);
+            this.live.set(this.live.get() + 1);
+            if Self::child_done(slf, &task, false, None, false) {
+                if let Ok(core) = task.getattr(pyo3::intern!(py, "_core")) {
+                    if let Ok(core) = core.cast::<TaskCore>() {
+                        core.get().watch_collection(slf.clone().unbind());
+                    }
+                }
+            }
+        }
         Ok(())
     }
 
@@ -852,6 +982,7 @@ impl TaskGroup {
         self.errors.visit(&visit)?;
         self.base_error.visit(&visit)?;
         self.waiter.visit(&visit)?;
+        self.held.visit(&visit)?;
         let children = self.children.take();
         let mut r = Ok(());
         for c in children.iter().flatten() {
@@ -869,6 +1000,7 @@ impl TaskGroup {
         self.errors.take();
         self.base_error.set(None);
         self.waiter.set(None);
+        self.held.take();
         self.free_slots.take();
         self.unregister();
         release_children(self.children.take());
@@ -876,6 +1008,18 @@ impl TaskGroup {
 }
 
 impl TaskGroup {
+    /// Enters the group in `UNTRACKED_GROUPS` (it holds children whose cores are untracked).
+    fn register(slf: &Bound<'_, Self>) {
+        let this = slf.get();
+        if this.registered.get() == 0 {
+            let key = slf.as_ptr() as usize;
+            this.registered.set(key);
+            untracked_groups()
+                .get_or_insert_with(HashSet::new)
+                .insert(key);
+        }
+    }
+
     fn unregister(&self) {
         let key = self.registered.replace(0);
         if key != 0 {
@@ -910,6 +1054,25 @@ fn unretrieved_failure(task: &Bound<'_, PyAny>) -> PyResult<bool> {
     let exc = task.getattr(pyo3::intern!(py, "_exception"))?;
     let c = cached(py);
     Ok(!exc.is_none() && exc.is_instance(c.exception.bind(py))?)
+}
+
+/// Whether a child that finished after its group handed it over (structured-exit=loop) has a
+/// failure for the adopting group to decide: an exception (not a cancellation) of a child that
+/// is not a `start()` child before `started()` (that one's failure is its starter's), unless
+/// the group decides at finish and somebody was waiting for the child (`unwaited-at-finish`).
+fn held_failure(
+    task: &Bound<'_, PyAny>,
+    starting: bool,
+    policy: OrphanPolicy,
+    waited: bool,
+) -> PyResult<bool> {
+    if starting || (policy == OrphanPolicy::AtFinish && waited) {
+        return Ok(false);
+    }
+    // The private state: exception() would mark it retrieved.
+    Ok(!task
+        .getattr(pyo3::intern!(task.py(), "_exception"))?
+        .is_none())
 }
 
 fn retrack_children(py: Python<'_>, children: &[Option<Py<PyAny>>]) {
@@ -973,9 +1136,34 @@ impl GroupExit {
         Ok(())
     }
 
+    /// structured-exit=loop: whether this exit hands the running children over instead of
+    /// waiting for them: the body returned, and no failure and no cancellation reached the group.
+    fn hands_over(&self, py: Python<'_>) -> bool {
+        let g = self.group.bind(py).get();
+        g.hand_over.get()
+            && !self.body_exc.is_some()
+            && g.errors.len() == 0
+            && !g.base_error.is_some()
+            && !g
+                .scope_node(py)
+                .is_some_and(|n| tree().is_effectively_cancelled(n))
+    }
+
     fn poll(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
         let group = self.group.bind(py);
         let g = group.get();
+        if self.hands_over(py) {
+            // The exit is a schedule point as always (a child failing meanwhile makes it an
+            // ordinary exit); finished children whose failure is decided one iteration later
+            // (root-task-group=unretrieved-next-tick) are waited for, an iteration at a time.
+            if !self.yielded.replace(true) || g.live.get() > g.running_children() {
+                return Ok(Some(py.None()));
+            }
+            g.hand_over_children(py);
+            self.phase.set(2);
+            TaskGroup::finish(group, None)?;
+            return Err(PyStopIteration::new_err((false,)));
+        }
         if g.live.get() > 0 {
             let loop_ = g
                 .loop_

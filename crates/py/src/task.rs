@@ -303,6 +303,47 @@ impl TaskCore {
         }
     }
 
+    /// Hand-over (structured-exit=loop): the task stays a member of its group, which exits
+    /// without waiting for it, and leaves the group's scope: its node becomes a root of the
+    /// tree until a later run's root group adopts it (`join_group`). A child of `start()` that
+    /// has not called `started()` stays under its starter's scope, as before.
+    pub(crate) fn leave_group_scope(&self) {
+        if self.starting.get() {
+            return;
+        }
+        if let Some(root) = self.root_node.get() {
+            // Leaving a scope can only hide cancellations: nothing to wake.
+            let wakes = tree().detach(root);
+            debug_assert!(wakes.is_empty());
+        }
+    }
+
+    /// Adoption (structured-exit=loop): the task, still running, becomes a child of `group`
+    /// (held at `slot`), under the group's scope `node`: the group's cancellation reaches it.
+    pub(crate) fn join_group(
+        &self,
+        py: Python<'_>,
+        group: &Bound<'_, TaskGroup>,
+        slot: usize,
+        node: Option<NodeId>,
+    ) {
+        self.group.set(Some(group.clone().unbind()));
+        self.group_slot.set(Some(slot));
+        if self.starting.get() {
+            return;
+        }
+        if let (Some(root), Some(node)) = (self.root_node.get(), node) {
+            let wakes = tree().reparent(root, node);
+            wake_all(py, wakes, None);
+        }
+    }
+
+    /// A failure that `group` decides when the task is collected (root-task-group=unretrieved):
+    /// see `_collected`.
+    pub(crate) fn watch_collection(&self, group: Py<TaskGroup>) {
+        self.collected_by.set(Some(group));
+    }
+
     /// Undoes a spawn whose first step could not be started (scheduling it raised, or an eager
     /// first step could not enter the task's context): the coroutine never ran. The task ends
     /// cancelled (not pending: no "destroyed but it is pending" report), its coroutine is

@@ -429,6 +429,30 @@ impl Tree {
         if self.node(id).is_none() || self.node(new_parent).is_none() || id == new_parent {
             return wakes;
         }
+        self.unlink_from_parent(id);
+        self.nodes[id.idx as usize].parent = Some(new_parent);
+        self.link_child(new_parent, id);
+        self.recompute_subtree(id.idx, &mut wakes);
+        wakes
+    }
+
+    /// Makes a node (a task's root node, with its subtree) a root of the tree: no cancellation
+    /// above it reaches it any more. Used when a run's root group hands a task that is still
+    /// running over to the loop's next run (structured-exit=loop): between runs it belongs to
+    /// no scope. Returns the tasks to wake (none: a detached subtree only loses cancellations).
+    pub fn detach(&mut self, id: NodeId) -> Vec<Wake> {
+        let mut wakes = Vec::new();
+        if self.node(id).is_none() {
+            return wakes;
+        }
+        self.unlink_from_parent(id);
+        self.nodes[id.idx as usize].parent = None;
+        self.recompute_subtree(id.idx, &mut wakes);
+        wakes
+    }
+
+    /// Takes a node out of its parent's child list (its `parent` field is left to the caller).
+    fn unlink_from_parent(&mut self, id: NodeId) {
         let (parent, prev, next) = {
             let n = &self.nodes[id.idx as usize];
             (n.parent, n.prev_sibling, n.next_sibling)
@@ -441,10 +465,9 @@ impl Tree {
         if let Some(nx) = next {
             self.nodes[nx as usize].prev_sibling = prev;
         }
-        self.nodes[id.idx as usize].parent = Some(new_parent);
-        self.link_child(new_parent, id);
-        self.recompute_subtree(id.idx, &mut wakes);
-        wakes
+        let n = &mut self.nodes[id.idx as usize];
+        n.prev_sibling = None;
+        n.next_sibling = None;
     }
 
     pub fn is_effectively_cancelled(&self, id: NodeId) -> bool {
@@ -713,6 +736,39 @@ mod tests {
         tree.remove_task(child);
         assert_eq!(tree.close(caller_scope), Ok(Some(caller_root)));
         assert_eq!(tree.close(group), Ok(Some(host_root)));
+    }
+
+    #[test]
+    fn detach_makes_a_task_a_root_and_reparent_brings_it_under_another_group() {
+        let mut tree = Tree::new();
+        let (host, host_root) = task_with_root(&mut tree, 1, None);
+        let first = tree.open_scope(host, false, false, f64::INFINITY).unwrap();
+        let (child, child_root) = task_with_root(&mut tree, 2, Some(first));
+        let (sibling, _) = task_with_root(&mut tree, 3, Some(first));
+        assert_eq!(tree.detach(child_root), vec![]);
+        assert_eq!(tree.subtree_len(first), 2); // the group's scope and the sibling
+                                                // A cancellation of the group it left does not reach it.
+        tree.cancel(first);
+        assert!(tree.task_should_deliver_level(sibling));
+        assert!(!tree.task_should_deliver_level(child));
+        tree.remove_task(sibling);
+        assert_eq!(tree.close(first), Ok(Some(host_root)));
+        // The next group's cancellation does, once it is adopted there.
+        let second = tree.open_scope(host, false, false, f64::INFINITY).unwrap();
+        tree.cancel(second);
+        let wakes = tree.reparent(child_root, second);
+        assert_eq!(
+            wakes,
+            vec![Wake {
+                task: child,
+                handle: 2
+            }]
+        );
+        assert!(tree.task_should_deliver_level(child));
+        tree.remove_task(child);
+        assert_eq!(tree.close(second), Ok(Some(host_root)));
+        tree.remove_task(host);
+        assert_eq!((tree.live_nodes(), tree.live_tasks()), (0, 0));
     }
 
     #[test]
