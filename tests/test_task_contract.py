@@ -439,3 +439,53 @@ def test_bad_switch_values_are_refused():
         asyncbis._core._set_core_switch("nope", True)
     with pytest.raises(ValueError, match="'off', 'on' or 'uncancel'"):
         asyncbis._core._set_core_switch("task-cancel-level", "sometimes")
+
+
+# -- how the loop calls a task's core (vectorcall, crates/py/src/task.rs) -------------------
+
+
+def test_core_is_called_by_vectorcall_and_other_call_shapes_still_work():
+    """The loop and futures call a task's core with zero or one positional argument through the
+    vectorcall slot asyncbis sets on TaskCore's type; any other call shape is handed to the
+    PyO3 `__call__` with its argument checks."""
+    py_tpflags_have_vectorcall = 1 << 11
+
+    async def main():
+        t = asyncio.create_task(asyncio.sleep(0))
+        await t
+        core = t._core
+        assert type(core) is asyncbis._core.TaskCore
+        # Set when the first core was made (the offset is read from a live instance).
+        assert type(core).__flags__ & py_tpflags_have_vectorcall
+        for call in (lambda: core(), lambda: core(None), lambda: core(arg=None)):
+            with pytest.raises(asyncio.InvalidStateError, match="already finished"):
+                call()
+        with pytest.raises(TypeError, match="takes from 0 to 1 positional arguments"):
+            core(1, 2)
+        with pytest.raises(TypeError, match="unexpected keyword argument 'nope'"):
+            core(nope=1)
+
+    run(main())
+
+
+def test_slow_callback_log_names_the_task(caplog):
+    """Debug mode logs a slow step as `Executing <Task ...> took ...`: asyncio finds the task
+    in the handle's callback (`__self__` of the core the loop calls) when it is an
+    `asyncio.Task`, which asyncbis's Task is once `patch_asyncio()` installed it."""
+
+    async def slow_child():
+        await asyncio.sleep(0)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        loop.slow_callback_duration = 0.0
+        await asyncio.create_task(slow_child(), name="slow-child")
+
+    asyncbis.patch_asyncio()
+    try:
+        with caplog.at_level("WARNING", logger="asyncio"):
+            asyncbis.run(main(), debug=True)
+    finally:
+        asyncbis.unpatch_asyncio()
+    executing = [r.getMessage() for r in caplog.records if "Executing" in r.getMessage()]
+    assert any("<Task" in m and "slow-child" in m for m in executing), executing

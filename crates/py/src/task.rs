@@ -1,6 +1,7 @@
 //! The native task: an `asyncio.Future` subclass (defined in Python, `asyncbis.Task`) whose step
 //! and wake-up are this Rust object, `TaskCore`. The loop schedules the core itself (it is
-//! callable), so a step costs no Python frame and no bound-method allocation.
+//! callable, by vectorcall: see `enable_vectorcall`), so a step costs no Python frame, no
+//! bound-method allocation and no argument tuple.
 //!
 //! Cancellation delivery: before each step (except the first), if the task's innermost cancel
 //! scope is effectively cancelled, a fresh CancelledError marked for this task is thrown into
@@ -93,6 +94,8 @@ enum StepKind {
 
 #[pyclass(module = "asyncbis._core", frozen)]
 pub struct TaskCore {
+    /// The entry the loop and futures call (`vectorcall`; see `enable_vectorcall`).
+    vectorcall: ffi::vectorcallfunc,
     task: GilCell<Option<Py<PyAny>>>,
     coro: GilCell<Option<Py<PyAny>>>,
     context: GilCell<Option<Py<PyAny>>>,
@@ -237,6 +240,55 @@ impl TaskCore {
                     woken: Some(slf.clone().unbind()),
                 },
             );
+        }
+    }
+
+    /// Step (no argument, or an exception to throw in) or wake-up (a finished future).
+    fn call(slf: &Bound<'_, Self>, arg: Option<Bound<'_, PyAny>>) -> PyResult<()> {
+        let py = slf.py();
+        match arg {
+            None => Self::step(slf, None, StepKind::Scheduled),
+            Some(a) if a.is_instance_of::<pyo3::exceptions::PyBaseException>() => {
+                Self::step(slf, Some(a), StepKind::Scheduled)
+            }
+            Some(fut) => {
+                // Wake-up: the awaited future is done.
+                slf.get().fut_waiter.set(None);
+                if let Some(discard) = &cached(py).future_discard_from_awaited_by {
+                    if let Some(task) = slf.get().task.get_ref(py) {
+                        discard.bind(py).call1((&fut, task))?;
+                    }
+                }
+                if let Some(exc) = crate::own_cancelled_exc(&fut) {
+                    return Self::step(slf, Some(exc), StepKind::Scheduled);
+                }
+                let c = cached(py);
+                let plain = fut.get_type().is(c.future_type.bind(py));
+                if plain && Self::scope_cancellation_replaces(slf, &fut)? {
+                    // The step delivers the scope's own CancelledError in place of the
+                    // future's: do not make (and raise, and fetch) the future's one first.
+                    return Self::step(slf, None, StepKind::Scheduled);
+                }
+                let outcome = if plain {
+                    c.future_result.bind(py).call1((&fut,))
+                } else {
+                    fut.call_method0(pyo3::intern!(py, "result"))
+                };
+                match outcome {
+                    Ok(_) => Self::step(slf, None, StepKind::Completed),
+                    Err(e) => {
+                        let value = e.value(py).clone().into_any();
+                        // A cancelled future (typically cancelled by a scope to wake this task)
+                        // lets the scope's cancellation through; a real outcome goes first.
+                        let kind = if value.is_instance(c.cancelled_error.bind(py))? {
+                            StepKind::Scheduled
+                        } else {
+                            StepKind::Completed
+                        };
+                        Self::step(slf, Some(value), kind)
+                    }
+                }
+            }
         }
     }
 
@@ -721,6 +773,7 @@ impl TaskCore {
         let core = Bound::new(
             py,
             TaskCore {
+                vectorcall: core_vectorcall,
                 task: GilCell::new(Some(task.clone().unbind())),
                 coro: GilCell::new(Some(coro.clone().unbind())),
                 context: GilCell::new(Some(context.unbind())),
@@ -745,6 +798,7 @@ impl TaskCore {
                 seq: TASK_COUNTER.fetch_add(1, Ordering::Relaxed) + 1,
             },
         )?;
+        VECTORCALL.call_once(|| enable_vectorcall(&core));
         // The tree holds a borrowed pointer; Drop removes it before the object is freed.
         let handle = core.as_ptr() as usize;
         let (tid, node) = {
@@ -1036,54 +1090,12 @@ pub fn wake_all(py: Python<'_>, wakes: Vec<Wake>, message: Option<&Bound<'_, PyA
 
 #[pymethods]
 impl TaskCore {
-    /// Step (no argument, or an exception to throw in) or wake-up (a finished future).
+    /// Step (no argument, or an exception to throw in) or wake-up (a finished future). The
+    /// loop and futures reach `TaskCore::call` through `core_vectorcall`; this is the entry for
+    /// other call shapes (keywords, or a wrong number of arguments: PyO3's error).
     #[pyo3(signature = (arg = None))]
     fn __call__(slf: &Bound<'_, Self>, arg: Option<Bound<'_, PyAny>>) -> PyResult<()> {
-        let py = slf.py();
-        match arg {
-            None => Self::step(slf, None, StepKind::Scheduled),
-            Some(a) if a.is_instance_of::<pyo3::exceptions::PyBaseException>() => {
-                Self::step(slf, Some(a), StepKind::Scheduled)
-            }
-            Some(fut) => {
-                // Wake-up: the awaited future is done.
-                slf.get().fut_waiter.set(None);
-                if let Some(discard) = &cached(py).future_discard_from_awaited_by {
-                    if let Some(task) = slf.get().task.get_ref(py) {
-                        discard.bind(py).call1((&fut, task))?;
-                    }
-                }
-                if let Some(exc) = crate::own_cancelled_exc(&fut) {
-                    return Self::step(slf, Some(exc), StepKind::Scheduled);
-                }
-                let c = cached(py);
-                let plain = fut.get_type().is(c.future_type.bind(py));
-                if plain && Self::scope_cancellation_replaces(slf, &fut)? {
-                    // The step delivers the scope's own CancelledError in place of the
-                    // future's: do not make (and raise, and fetch) the future's one first.
-                    return Self::step(slf, None, StepKind::Scheduled);
-                }
-                let outcome = if plain {
-                    c.future_result.bind(py).call1((&fut,))
-                } else {
-                    fut.call_method0(pyo3::intern!(py, "result"))
-                };
-                match outcome {
-                    Ok(_) => Self::step(slf, None, StepKind::Completed),
-                    Err(e) => {
-                        let value = e.value(py).clone().into_any();
-                        // A cancelled future (typically cancelled by a scope to wake this task)
-                        // lets the scope's cancellation through; a real outcome goes first.
-                        let kind = if value.is_instance(c.cancelled_error.bind(py))? {
-                            StepKind::Scheduled
-                        } else {
-                            StepKind::Completed
-                        };
-                        Self::step(slf, Some(value), kind)
-                    }
-                }
-            }
-        }
+        Self::call(slf, arg)
     }
 
     /// Called by `Task.__del__` when the task's exception was never retrieved: a group
@@ -1294,4 +1306,122 @@ impl Drop for TaskCore {
             tree().remove_task(id);
         }
     }
+}
+
+/// Patches `TaskCore`'s type once, when the first core exists.
+static VECTORCALL: std::sync::Once = std::sync::Once::new();
+
+/// Makes `TaskCore` instances vectorcall-able. PyO3 classes are called through `tp_call`
+/// (`_PyObject_MakeTpCall` packs the arguments in a tuple, PyO3's trampoline parses them against
+/// the signature): about 1.2k instructions per call, and the loop calls a core on every step and
+/// wake-up (stock's C task binds a METH_O C function instead). The type gets the vectorcall flag
+/// and the offset of the `vectorcall` field, which every instance sets to `core_vectorcall`
+/// (PyO3 itself sets `Py_TPFLAGS_IMMUTABLETYPE` the same way after creating a type). `tp_call`
+/// stays for the call shapes `core_vectorcall` hands back to it.
+fn enable_vectorcall(core: &Bound<'_, TaskCore>) {
+    let object = core.as_ptr() as usize;
+    let field = std::ptr::addr_of!(core.get().vectorcall) as usize;
+    let tp = core.get_type().as_type_ptr();
+    // SAFETY: the offset is that of a field inside the object (same layout for every instance
+    // of this final class), holding a valid `vectorcallfunc`; the type object is live (an
+    // instance exists) and no other thread runs Python code (the GIL is held). tp_flags is
+    // written through a plain c_ulong pointer (an AtomicCULong on free-threaded builds has
+    // the same layout).
+    unsafe {
+        (*tp).tp_vectorcall_offset = (field - object) as ffi::Py_ssize_t;
+        let flags = std::ptr::addr_of_mut!((*tp).tp_flags) as *mut std::ffi::c_ulong;
+        *flags |= ffi::Py_TPFLAGS_HAVE_VECTORCALL;
+        ffi::PyType_Modified(tp);
+    }
+}
+
+/// `core(arg)` or `core()` by vectorcall (no tuple, no signature parsing), as the loop's
+/// handles and futures' callbacks call it. Other shapes (keywords, too many arguments) go to
+/// `tp_call`, i.e. `TaskCore.__call__` with PyO3's argument parsing and errors.
+///
+/// The body runs inside PyO3's own trampoline for fastcall functions (what `#[pyfunction]`
+/// expands to): it marks the thread as attached for PyO3, so that `Py<T>` values dropped in
+/// the step are released at once instead of being queued in PyO3's deferred-decref pool (the
+/// loop calls in from Python code, with no PyO3 frame below), and it turns a panic into an
+/// exception.
+unsafe extern "C" fn core_vectorcall(
+    callable: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargsf: usize,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: the vectorcall protocol's argument count (the flag bit masked off).
+    let nargs = unsafe { ffi::PyVectorcall_NARGS(nargsf) };
+    // SAFETY: called by the interpreter with the GIL held, with the vectorcall arguments.
+    unsafe {
+        pyo3::impl_::trampoline::get_trampoline_function!(
+            fastcall_cfunction_with_keywords,
+            core_fastcall
+        )(callable, args, nargs, kwnames)
+    }
+}
+
+/// The body of `core_vectorcall`.
+///
+/// # Safety
+/// `callable` is a live TaskCore; `args` holds `nargs` positional values followed by one value
+/// per name in `kwnames` (NULL or a tuple).
+unsafe fn core_fastcall(
+    py: Python<'_>,
+    callable: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> PyResult<*mut ffi::PyObject> {
+    // SAFETY: kwnames is NULL or a tuple.
+    let has_keywords = !kwnames.is_null() && unsafe { ffi::PyTuple_GET_SIZE(kwnames) } > 0;
+    if has_keywords || nargs > 1 {
+        // SAFETY: the caller's contract.
+        return unsafe { call_through_tp_call(py, callable, args, nargs, kwnames) };
+    }
+    // SAFETY: only TaskCore's type has this vectorcall entry; args[0] is live when nargs == 1.
+    let slf = unsafe { Bound::from_borrowed_ptr(py, callable).cast_into_unchecked::<TaskCore>() };
+    let arg = (nargs == 1).then(|| unsafe { Bound::from_borrowed_ptr(py, *args) });
+    TaskCore::call(&slf, arg)?;
+    Ok(py.None().into_ptr())
+}
+
+/// A vectorcall turned into a `tp_call` (argument tuple and keyword dict), for the shapes
+/// `core_vectorcall` does not handle itself.
+///
+/// # Safety
+/// `args` holds `nargs` positional values followed by one value per name in `kwnames`.
+unsafe fn call_through_tp_call(
+    py: Python<'_>,
+    callable: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> PyResult<*mut ffi::PyObject> {
+    // SAFETY: the caller's contract on args, nargs and kwnames.
+    let positional =
+        (0..nargs as usize).map(|i| unsafe { Bound::from_borrowed_ptr(py, *args.add(i)) });
+    let tuple = pyo3::types::PyTuple::new(py, positional)?;
+    let kwargs = if kwnames.is_null() {
+        None
+    } else {
+        let names = unsafe { Bound::from_borrowed_ptr(py, kwnames) };
+        let kwargs = pyo3::types::PyDict::new(py);
+        for (i, name) in names.try_iter()?.enumerate() {
+            let value = unsafe { Bound::from_borrowed_ptr(py, *args.add(nargs as usize + i)) };
+            kwargs.set_item(name?, value)?;
+        }
+        Some(kwargs)
+    };
+    // SAFETY: callable is a live TaskCore, whose type has PyO3's tp_call (`__call__`).
+    let Some(tp_call) = (unsafe { (*ffi::Py_TYPE(callable)).tp_call }) else {
+        return Err(PyTypeError::new_err("TaskCore is not callable"));
+    };
+    let kwargs = kwargs.as_ref().map_or(std::ptr::null_mut(), |k| k.as_ptr());
+    // SAFETY: a tp_call slot called with a tuple and a dict or NULL.
+    let ret = unsafe { tp_call(callable, tuple.as_ptr(), kwargs) };
+    if ret.is_null() {
+        return Err(PyErr::fetch(py));
+    }
+    Ok(ret)
 }
