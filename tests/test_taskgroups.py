@@ -521,6 +521,139 @@ def test_garbage_group_with_a_pending_child_in_a_cycle_is_collected(monkeypatch)
         loop.close()
 
 
+def test_finished_children_of_a_cancelled_group_in_cycles_are_collected_after_its_exit():
+    """A cancelled group keeps its finished children out of the cyclic GC until it exits
+    (TaskGroup::keeps_finished_child, group.rs); its exit puts them back, so children that
+    reference themselves (task -> CancelledError -> traceback -> frame -> task) are collected."""
+    refs: list[weakref.ref[asyncio.Future]] = []
+
+    async def child() -> None:
+        me = asyncio.current_task()  # the frame, kept by the traceback, references the task
+        await asyncio.sleep(3600)
+        del me
+
+    async def main() -> tuple[list[bool], list[bool]]:
+        async with TaskGroup() as tg:
+            tasks = [tg.create_task(child()) for _ in range(5)]  # what keeps them: the list
+            refs.extend(weakref.ref(t) for t in tasks)
+            await asyncio.sleep(0)
+            tg.cancel()
+            with CancelScope(shield=True):
+                await asyncio.sleep(0)  # the children finish before the exit
+            kept = [t.cancelled() and not gc.is_tracked(t) for t in tasks]
+        del tasks
+        gc.collect()
+        return kept, [r() is None for r in refs]
+
+    assert run(main()) == ([True] * 5, [True] * 5)
+
+
+def test_cancelled_group_keeps_no_more_finished_children_than_it_had_running():
+    """The bound on what a cancelled group keeps out of the GC (untracked) until its exit: at
+    most as many finished children as it had live when it kept the first one; children that
+    finish beyond that go back under the GC at once. The exit puts back the kept ones."""
+
+    async def main() -> tuple[list[bool], list[bool], list[bool]]:
+        gate = asyncio.get_running_loop().create_future()
+
+        async def shielded() -> None:
+            with CancelScope(shield=True):
+                await gate
+
+        async with TaskGroup() as tg:
+            tg.create_task(shielded())
+            first = [tg.create_task(sleep_forever()) for _ in range(2)]
+            await asyncio.sleep(0)
+            tg.cancel()  # 3 live children: the two sleepers finish and are kept
+            with CancelScope(shield=True):
+                await asyncio.sleep(0)
+                # Spawned into the cancelled group: each runs to its first yield and ends
+                # cancelled; one more fits the bound, the others are put back at once.
+                later = [tg.create_task(asyncio.sleep(0)) for _ in range(10)]
+                for _ in range(3):
+                    await asyncio.sleep(0)
+                kept = [not gc.is_tracked(t) for t in first + later]
+                gate.set_result(None)
+        done = [t.cancelled() for t in first + later]
+        return kept, done, [gc.is_tracked(t) for t in first + later]
+
+    kept, done, tracked_after_exit = run(main())
+    assert kept == [True, True, True] + [False] * 9
+    assert done == [True] * 12
+    assert tracked_after_exit == [True] * 12
+
+
+def test_finished_child_of_a_cancelled_group_that_nobody_holds_is_freed_at_once():
+    """A cancelled group keeps only the finished children somebody else keeps alive: one that
+    nobody references is freed when it finishes, with its CancelledError and frames."""
+
+    async def main() -> tuple[bool, bool]:
+        gate = asyncio.get_running_loop().create_future()
+
+        async def shielded() -> None:
+            with CancelScope(shield=True):
+                await gate
+
+        async with TaskGroup() as tg:
+            tg.create_task(shielded())
+            held = tg.create_task(sleep_forever())
+            unheld = weakref.ref(tg.create_task(sleep_forever()))
+            await asyncio.sleep(0)
+            tg.cancel()
+            with CancelScope(shield=True):
+                await asyncio.sleep(0)
+                freed = unheld() is None
+                kept = held.cancelled() and not gc.is_tracked(held)
+                gate.set_result(None)
+        return freed, kept
+
+    assert run(main()) == (True, True)
+
+
+def test_garbage_cancelled_group_with_kept_children_in_cycles_is_collected(monkeypatch):
+    """A cancelled group whose host was abandoned (its exit waits for ever on a shielded child,
+    the loop stopped) is collected with the finished children it kept out of the GC."""
+    loop = asyncio.new_event_loop()
+    asyncbis._task_factory.install_on_loop(loop)
+    loop.set_exception_handler(lambda _, ctx: None)  # "destroyed but it is pending", as stock
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: None)  # "ignored GeneratorExit"
+    refs: list[weakref.ref[asyncio.Future]] = []
+
+    async def finished_child() -> None:
+        me = asyncio.current_task()  # task -> CancelledError -> traceback -> frame -> task
+        await asyncio.sleep(3600)
+        del me
+
+    async def stuck_child() -> None:
+        with CancelScope(shield=True):
+            await loop.create_future()  # never resolved, held by nobody else
+
+    async def parent() -> None:
+        async with TaskGroup() as tg:
+            kids = [tg.create_task(finished_child()) for _ in range(3)]  # kept: held here
+            refs.extend(weakref.ref(t) for t in kids)
+            tg.create_task(stuck_child())
+            await asyncio.sleep(0)
+            tg.cancel()
+
+    async def main() -> None:
+        refs.append(weakref.ref(loop.create_task(parent())))
+        await asyncio.sleep(0.01)  # the three are finished and kept; the exit waits
+
+    try:
+        loop.run_until_complete(main())
+        assert all(r() is not None for r in refs)
+        kids = [r() for r in refs[1:]]
+        assert [t.cancelled() and not gc.is_tracked(t) for t in kids] == [True] * 3  # type: ignore[union-attr]
+        del kids
+        loop.close()  # no handle of theirs left on the loop to keep them alive
+        for _ in range(3):
+            gc.collect()
+        assert [r() for r in refs] == [None] * 4
+    finally:
+        loop.close()
+
+
 def test_many_live_children_stay_reachable_through_a_full_collection():
     async def child(n: int) -> int:
         await asyncio.sleep(0.01)

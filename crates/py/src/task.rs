@@ -27,6 +27,11 @@ use crate::util::{
 
 static TASK_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// References to a grouped task that asyncbis itself holds when the task's step finishes it
+/// (`TaskCore::finish`): its group's slot, its core's `task` field and the step's own. More
+/// means somebody else keeps the finished task alive.
+const RUNTIME_REFS_AT_FINISH: ffi::Py_ssize_t = 3;
+
 thread_local! {
     /// The asyncbis task whose step is running on this thread (a stack: eager starts nest).
     static CURRENT: RefCell<Option<Py<TaskCore>>> = const { RefCell::new(None) };
@@ -295,10 +300,26 @@ impl TaskCore {
     fn finish(slf: &Bound<'_, TaskCore>) {
         let py = slf.py();
         let this = slf.get();
-        // Untracked while its group held it (see gc_untrack), like the task itself.
-        gc_retrack(slf.as_any());
-        if let Some(task) = this.task.get_ref(py) {
-            gc_retrack(task.bind(py));
+        // Untracked while its group held it (see gc_untrack), like the task itself; back under
+        // the GC now, unless the group keeps the finished task until it exits (a cancelled
+        // group, and a task that outlives its finish: see `TaskGroup::keeps_finished_child`).
+        // One that nobody else references is freed by the group's release below instead,
+        // with what it holds (its CancelledError, traceback and frames), which keeping it would
+        // only hand to the young collections.
+        let held_elsewhere = this.task.with_ref(|t| {
+            // SAFETY: a live object, borrowed from the cell.
+            t.is_some_and(|t| unsafe { ffi::Py_REFCNT(t.as_ptr()) } > RUNTIME_REFS_AT_FINISH)
+        });
+        let kept = held_elsewhere
+            && this.group_slot.get().is_some()
+            && this
+                .group
+                .with_ref(|g| g.is_some_and(|g| TaskGroup::keeps_finished_child(g.bind(py))));
+        if !kept {
+            gc_retrack(slf.as_any());
+            if let Some(task) = this.task.get_ref(py) {
+                gc_retrack(task.bind(py));
+            }
         }
         this.finished.set(true);
         this.fut_waiter.set(None);
@@ -348,6 +369,7 @@ impl TaskCore {
                 this.starting.get(),
                 this.group_slot.take(),
                 this.waited.replace(false),
+                kept,
             );
             if watch {
                 this.collected_by.set(Some(group));
