@@ -406,3 +406,59 @@ def test_a_loop_reused_after_an_interrupted_run_until_complete_starts_clean():
         assert loop.run_until_complete(task) == "ok"
     finally:
         loop.close()
+
+
+def test_patched_timeout_is_the_stock_class_with_every_switch_off():
+    # async-timeout 5 defines `class Timeout(asyncio.Timeout)` at import, after the patch, and
+    # reads stock's private state: with every switch off that subclass must be stock's code.
+    stock = asyncbis._stock.Timeout
+    switches.disable(*switches.NAMES)
+
+    class Subclass(asyncio.Timeout):
+        def __init__(self, when):
+            super().__init__(when)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        async with Subclass(None) as cm:
+            assert cm._timeout_handler is None and cm.when() is None
+        async with Subclass(loop.time() + 10) as cm:
+            assert cm._task is asyncio.current_task()
+            assert cm._timeout_handler is not None
+            cm.reschedule(None)
+            assert cm._timeout_handler is None
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0) as made:
+                await asyncio.sleep(1)
+        assert isinstance(made, stock) and made.expired()
+        assert repr(made) == "<Timeout [expired]>"
+
+    asyncio.run(main())
+    assert issubclass(asyncio.Timeout, stock)
+
+
+def test_patched_timeout_subclass_is_scoped_with_scoped_timeouts_on():
+    class Subclass(asyncio.Timeout):
+        def __init__(self, when):
+            super().__init__(when)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        with pytest.raises(TimeoutError):
+            async with Subclass(loop.time() + 0.01) as cm:
+                assert cm.cancel_scope is not None
+                assert repr(cm).startswith("<Timeout [active] when=")
+                with pytest.raises(asyncio.CancelledError):
+                    await asyncio.sleep(1)
+                await asyncio.sleep(0)  # level: cancelled again at the next yield point
+        assert cm.expired() and repr(cm) == "<Timeout [expired]>"
+        await asyncio.sleep(0)  # the task itself is not cancelled afterwards
+        async with asyncio.Timeout(None, shield=True) as shielded:
+            asyncio.current_task().cancel()
+            await asyncio.sleep(0)  # shielded from the cancellation outside
+        assert repr(shielded) == "<Timeout [finished] shield=True>"
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.sleep(0)
+        return isinstance(asyncio.timeout(1), asyncio.Timeout)
+
+    assert asyncio.run(main()) is True

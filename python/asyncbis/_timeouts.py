@@ -14,7 +14,6 @@ import abc
 import asyncio
 import asyncio.timeouts
 import contextlib
-import enum
 import inspect
 import math
 import threading
@@ -40,116 +39,82 @@ def _scopes_usable() -> bool:
     return _core.current_task_core() is not None
 
 
-class _State(enum.Enum):
-    # the stock asyncio.Timeout states and their repr names
-    CREATED = "created"
-    ENTERED = "active"
-    EXPIRING = "expiring"
-    EXPIRED = "expired"
-    EXITED = "finished"
-
-
-class Timeout(metaclass=abc.ABCMeta):  # noqa: B024  (ABC only to register the native class)
+class Timeout(_stock.Timeout, metaclass=abc.ABCMeta):  # type: ignore[misc,valid-type]
     """``asyncio.Timeout`` built on a cancel scope.
 
     Once the deadline has passed, every yield point inside raises CancelledError (level
     cancellation); on exit that becomes TimeoutError — only in the timeout whose own deadline
     expired. ``shield=True`` also blocks cancellation from outside. ``None`` means no deadline.
-    """
 
-    __slots__ = ("_when", "_shield", "_scope", "_stock", "_state")
+    A subclass of the stock class: with scoped-timeouts off, or outside an asyncbis task, it
+    runs the stock code on the stock attributes, so what patch_asyncio() installs as
+    ``asyncio.Timeout`` is stock then, and libraries subclassing ``asyncio.Timeout`` after the
+    patch (async-timeout) keep the private state they read. Scoped, it drives the native
+    timeout (``_core.Timeout``) and forwards to it.
+    """
 
     def __init__(self, when: float | None, *, shield: bool = False) -> None:
         _to_deadline(when)  # validate early
-        self._when = None if when is None else float(when)
+        super().__init__(when)
         self._shield = bool(shield)
-        self._scope: _core.CancelScope | None = None
-        self._stock: Any = None
-        self._state = _State.CREATED
+        self._scoped: Any = None
 
     @property
     def cancel_scope(self) -> _core.CancelScope | None:
         """The underlying cancel scope (None before entering, or when running stock)."""
-        return self._scope
-
-    def when(self) -> float | None:
-        """The deadline (loop.time() clock), or None for no deadline."""
-        if self._stock is not None:
-            return self._stock.when()
-        return self._when
-
-    def reschedule(self, when: float | None) -> None:
-        """Move the deadline (earlier cancels at once if passed; later re-arms the timer)."""
-        if self._stock is not None:
-            self._stock.reschedule(when)
-            return
-        self._sync_state()
-        if self._state is not _State.ENTERED:
-            if self._state is _State.CREATED:
-                raise RuntimeError("Timeout has not been entered")
-            raise RuntimeError(f"Cannot change state of {self._state.value} Timeout")
-        deadline = _to_deadline(when)
-        self._when = None if when is None else deadline
-        assert self._scope is not None
-        self._scope.deadline = deadline
-
-    def expired(self) -> bool:
-        """Whether the deadline passed while the block ran (stock meaning)."""
-        if self._stock is not None:
-            return self._stock.expired()
-        self._sync_state()
-        return self._state in (_State.EXPIRING, _State.EXPIRED)
-
-    def _sync_state(self) -> None:
-        scope = self._scope
-        if self._state is _State.ENTERED and scope is not None and scope.deadline_expired:
-            self._state = _State.EXPIRING
-
-    def __repr__(self) -> str:
-        if self._stock is not None:
-            return repr(self._stock)
-        self._sync_state()
-        info = ""
-        if self._state is _State.ENTERED:
-            when = round(self._when, 3) if self._when is not None else None
-            info = f" when={when}"
-        extra = " shield=True" if self._shield else ""
-        return f"<Timeout [{self._state.value}]{info}{extra}>"
+        return self._scoped.cancel_scope if self._scoped is not None else None
 
     async def __aenter__(self) -> Timeout:
-        if self._state is not _State.CREATED:
+        if self._scoped is not None:
             raise RuntimeError("Timeout has already been entered")
-        if asyncio.current_task() is None:
-            raise RuntimeError("Timeout should be used inside a task")
-        if not switches.enabled("scoped-timeouts") or not _scopes_usable():
-            if self._shield:
-                raise RuntimeError(
-                    "Timeout(shield=True) needs the scoped-timeouts switch and an asyncbis task"
-                )
-            self._state = _State.ENTERED
-            self._stock = _stock.Timeout(self._when)
-            await self._stock.__aenter__()
+        if (
+            self._state is _stock_state_created()
+            and switches.enabled("scoped-timeouts")
+            and _scopes_usable()
+        ):
+            scoped = _core.Timeout(self._when, shield=self._shield)
+            await scoped.__aenter__()
+            self._scoped = scoped
             return self
-        self._scope = _core.fail_at(_to_deadline(self._when), shield=self._shield)
-        self._scope.__enter__()
-        self._state = _State.ENTERED
+        if self._shield:
+            raise RuntimeError(
+                "Timeout(shield=True) needs the scoped-timeouts switch and an asyncbis task"
+            )
+        await super().__aenter__()
         return self
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> bool | None:
-        if self._stock is not None:
-            return await self._stock.__aexit__(exc_type, exc, tb)
-        assert self._scope is not None
-        self._sync_state()
-        try:
-            caught = self._scope.__exit__(exc_type, exc, tb)
-        except TimeoutError as timeout_error:
-            self._state = _State.EXPIRED
-            if timeout_error.__context__ is None:
-                # like stock (`raise TimeoutError from exc`): the cancellation is the context
-                timeout_error.__context__ = exc
-            raise
-        self._state = _State.EXITED if self._state is _State.ENTERED else _State.EXPIRED
-        return caught
+        if self._scoped is not None:
+            return await self._scoped.__aexit__(exc_type, exc, tb)
+        return await super().__aexit__(exc_type, exc, tb)
+
+    def when(self) -> float | None:
+        """The deadline (loop.time() clock), or None for no deadline."""
+        return self._scoped.when() if self._scoped is not None else super().when()
+
+    def reschedule(self, when: float | None) -> None:
+        """Move the deadline (earlier cancels at once if passed; later re-arms the timer)."""
+        if self._scoped is not None:
+            self._scoped.reschedule(when)
+        elif self._state is _stock_state_created() and switches.enabled("scoped-timeouts"):
+            # 3.11's stock class only asserts this
+            raise RuntimeError("Timeout has not been entered")
+        else:
+            super().reschedule(when)
+
+    def expired(self) -> bool:
+        """Whether the deadline passed while the block ran (stock meaning)."""
+        return self._scoped.expired() if self._scoped is not None else super().expired()
+
+    def __repr__(self) -> str:
+        if self._scoped is not None:
+            return repr(self._scoped)
+        text = super().__repr__()
+        return text[:-1] + " shield=True>" if self._shield else text
+
+
+def _stock_state_created() -> Any:
+    return asyncio.timeouts._State.CREATED
 
 
 def _fallback_timeout(delay: float | None, *, shield: bool = False) -> Timeout:
@@ -180,7 +145,7 @@ _core._set_timeout_fallback(_fallback_timeout, _fallback_timeout_at)
 Timeout.register(_core.Timeout)
 
 
-class RoutedTimeout(_stock.Timeout):  # type: ignore[misc,valid-type]
+class RoutedTimeout(Timeout):  # type: ignore[misc]  (stock marks its Timeout final)
     """The stock ``asyncio.Timeout`` while an asyncbis run is active without patch_asyncio().
 
     Stock timeouts are built on ``Task.cancel()``/``uncancel()``; on an asyncbis task with
@@ -189,51 +154,15 @@ class RoutedTimeout(_stock.Timeout):  # type: ignore[misc,valid-type]
     class is the scoped timeout instead (a cancel scope with a deadline: what patch_asyncio()
     makes of ``asyncio.timeout``); anywhere else (another thread's stock loop, a foreign task
     factory's task, scoped-timeouts off) it is exactly the stock class. Being a subclass, it
-    passes ``isinstance(t, asyncio.Timeout)`` checks made with the stock class.
+    passes ``isinstance(t, asyncio.Timeout)`` checks made with the stock class. A class of its
+    own (not ``Timeout``) so that ending the routing never removes what patch_asyncio()
+    installed.
     """
 
-    def __init__(self, when: float | None) -> None:
-        super().__init__(when)
-        self._scoped: Any = None
-
-    async def __aenter__(self) -> RoutedTimeout:
-        if self._scoped is not None:
-            raise RuntimeError("Timeout has already been entered")
-        if (
-            self._state is _stock_state_created()
-            and switches.enabled("scoped-timeouts")
-            and _scopes_usable()
-        ):
-            scoped = _core.Timeout(self._when)
-            await scoped.__aenter__()
-            self._scoped = scoped
-            return self
-        await super().__aenter__()
-        return self
-
-    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> bool | None:
-        if self._scoped is not None:
-            return await self._scoped.__aexit__(exc_type, exc, tb)
-        return await super().__aexit__(exc_type, exc, tb)
-
-    def when(self) -> float | None:
-        return self._scoped.when() if self._scoped is not None else super().when()
-
-    def reschedule(self, when: float | None) -> None:
-        if self._scoped is not None:
-            self._scoped.reschedule(when)
-        else:
-            super().reschedule(when)
-
-    def expired(self) -> bool:
-        return self._scoped.expired() if self._scoped is not None else super().expired()
-
-    def __repr__(self) -> str:
-        return repr(self._scoped) if self._scoped is not None else super().__repr__()
-
-
-def _stock_state_created() -> Any:
-    return asyncio.timeouts._State.CREATED
+    def __init__(self, when: float | None) -> None:  # stock's signature, no early validation
+        _stock.Timeout.__init__(self, when)
+        self._shield = False
+        self._scoped = None
 
 
 # How many asyncbis runs are active (in any thread): while there is one, the stock Timeout
