@@ -284,7 +284,23 @@ impl Report {
         if let Ok(report) = serde_json::from_value(value) {
             *self = report;
         }
+        // A venv reused across runs (same wheel content, see environment::ensure_wheel) still
+        // names the directory the wheel was first installed from, which is none of `paths`.
+        for project in &mut self.projects {
+            for source in project.installed.values_mut() {
+                if let Some(name) = foreign_wheel_name(source) {
+                    *source = format!("file://<wheels>/{name}");
+                }
+            }
+        }
     }
+}
+
+/// The file name of a `file://` wheel whose directory is an absolute path of this machine.
+fn foreign_wheel_name(source: &str) -> Option<String> {
+    let path = source.strip_prefix("file:///")?;
+    let (_, name) = path.rsplit_once('/')?;
+    name.ends_with(".whl").then(|| name.to_string())
 }
 
 fn replace_in_strings(value: &mut serde_json::Value, paths: &[&(String, String)]) {
@@ -1954,5 +1970,30 @@ mod tests {
             readable_version(&report.projects[0].installed["asyncbis"], "?"),
             "0.1.0"
         );
+    }
+
+    #[test]
+    fn a_wheel_installed_from_another_directory_is_named_without_it() {
+        let mut report = sample_report();
+        let installed = &mut report.projects[0].installed;
+        installed.insert(
+            "asyncbis".into(),
+            "file:///srv/old/target/study-wheels/asyncbis-0.1.0-cp312-cp312-linux_x86_64.whl"
+                .into(),
+        );
+        installed.insert(
+            "anyio".into(),
+            "file:///home/u/.cache/ac/src/anyio-4.16.0".into(),
+        );
+        installed.insert("sniffio".into(), "1.3.1".into());
+        report.replace_paths(&[("/home/u/.cache/ac".into(), "<cache>".into())]);
+        let installed = &report.projects[0].installed;
+        assert_eq!(
+            installed["asyncbis"],
+            "file://<wheels>/asyncbis-0.1.0-cp312-cp312-linux_x86_64.whl"
+        );
+        assert_eq!(installed["anyio"], "file://<cache>/src/anyio-4.16.0");
+        assert_eq!(installed["sniffio"], "1.3.1");
+        assert_eq!(readable_version(&installed["asyncbis"], "?"), "0.1.0");
     }
 }
