@@ -290,6 +290,24 @@ def test_spawning_skips_the_stats_hook_unless_stats_are_recorded(monkeypatch):
     assert len(calls) >= 4 and set(calls) == {loop}
 
 
+def test_recording_stats_keeps_no_loop_alive(monkeypatch):
+    # The study records stats in every asyncbis run; stock frees a run's loop once collected.
+    import gc
+    import weakref
+
+    from asyncbis import _stats
+
+    async def main():
+        await asyncio.sleep(0)
+        return weakref.ref(asyncio.get_running_loop())
+
+    monkeypatch.setattr(_stats, "counting", True)
+    loop_ref = asyncio.run(main())
+    gc.collect()
+    assert loop_ref() is None
+    assert _stats.loops_seen() >= 1
+
+
 def test_autopatch_is_inert_without_the_variable(tmp_path):
     code = "import asyncbis._autopatch, asyncbis.pytest_plugin\n" + SCRIPT
     env = {"ASYNCBIS_AUTOPATCH": "", "ASYNCBIS_STATS_DIR": str(tmp_path / "s")}

@@ -24,7 +24,7 @@ _task_base = 0
 _loops: weakref.WeakSet[Any] = weakref.WeakSet()
 _loop_ids: set[int] = set()  # loops without weakref support
 _loop_count = 0
-_last_loop: Any = None
+_last_loop: weakref.ref[Any] | None = None  # the loop of the last count_task() call
 _written = False
 
 
@@ -32,17 +32,20 @@ def count_task(loop: Any) -> None:
     """Called (when ``counting``) for each asyncbis task the surface creates: notes its loop
     (one compare, usually; the tasks themselves are counted by the core)."""
     global _last_loop, _loop_count
-    if loop is _last_loop:
+    last = _last_loop
+    if last is not None and last() is loop:
         return
     try:
         if loop not in _loops:
             _loops.add(loop)
             _loop_count += 1
+        # Weak: a strong reference kept the last run's loop alive after the run, which stock
+        # does not (anyio's test_asyncio_run_does_not_leak_event_loop failed under the study).
+        _last_loop = weakref.ref(loop)
     except TypeError:
         if id(loop) not in _loop_ids:
             _loop_ids.add(id(loop))
             _loop_count += 1
-    _last_loop = loop  # a strong reference to one loop only; replaced by the next one
 
 
 def count_loop(loop: Any) -> None:
