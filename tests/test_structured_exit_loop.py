@@ -473,11 +473,17 @@ def test_the_first_signal_in_a_later_run_cancels_the_adopted_leftovers():
         signal.raise_signal(signal.SIGINT)
         await asyncio.sleep(3600)
 
-    with asyncio.Runner() as runner:
-        runner.run(first())
-        with pytest.raises(KeyboardInterrupt):
-            runner.run(second())
-        assert not _root_group.has_leftovers(runner.get_loop())
+    # A runner handles SIGINT only where it has Python's default handler (stock Runner's rule);
+    # a test process can inherit it ignored (a background job, nohup, CI with SIGINT ignored).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with asyncio.Runner() as runner:
+            runner.run(first())
+            with pytest.raises(KeyboardInterrupt):
+                runner.run(second())
+            assert not _root_group.has_leftovers(runner.get_loop())
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert events == ["leftover cancelled"]
 
 
