@@ -277,9 +277,9 @@ def test_a_leftover_that_fails_in_the_next_call_makes_that_call_raise(loop, mode
     assert loop.run_until_complete(asyncio.sleep(0, "third")) == "third"
 
 
-@pytest.mark.parametrize("mode", ("on", *UNRETRIEVED))
-def test_a_leftover_that_fails_between_calls_is_raised_by_the_next_call(loop, mode):
-    switches.set("root-task-group", mode)
+def _fail_a_leftover_between_calls(loop: asyncio.AbstractEventLoop) -> None:
+    """A call leaves a task running; it fails while the loop runs without a root group (no
+    call: ``run_forever()``)."""
 
     async def failing(gate: asyncio.Event) -> None:
         await gate.wait()
@@ -292,9 +292,14 @@ def test_a_leftover_that_fails_between_calls_is_raised_by_the_next_call(loop, mo
         return gate
 
     gate = loop.run_until_complete(first())
-    # The loop runs without a root group (no call): the leftover fails there.
     loop.call_soon(gate.set)
     loop.run_forever()
+
+
+@pytest.mark.parametrize("mode", ("on", *UNRETRIEVED))
+def test_a_leftover_that_fails_between_calls_is_raised_by_the_next_call(loop, mode):
+    switches.set("root-task-group", mode)
+    _fail_a_leftover_between_calls(loop)
     assert [g._leftovers for g in _root_group._handed_over[loop]] == [1]  # its failure, held
 
     async def second() -> None:
@@ -309,20 +314,7 @@ def test_a_failure_between_calls_that_no_call_adopts_is_logged_as_stock_logs_it(
     loop = asyncio.new_event_loop()
     logged: list[str] = []
     loop.set_exception_handler(lambda _loop, ctx: logged.append(ctx["message"]))
-
-    async def failing(gate: asyncio.Event) -> None:
-        await gate.wait()
-        asyncio.get_running_loop().stop()
-        raise ValueError("failed between calls")
-
-    async def first() -> asyncio.Event:
-        gate = asyncio.Event()
-        asyncio.create_task(failing(gate))
-        return gate
-
-    gate = loop.run_until_complete(first())
-    loop.call_soon(gate.set)
-    loop.run_forever()
+    _fail_a_leftover_between_calls(loop)
     loop.close()
     gc.collect()
     assert logged == ["Task exception was never retrieved"]
