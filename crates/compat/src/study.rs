@@ -1281,11 +1281,39 @@ pub fn apply_patches(
             ));
         }
     }
+    remove_stale_generated_c(&work, patches)?;
     std::fs::write(work.join(".asyncbis-compat-patched"), &digest)
         .map_err(|err| format!("cannot mark {}: {err}", work.display()))?;
     std::fs::rename(&work, &patched)
         .map_err(|err| format!("cannot move {} into place: {err}", work.display()))?;
     Ok(patched)
+}
+
+/// Removes the C file Cython generated from each `.pyx` file the patches change. Sdists ship
+/// it, and setuptools builds an extension from it instead of the `.pyx` when it is there, so
+/// the port would be left out of the build; without it the build runs Cython on the patched
+/// source, as in a checkout of the project's repository (which has no generated C).
+fn remove_stale_generated_c(tree: &Path, patches: &[PathBuf]) -> Result<(), String> {
+    for patch in patches {
+        let text = std::fs::read_to_string(patch)
+            .map_err(|err| format!("cannot read {}: {err}", patch.display()))?;
+        for pyx in patched_files(&text).filter(|f| f.ends_with(".pyx")) {
+            let generated = tree.join(pyx).with_extension("c");
+            if generated.is_file() {
+                std::fs::remove_file(&generated)
+                    .map_err(|err| format!("cannot remove {}: {err}", generated.display()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The files a unified diff changes, as `patch -p1` names them (`+++ b/dir/file` -> `dir/file`).
+fn patched_files(text: &str) -> impl Iterator<Item = &str> {
+    text.lines().filter_map(|line| {
+        let path = line.strip_prefix("+++ ")?.split('\t').next()?.trim_end();
+        path.split_once('/').map(|(_, rest)| rest)
+    })
 }
 
 /// Lines a unified diff adds and removes (the size of a port).
@@ -2094,6 +2122,42 @@ mod tests {
         );
         let all: Vec<String> = SWITCHES.iter().map(|s| s.to_string()).collect();
         assert_eq!(rerun_label(&all), "asyncbis-all-off");
+    }
+
+    #[test]
+    fn a_patched_pyx_loses_its_generated_c_and_nothing_else_does() {
+        let root = std::env::temp_dir().join(format!("asyncbis-compat-pyx-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let tree = root.join("tree");
+        std::fs::create_dir_all(tree.join("pkg")).unwrap();
+        for (name, text) in [
+            (
+                "pkg/proto.pyx",
+                "async def wait(fut):\n    await shield(fut)\n",
+            ),
+            ("pkg/proto.c", "/* generated from proto.pyx */\n"),
+            ("pkg/other.pyx", "x = 1\n"),
+            ("pkg/other.c", "/* generated from other.pyx */\n"),
+            ("pkg/helper.c", "/* hand-written */\n"),
+        ] {
+            std::fs::write(tree.join(name), text).unwrap();
+        }
+        let patch = root.join("01-wait.patch");
+        std::fs::write(
+            &patch,
+            "header text\n--- a/pkg/proto.pyx\t2026-12-07\n+++ b/pkg/proto.pyx\t2026-12-07\n\
+             @@ -1,2 +1,2 @@\n async def wait(fut):\n-    await shield(fut)\n+    await wait((fut,))\n",
+        )
+        .unwrap();
+        let patched = apply_patches(&root.join("cache"), &tree, "pkg-1.0", &[patch]).unwrap();
+        let code = std::fs::read_to_string(patched.join("pkg/proto.pyx")).unwrap();
+        assert!(code.contains("await wait((fut,))"), "{code}");
+        assert!(!patched.join("pkg/proto.c").exists());
+        // What the patches do not touch stays, generated or not; the sdist keeps everything.
+        assert!(patched.join("pkg/other.c").exists());
+        assert!(patched.join("pkg/helper.c").exists());
+        assert!(tree.join("pkg/proto.c").exists());
+        let _ = std::fs::remove_dir_all(&root);
     }
 
     #[test]
