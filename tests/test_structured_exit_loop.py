@@ -507,7 +507,7 @@ def test_a_nested_run_until_complete_raises_as_stock_and_loses_nothing(loop):
 
 
 def test_unknown_values_are_refused_listing_the_valid_ones():
-    valid = "structured-exit takes True/False or one of off, on, loop"
+    valid = "structured-exit takes True/False or one of off, on, loop, loop-cancel; got"
     with pytest.raises(ValueError, match=valid):
         switches.set("structured-exit", "loops")
     assert switches.value("structured-exit") == "loop"
@@ -527,7 +527,8 @@ def test_the_value_is_read_from_the_environment():
     env["ASYNCBIS_SWITCHES"] = "structured-exit=later"
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert proc.returncode != 0
-    assert "structured-exit takes True/False or one of off, on, loop; got 'later'" in proc.stderr
+    valid = "structured-exit takes True/False or one of off, on, loop, loop-cancel"
+    assert f"{valid}; got 'later'" in proc.stderr
 
 
 def test_the_core_refuses_a_hand_over_it_cannot_do():

@@ -2,10 +2,11 @@
 patched ``run_until_complete(coro)``) opens around ``main``, which every task created outside a
 group joins (switch root-task-group).
 
-With ``structured-exit=loop`` a run's root group does not wait for its tasks when ``main``
-returns: it hands those still running over to the loop's next run, whose root group adopts
-them; ``Runner.close()`` ends the chain with a last run that waits for them (docs/switches.md,
-"Structured exit at the end of the loop's life")."""
+With ``structured-exit=loop`` (and ``loop-cancel``) a run's root group does not wait for its
+tasks when ``main`` returns: it hands those still running over to the loop's next run, whose root
+group adopts them; ``Runner.close()`` ends the chain with a last run that waits for them
+(``loop-cancel``: cancels them, then waits) (docs/switches.md, "Structured exit at the end of the
+loop's life")."""
 
 from __future__ import annotations
 
@@ -26,6 +27,9 @@ _root_groups: dict[Any, TaskGroup] = {}
 # or loop.close() (forget_leftovers) takes them.
 _handed_over: dict[Any, list[TaskGroup]] = {}
 
+# The structured-exit values whose runs hand their running tasks over to the loop's next run.
+HAND_OVER = ("loop", "loop-cancel")
+
 
 def root_group(loop: asyncio.AbstractEventLoop) -> TaskGroup | None:
     """The root task group of ``loop``, or None outside asyncbis.run()/Runner."""
@@ -44,8 +48,9 @@ async def root_main(
     loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T], *, last: bool = False
 ) -> T:
     """The root task's body: main inside the root task group. The group adopts the tasks the
-    loop's earlier runs handed over; ``last``: the loop's last run (Runner.close()), which waits
-    for its tasks whatever structured-exit says."""
+    loop's earlier runs handed over; ``last``: the loop's last run (Runner.close()), which never
+    hands over: it waits for its tasks, and with structured-exit ``off`` or ``loop-cancel``
+    cancels them first."""
     # A generator its consumer lets go of stops holding the consumer in its scopes at once
     # (docs/architecture.md, "Scopes held by generators across yield").
     _core._watch_left_generators()
@@ -53,7 +58,8 @@ async def root_main(
     # Which background failures the root group acts on (root-task-group: on or unretrieved*).
     policy = switches.value("root-task-group")
     group._set_orphan_policy("on" if policy == "off" else str(policy))
-    if not last and switches.value("structured-exit") == "loop":
+    exit_mode = switches.value("structured-exit")
+    if not last and exit_mode in HAND_OVER:
         group._hand_over_at_exit()
     main_exc: BaseException | None = None
     try:
@@ -69,6 +75,10 @@ async def root_main(
             if not switches.enabled("structured-exit"):
                 # Stock asyncio.run(): leftover background tasks are cancelled when main returns.
                 group.cancel("main returned (structured-exit is off)")
+            elif last and exit_mode == "loop-cancel":
+                # Stock Runner.close() cancels what is left (_cancel_all_tasks); here as the
+                # root group's cancellation, so a failure of their cleanup reaches the caller.
+                group.cancel("the runner is closing (structured-exit=loop-cancel)")
             return result
     except BaseExceptionGroup as eg:
         # main's own exception, alone, propagates unchanged (as asyncio.run and trio.run do)
@@ -107,4 +117,4 @@ def forget_leftovers(loop: asyncio.AbstractEventLoop) -> None:
 
 async def leftovers_done() -> None:
     """The main of a loop's last run (Runner.close()): its root group adopts the tasks earlier
-    runs handed over, and its exit waits for them."""
+    runs handed over, and its exit waits for them (cancelled first with ``loop-cancel``)."""

@@ -52,8 +52,8 @@ class Runner(_stock.Runner):
         it without waiting for tasks that are still finalising.
 
         With structured-exit=loop, first the loop's last run: its root group adopts the tasks
-        earlier runs handed over and waits for them (a failure among them is raised here, once
-        the loop is closed)."""
+        earlier runs handed over and waits for them (loop-cancel: cancels them, then waits); a
+        failure among them is raised here, once the loop is closed."""
         loop = self._loop  # type: ignore[attr-defined]
         try:
             if (

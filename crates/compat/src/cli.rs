@@ -465,6 +465,11 @@ mod tests {
         );
         let looped = parse("--profile recommended --set structured-exit=loop").unwrap();
         assert_eq!(looped.switch_values, vec!["structured-exit=loop"]);
+        let cancelling = parse("--profile recommended --set structured-exit=loop-cancel").unwrap();
+        assert_eq!(
+            cancelling.switch_values,
+            vec!["structured-exit=loop-cancel"]
+        );
         assert!(parse("--set nope=on").is_err());
         assert!(parse("--set root-task-group").is_err());
         assert!(parse("--set root-task-group=a,b").is_err());
