@@ -308,6 +308,46 @@ def test_keyboard_interrupt_in_a_background_task_acts_at_once(mode):
         asyncbis.run(main())
 
 
+class _PlainBaseException(BaseException):
+    """A BaseException that is not a request to stop the program (stock asyncio stores it
+    in the task like any failure, where KeyboardInterrupt and SystemExit leave the loop)."""
+
+
+@pytest.mark.parametrize("mode", UNRETRIEVED)
+def test_a_base_exception_that_is_not_an_exit_request_is_an_ordinary_failure(mode):
+    """Handled by the caller: no orphan, as for an Exception (aiohappyeyeballs'
+    test_handling_system_exit raises such a class in its connection attempts)."""
+    switches.set("root-task-group", mode)
+
+    async def fail():
+        await asyncio.sleep(0.01)
+        raise _PlainBaseException("handled below")
+
+    async def main():
+        t = asyncio.create_task(fail())
+        with pytest.raises(_PlainBaseException):
+            await t
+        await asyncio.sleep(0.01)  # the check (next tick, or collection) has run by now
+        return "handled"
+
+    assert _outcome(main) == "handled"
+
+
+@pytest.mark.parametrize("mode", UNRETRIEVED)
+def test_an_unretrieved_base_exception_still_reaches_the_caller(mode):
+    switches.set("root-task-group", mode)
+
+    async def fail():
+        await asyncio.sleep(0)
+        raise _PlainBaseException("nobody looks")
+
+    async def main():
+        asyncio.create_task(fail())
+        await asyncio.sleep(30)
+
+    assert _outcome(main) == ["_PlainBaseException('nobody looks')"]
+
+
 @pytest.mark.parametrize("mode", UNRETRIEVED)
 def test_unretrieved_under_patched_run_until_complete(mode):
     switches.set("root-task-group", mode)

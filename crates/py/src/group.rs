@@ -1114,8 +1114,9 @@ impl Drop for TaskGroup {
 }
 
 /// Whether `task` finished with an exception (not KeyboardInterrupt/SystemExit: those always
-/// act at once) that nobody has retrieved yet. Reads the Future's private state, which does
-/// not mark the exception retrieved as `exception()` would.
+/// act at once) that nobody has retrieved yet. Any other BaseException is an ordinary failure,
+/// as stock's task stores it (only the two exit requests leave the loop). Reads the Future's
+/// private state, which does not mark the exception retrieved as `exception()` would.
 fn unretrieved_failure(task: &Bound<'_, PyAny>) -> PyResult<bool> {
     let py = task.py();
     if !task
@@ -1125,8 +1126,7 @@ fn unretrieved_failure(task: &Bound<'_, PyAny>) -> PyResult<bool> {
         return Ok(false);
     }
     let exc = task.getattr(pyo3::intern!(py, "_exception"))?;
-    let c = cached(py);
-    Ok(!exc.is_none() && exc.is_instance(c.exception.bind(py))?)
+    Ok(!exc.is_none() && !is_exit_request(&exc)?)
 }
 
 /// Whether a child that finished after its group handed it over (structured-exit=loop) has a

@@ -155,7 +155,6 @@ pub struct Cached {
     pub get_running_loop: Py<PyAny>,
     /// `asyncio.events._get_running_loop` (None outside a running loop, no exception)
     pub running_loop_or_none: Py<PyAny>,
-    pub exception: Py<PyAny>,
     /// `asyncio.BaseEventLoop.time` (to recognise loops that keep asyncio's clock)
     pub base_loop_time: Py<PyAny>,
     pub monotonic: Py<PyAny>,
@@ -233,7 +232,6 @@ pub fn cached(py: Python<'_>) -> &'static Cached {
                     .import("asyncio.events")?
                     .getattr("_get_running_loop")?
                     .unbind(),
-                exception: builtins.getattr("Exception")?.unbind(),
                 base_loop_time: py
                     .import("asyncio.base_events")?
                     .getattr("BaseEventLoop")?
