@@ -448,7 +448,7 @@ def test_an_interrupted_call_keeps_its_group_and_its_leftovers_run_on(loop):
     threading.current_thread() is not threading.main_thread() or sys.platform == "win32",
     reason="signals are handled in the main thread",
 )
-def test_the_first_signal_in_a_later_run_cancels_the_adopted_leftovers():
+def test_the_first_signal_in_a_later_run_cancels_the_adopted_leftovers(sigint_handled):
     events: list[str] = []
 
     async def background() -> None:
@@ -465,17 +465,11 @@ def test_the_first_signal_in_a_later_run_cancels_the_adopted_leftovers():
         signal.raise_signal(signal.SIGINT)
         await asyncio.sleep(3600)
 
-    # A runner handles SIGINT only where it has Python's default handler (stock Runner's rule);
-    # a test process can inherit it ignored (a background job, nohup, CI with SIGINT ignored).
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        with asyncio.Runner() as runner:
-            runner.run(first())
-            with pytest.raises(KeyboardInterrupt):
-                runner.run(second())
-            assert not _root_group.has_leftovers(runner.get_loop())
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    with asyncio.Runner() as runner:
+        runner.run(first())
+        with pytest.raises(KeyboardInterrupt):
+            runner.run(second())
+        assert not _root_group.has_leftovers(runner.get_loop())
     assert events == ["leftover cancelled"]
 
 

@@ -46,15 +46,6 @@ def _loop_cancel_exit(request):
 
 
 @pytest.fixture
-def sigint_handled():
-    # A runner handles SIGINT only where it has Python's default handler (stock Runner's rule);
-    # a test process can inherit it ignored (a background job, nohup, CI with SIGINT ignored).
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, previous)
-
-
-@pytest.fixture
 def hard_shutdown():
     """For a test that ends in a hard shutdown (the second signal): it abandons the task still
     finalising, with its group and scopes, on the closed loop, whatever structured-exit says, so
